@@ -1,0 +1,103 @@
+"""Pure-PyTorch grad_distance: THE specification (OPS.md section 1).
+
+DC's ``match_loss`` / ``distance_wb`` (VICO-UoE/DatasetCondensation, utils.py), batched over a
+leading class dimension K:
+
+* ``ours``: every tensor with ndim >= 2 is split into rows ([out, in, kh, kw] -> [out, in*kh*kw],
+  [C, h, w] -> [C, h*w], 2-D as is); distance = sum over rows of
+  1 - <gr, gs> / (||gr|| * ||gs|| + 1e-6); 1-D tensors contribute exactly 0.
+* ``mse``: sum over all elements of (gs - gr)^2 (a sum, not a mean).
+* ``cos``: 1 - <gr, gs> / (||gr|| * ||gs|| + 1e-6) over the concatenation of all tensors.
+* ``l1``: sum over all elements of |gs - gr| (IDC's variant).
+
+Weights multiply each tensor's term (ours, mse, l1); a weight of 0 skips the tensor entirely (also
+under ``cos``, where it drops the tensor from the concatenation). Half inputs accumulate in fp32.
+The backward is autograd of this very formula.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .plan import EPS, flat_layout, is_row_tensor, rows_and_cols
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _row_terms(gs: torch.Tensor, gr: torch.Tensor):
+    """<gr, gs>, ||gr||, ||gs|| per row; inputs [K, rows, cols]."""
+    return (gr * gs).sum(-1), gr.norm(dim=-1), gs.norm(dim=-1)
+
+
+def forward(g_syn, g_real, metric: str, weights, batched: bool):
+    """Returns (distance [K] or [], statistics saved for backward)."""
+    num_classes = g_syn[0].shape[0] if batched else 1
+    dtype, device = g_syn[0].dtype, g_syn[0].device
+    acc_dtype = _acc(g_syn[0]).dtype
+    total = torch.zeros(num_classes, dtype=acc_dtype, device=device)
+    stats = torch.zeros(0, dtype=acc_dtype, device=device)
+    pairs = [(_acc(gs).reshape(num_classes, -1), _acc(gr).reshape(num_classes, -1), w, gs.shape[batched:])
+             for gs, gr, w in zip(g_syn, g_real, weights) if w != 0]
+    if metric == "ours":
+        row_stats = []
+        for gs, gr, w, shape in pairs:
+            if not is_row_tensor(shape, w, metric):
+                continue  # DC's distance_wb returns 0 for 1-D tensors
+            rows, cols = rows_and_cols(shape)
+            gs, gr = gs.reshape(num_classes, rows, cols), gr.reshape(num_classes, rows, cols)
+            dot, norm_r, norm_s = _row_terms(gs, gr)
+            total = total + w * (1 - dot / (norm_r * norm_s + EPS)).sum(-1)
+            row_stats.append(torch.stack([dot, norm_r.square(), norm_s.square()], dim=-1))
+        if row_stats:
+            stats = torch.cat(row_stats, dim=1).reshape(-1)
+    elif metric == "cos":
+        if pairs:
+            gs = torch.cat([p[0] for p in pairs], dim=1)
+            gr = torch.cat([p[1] for p in pairs], dim=1)
+        else:
+            gs = gr = torch.zeros(num_classes, 0, dtype=acc_dtype, device=device)
+        dot, norm_r, norm_s = _row_terms(gs, gr)
+        total = 1 - dot / (norm_r * norm_s + EPS)
+        stats = torch.stack([dot, norm_r.square(), norm_s.square()], dim=-1).reshape(-1)
+    elif metric == "mse":
+        for gs, gr, w, _ in pairs:
+            total = total + w * (gs - gr).square().sum(-1)
+    elif metric == "l1":
+        for gs, gr, w, _ in pairs:
+            total = total + w * (gs - gr).abs().sum(-1)
+    else:
+        raise ValueError(f"unknown metric {metric!r}")
+    out = total.to(dtype)
+    return (out if batched else out.reshape(())), stats.detach()
+
+
+def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool, need_syn: bool, need_real: bool):
+    """Flat gradient buffers (plan.flat_layout) for g_syn and g_real, by autograd of ``forward``."""
+    del stats  # recomputed by autograd
+    with torch.enable_grad():
+        syn = [t.detach().requires_grad_(need_syn) for t in g_syn]
+        real = [t.detach().requires_grad_(need_real) for t in g_real]
+        out, _ = forward(syn, real, metric, weights, batched)
+        wanted = (syn if need_syn else []) + (real if need_real else [])
+        grads = torch.autograd.grad(out, wanted, grad_out, allow_unused=True) if out.requires_grad else [None] * len(wanted)
+    grads = list(grads)
+    syn_grads = grads[:len(syn)] if need_syn else None
+    real_grads = grads[len(syn) if need_syn else 0:] if need_real else None
+    return pack_flat(syn_grads, g_syn, batched), pack_flat(real_grads, g_real, batched)
+
+
+def pack_flat(grads, like, batched: bool) -> torch.Tensor:
+    """Concatenate per-tensor gradients into the flat layout (zeros where a gradient is None)."""
+    ref = like[0]
+    if grads is None:
+        return ref.new_empty(0)
+    num_classes = ref.shape[0] if batched else 1
+    shapes = [t.shape[batched:] for t in like]
+    offsets, numel = flat_layout(shapes, num_classes)
+    flat = ref.new_zeros(numel)
+    for offset, grad, t in zip(offsets, grads, like):
+        if grad is not None:
+            flat[offset:offset + t.numel()].copy_(grad.reshape(-1))
+    return flat

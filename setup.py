@@ -1,0 +1,128 @@
+"""Build ddfast and, unless DDFAST_BUILD_CPP=0, its compiled extension ddfast._C.
+
+Environment:
+  DDFAST_BUILD_CPP=0   pure-Python install (reference + triton backends only)
+  DDFAST_BUILD_CPP=1   the C++ build is required: a failure stops the install
+                       (default: a failed build is reported and the install goes on without _C)
+  DDFAST_BUILD_CUDA=1  build the CUDA kernels (error if torch has no CUDA or nvcc is missing)
+  DDFAST_BUILD_CUDA=0  never build the CUDA kernels
+                       (default: build them when torch has CUDA and nvcc is found)
+  TORCH_CUDA_ARCH_LIST GPU architectures; default "8.0;9.0" when no GPU is visible
+  MAX_JOBS             parallel compile jobs (ninja)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+BUILD_INFO = ROOT / "ddfast" / "build_info.json"
+CUDA_OPS = ["grad_distance"]  # ops with CUDA kernels; each has csrc/<op>/<op>.cu and cuda.cpp
+
+
+def _load_source_hash():
+    spec = importlib.util.spec_from_file_location("_ddfast_source_hash", ROOT / "ddfast" / "_source_hash.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _env_flag(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value not in (None, "", "0", "1"):
+        sys.exit(f"setup.py: {name} must be 0 or 1, got {value!r}")
+    return value or None
+
+
+def _write_build_info(info: dict) -> None:
+    BUILD_INFO.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _extension_setup() -> tuple[list, dict]:
+    build_cpp = _env_flag("DDFAST_BUILD_CPP")
+    build_cuda = _env_flag("DDFAST_BUILD_CUDA")
+    info = {"python": platform.python_version(), "cpp": False, "cuda": False}
+    if build_cpp == "0":
+        info["skipped"] = "DDFAST_BUILD_CPP=0"
+        _write_build_info(info)
+        return [], {}
+
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    nvcc = Path(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else None
+    has_nvcc = bool(nvcc and nvcc.exists())
+    torch_cuda = torch.version.cuda
+    if build_cuda == "1":
+        if torch_cuda is None:
+            sys.exit(f"setup.py: DDFAST_BUILD_CUDA=1 but torch {torch.__version__} is a CPU-only build; "
+                     "install a CUDA build of torch or unset DDFAST_BUILD_CUDA")
+        if not has_nvcc:
+            sys.exit("setup.py: DDFAST_BUILD_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+        with_cuda = True
+    elif build_cuda == "0":
+        with_cuda = False
+    else:
+        with_cuda = torch_cuda is not None and has_nvcc
+    if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+
+    sources = [CSRC / "module.cpp"] + sorted(CSRC.glob("*/bind.cpp")) + sorted(CSRC.glob("*/cpu.cpp"))
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    define_macros = []
+    extension = CppExtension
+    extra = {"cxx": cxx_flags}
+    if with_cuda:
+        extension = CUDAExtension
+        sources += [CSRC / op / f"{op}.cu" for op in CUDA_OPS] + [CSRC / op / "cuda.cpp" for op in CUDA_OPS]
+        define_macros.append(("DDFAST_WITH_CUDA", "1"))
+        extra["nvcc"] = ["-O3", "-std=c++17", "-lineinfo"]
+
+    source_hash = _load_source_hash()
+    info.update({
+        "cpp": True,
+        "cuda": with_cuda,
+        "torch_version": torch.__version__,
+        "torch_cuda": torch_cuda,
+        "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if with_cuda else None,
+        "cxx_flags": cxx_flags,
+        "nvcc_flags": extra.get("nvcc"),
+        "cuda_source_hashes": {op: source_hash.cuda_source_hash(op, CSRC) for op in CUDA_OPS} if with_cuda else {},
+        "strict": build_cpp == "1",
+    })
+    _write_build_info(info)
+
+    class OptionalBuildExtension(BuildExtension):
+        """A failed build is reported (build_info.json says why) unless DDFAST_BUILD_CPP=1."""
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure
+                if build_cpp == "1":
+                    raise
+                info.update({"cpp": False, "cuda": False, "build_error": f"{type(exc).__name__}: {exc}"[:2000]})
+                _write_build_info(info)
+                print(f"WARNING: building ddfast._C failed; ddfast installs without it ({exc})", file=sys.stderr)
+
+    ext = extension(
+        name="ddfast._C",
+        sources=[str(p.relative_to(ROOT)) for p in sources],
+        include_dirs=[str(CSRC)],
+        define_macros=define_macros,
+        extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
+    )
+    return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extension_setup()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
