@@ -76,7 +76,7 @@ def _extension_setup() -> tuple[list, dict]:
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
 
     sources = [CSRC / "module.cpp"] + sorted(CSRC.glob("*/bind.cpp")) + sorted(CSRC.glob("*/cpu.cpp"))
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    cxx_flags = ["-O3", "-fopenmp"]
     define_macros = []
     extension = CppExtension
     extra = {"cxx": cxx_flags}
@@ -84,7 +84,7 @@ def _extension_setup() -> tuple[list, dict]:
         extension = CUDAExtension
         sources += [CSRC / op / f"{op}.cu" for op in CUDA_OPS] + [CSRC / op / "cuda.cpp" for op in CUDA_OPS]
         define_macros.append(("DDFAST_WITH_CUDA", "1"))
-        extra["nvcc"] = ["-O3", "-std=c++17", "-lineinfo"]
+        extra["nvcc"] = ["-O3", "-lineinfo"]
 
     source_hash = _load_source_hash()
     info.update({

@@ -102,6 +102,15 @@ def _pieces(tensor: int, klass: int, base: int, numel: int, chunk: int) -> np.nd
     return out
 
 
+def tensor_shapes(tensors, batched: bool) -> tuple[tuple[int, ...], ...]:
+    """Per-tensor shapes without the class dimension."""
+    return tuple(tuple(t.shape[1:] if batched else t.shape) for t in tensors)
+
+
+def plan_for(g_syn, metric: str, weights, batched: bool) -> "Plan":
+    return build_plan(tensor_shapes(g_syn, batched), g_syn[0].shape[0] if batched else 1, metric, tuple(weights))
+
+
 @functools.lru_cache(maxsize=128)
 def build_plan(shapes: tuple[tuple[int, ...], ...], num_classes: int, metric: str,
                weights: tuple[float, ...]) -> Plan:

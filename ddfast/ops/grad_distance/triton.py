@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .._triton_common import SIGNATURE_TYPES, accumulate_type, element_offsets, vector_width
-from .plan import EPS, ITEM_FIELDS, METRIC_CODES, build_plan
+from .plan import EPS, ITEM_FIELDS, METRIC_CODES, plan_for
 
 BLOCK = 1024
 FINALIZE_BLOCK = 256
@@ -226,20 +226,15 @@ def grad_distance_backward_kernel(syn_ptr, real_ptr, offsets_ptr, flat_offsets_p
                     c_cross, c_syn, c_real, METRIC, NEED_SYN, NEED_REAL, ACC)
 
 
-def _shapes(tensors, batched: bool):
-    return tuple(tuple(t.shape[1:] if batched else t.shape) for t in tensors)
-
-
 def _launch_tables(g_syn, g_real, metric, weights, batched):
     ref = g_syn[0]
-    num_classes = ref.shape[0] if batched else 1
-    plan = build_plan(_shapes(g_syn, batched), num_classes, metric, tuple(weights))
+    plan = plan_for(g_syn, metric, weights, batched)
     syn_offsets, syn_aligned = element_offsets(g_syn)
     real_offsets, real_aligned = element_offsets(g_real)
     offsets = torch.tensor(syn_offsets + real_offsets, dtype=torch.int64)
     if ref.device.type != "cpu":
         offsets = offsets.pin_memory().to(ref.device, non_blocking=True)
-    return plan, num_classes, offsets, syn_aligned and real_aligned
+    return plan, ref.shape[0] if batched else 1, offsets, syn_aligned and real_aligned
 
 
 def forward(g_syn, g_real, metric: str, weights, batched: bool):

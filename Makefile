@@ -1,0 +1,49 @@
+# ddfast developer entry points. `make test` and `make bench` set up .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ddfast-installed
+SOURCES := setup.py pyproject.toml requirements-dev.txt $(shell find csrc -type f 2>/dev/null)
+
+.PHONY: setup build test test-fast test-triton test-compile bench bench-quick report info ci clean
+
+$(STAMP): $(SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	MAX_JOBS=$${MAX_JOBS:-2} DDFAST_BUILD_CPP=$${DDFAST_BUILD_CPP:-1} $(PY) -m pip install -q -e . --no-build-isolation --no-deps
+	touch $@
+
+setup: $(STAMP)
+
+build: setup  ## rebuild the extension after editing csrc/
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q -e . --no-build-isolation --no-deps
+
+info: setup
+	$(VENV)/bin/ddfast info
+
+test: setup test-fast test-triton test-compile
+
+test-fast: setup  ## tiers 1-4 on CPU (reference, cpp, gradcheck, opcheck, bad inputs)
+	$(PY) -m pytest -q -m "not triton and not compile_gpu"
+
+test-triton: setup  ## tier 5: Triton kernels under the interpreter
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton
+
+test-compile: setup  ## tier 6: nvcc and Triton ahead-of-time compile checks for sm_80/sm_90
+	$(PY) -m pytest -q -m compile_gpu
+
+bench: setup  ## benchmarks on this machine, then the README tables and plots
+	$(PY) bench/bench_grad_distance.py
+	$(PY) bench/report.py
+
+bench-quick: setup
+	$(PY) bench/bench_grad_distance.py --quick
+
+report: setup
+	$(PY) bench/report.py
+
+ci:
+	bash .ci/run
+
+clean:
+	rm -rf build ddfast/_C*.so ddfast/build_info.json *.egg-info

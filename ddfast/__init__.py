@@ -1,0 +1,11 @@
+"""ddfast: fused, autograd-ready kernels for the hot paths of dataset distillation."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .backends import BackendUnavailableError, use_backend
+from .ops.grad_distance import grad_distance
+from .ops.per_class_gradients import per_class_gradients
+
+__all__ = ["BackendUnavailableError", "grad_distance", "per_class_gradients", "use_backend", "__version__"]

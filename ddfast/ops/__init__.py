@@ -1,0 +1,1 @@
+"""Fused hot paths, one package per op (ARCHITECTURE.md, "Layers")."""

@@ -1,0 +1,95 @@
+"""Custom-op registration of grad_distance: ``ddfast::grad_distance`` (distance and saved statistics)
+and ``ddfast::grad_distance_backward`` (flat gradient buffers), with fake and autograd
+registrations and per-device kernels that dispatch to the selected backend."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ...backends import OpDispatch
+from .._lazy import LazyModule
+from . import compiled, reference
+from .plan import flat_layout, stats_numel, tensor_shapes
+
+DISPATCH = OpDispatch(
+    "grad_distance",
+    impls={"reference": reference, "cpp": compiled, "cuda": compiled,
+           "triton": LazyModule("ddfast.ops.grad_distance.triton")},
+    cuda_preference=("cuda", "triton"),
+)
+
+
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("ddfast::grad_distance", mutates_args=())
+def grad_distance_op(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str, weights: Sequence[float],
+                     batched: bool) -> tuple[Tensor, Tensor]:
+    return reference.forward(g_syn, g_real, metric, weights, batched)
+
+
+@torch.library.custom_op("ddfast::grad_distance_backward", mutates_args=())
+def grad_distance_backward_op(grad_out: Tensor, g_syn: Sequence[Tensor], g_real: Sequence[Tensor], stats: Tensor,
+                              metric: str, weights: Sequence[float], batched: bool, need_syn: bool,
+                              need_real: bool) -> tuple[Tensor, Tensor]:
+    return reference.backward(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real)
+
+
+def _forward_kernel(g_syn, g_real, metric, weights, batched):
+    _, impl = DISPATCH.resolve(g_syn[0].device, g_syn[0].dtype)
+    return impl.forward(g_syn, g_real, metric, weights, batched)
+
+
+def _backward_kernel(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real):
+    _, impl = DISPATCH.resolve(g_syn[0].device, g_syn[0].dtype)
+    return impl.backward(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real)
+
+
+for _device in ("cpu", "cuda"):
+    grad_distance_op.register_kernel(_device)(_forward_kernel)
+    grad_distance_backward_op.register_kernel(_device)(_backward_kernel)
+
+
+@grad_distance_op.register_fake
+def _(g_syn, g_real, metric, weights, batched):
+    ref = g_syn[0]
+    num_classes = ref.shape[0] if batched else 1
+    numel = stats_numel(tensor_shapes(g_syn, batched), num_classes, metric, weights)
+    return ref.new_empty((num_classes,) if batched else ()), ref.new_empty(numel, dtype=_accumulate_dtype(ref.dtype))
+
+
+@grad_distance_backward_op.register_fake
+def _(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real):
+    ref = g_syn[0]
+    _, numel = flat_layout(tensor_shapes(g_syn, batched), ref.shape[0] if batched else 1)
+    return ref.new_empty(numel if need_syn else 0), ref.new_empty(numel if need_real else 0)
+
+
+def _unflatten(flat: Tensor, like, batched: bool) -> list[Tensor]:
+    offsets, _ = flat_layout(tensor_shapes(like, batched), like[0].shape[0] if batched else 1)
+    return [flat[offset:offset + t.numel()].view(t.shape) for offset, t in zip(offsets, like)]
+
+
+def _setup_context(ctx, inputs, output):
+    g_syn, g_real, metric, weights, batched = inputs
+    ctx.save_for_backward(*g_syn, *g_real, output[1])
+    ctx.args = (len(g_syn), metric, weights, batched)
+
+
+def _backward(ctx, grad_out, _grad_stats):
+    num_tensors, metric, weights, batched = ctx.args
+    saved = ctx.saved_tensors
+    g_syn, g_real, stats = list(saved[:num_tensors]), list(saved[num_tensors:2 * num_tensors]), saved[-1]
+    need_syn, need_real = any(ctx.needs_input_grad[0]), any(ctx.needs_input_grad[1])  # one flag per list entry
+    dsyn, dreal = grad_distance_backward_op(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn,
+                                            need_real)
+    # List inputs get a list of gradients, [None] * n where none is needed (custom-op convention).
+    return (_unflatten(dsyn, g_syn, batched) if need_syn else [None] * num_tensors,
+            _unflatten(dreal, g_real, batched) if need_real else [None] * num_tensors, None, None, None)
+
+
+grad_distance_op.register_autograd(_backward, setup_context=_setup_context)
