@@ -30,6 +30,7 @@ BACKENDS = ("reference", "cpp", "cuda", "triton")
 GPU_BACKENDS = ("cuda", "triton")
 VALIDATED_PATH = Path(__file__).resolve().parent / "gpu_validated.json"
 
+_REGISTRY: list["OpDispatch"] = []
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("ddfast_backend", default=None)
 
 
@@ -79,10 +80,17 @@ def triton_import_error() -> str | None:
     return None
 
 
+def registered_ops() -> tuple["OpDispatch", ...]:
+    """The dispatch tables of all ops imported so far (all public ops, once ddfast is imported)."""
+    return tuple(_REGISTRY)
+
+
 def availability(backend: str, device_type: str) -> str | None:
     """None if ``backend`` can run tensors on ``device_type``, else the reason it cannot."""
     if backend == "reference":
         return None
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device is visible"
     if backend == "cpp":
         if device_type != "cpu":
             return f"the cpp backend runs CPU tensors only, got {device_type} tensors"
@@ -147,6 +155,7 @@ class OpDispatch:
         self.cuda_preference = cuda_preference
         self.dtypes = dtypes or {}
         self._warned = False
+        _REGISTRY.append(self)
 
     def _supports(self, backend: str, dtype: torch.dtype) -> bool:
         allowed = self.dtypes.get(backend)

@@ -1,0 +1,1 @@
+"""Signature-compatible wrappers for reference code bases: ``dc`` (DC/DSA/DM) and, later, ``mtt``."""

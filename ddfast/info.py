@@ -1,0 +1,60 @@
+"""``ddfast info`` / ``python -m ddfast.info``: versions, devices, backends and why any did not load,
+and the GPU kernels recorded as validated (ARCHITECTURE.md, "Backends and dispatch")."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from . import __version__, _ext, backends
+
+
+def report() -> str:
+    lines = [f"ddfast {__version__}", f"python {platform.python_version()}  torch {torch.__version__}"]
+    triton_error = backends.triton_import_error()
+    if triton_error is None:
+        import triton
+
+        lines.append(f"triton {triton.__version__}" + ("  (TRITON_INTERPRET=1)" if backends.triton_interpreting() else ""))
+    else:
+        lines.append(f"triton: not usable ({triton_error})")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            lines.append(f"cuda:{i} {p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB)")
+    else:
+        lines.append("CUDA: no device visible")
+    info = _ext.BUILD_INFO
+    if info:
+        lines.append(f"build: built against torch {info.get('torch_version')}, cuda kernels "
+                     f"{'yes (' + str(info.get('cuda_arch_list')) + ')' if info.get('cuda') else 'no'}")
+    lines.append("backends:")
+    for name in backends.BACKENDS:
+        probe = "cuda" if name in backends.GPU_BACKENDS else "cpu"
+        if name == "triton" and not torch.cuda.is_available() and backends.triton_interpreting():
+            probe = "cpu"
+        reason = backends.availability(name, probe)
+        lines.append(f"  {name:10s} {'loaded' if reason is None else 'unavailable: ' + reason}")
+    requested, source = backends.requested_backend()
+    lines.append(f"requested backend: {requested} ({source})")
+    lines.append("GPU kernels validated on a GPU for this source (ddfast/gpu_validated.json):")
+    for dispatch in backends.registered_ops():
+        for name in backends.GPU_BACKENDS:
+            if name not in dispatch.impls:
+                continue
+            record = backends.validation_record(dispatch.op, name)
+            if record:
+                lines.append(f"  {dispatch.op}/{name}: {record.get('gpu')}, torch {record.get('torch')}, "
+                             f"commit {str(record.get('commit'))[:10]}, {record.get('date')}")
+            else:
+                lines.append(f"  {dispatch.op}/{name}: not validated (auto runs the reference on CUDA)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    print(report())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Backend selection: use_backend, DDFAST_BACKEND, auto, clear errors, validation records, _C loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import ddfast
+from ddfast import _ext, backends
+from ddfast.ops.grad_distance import DISPATCH
+
+from conftest import HAS_CUDA, INTERPRETING
+
+
+def test_use_backend_forces_and_restores():
+    assert backends.requested_backend() == ("auto", "default")
+    with ddfast.use_backend("reference"):
+        assert backends.requested_backend() == ("reference", "ddfast.use_backend")
+        assert DISPATCH.resolve(torch.device("cpu"), torch.float32)[0] == "reference"
+        with ddfast.use_backend("auto"):
+            assert backends.requested_backend()[0] == "auto"
+        assert backends.requested_backend()[0] == "reference"
+    assert backends.requested_backend() == ("auto", "default")
+
+
+def test_environment_variable(monkeypatch):
+    monkeypatch.setenv("DDFAST_BACKEND", "reference")
+    assert DISPATCH.resolve(torch.device("cpu"), torch.float32)[0] == "reference"
+    monkeypatch.setenv("DDFAST_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="DDFAST_BACKEND: unknown ddfast backend 'fastest'"):
+        DISPATCH.resolve(torch.device("cpu"), torch.float32)
+
+
+def test_unknown_backend_name():
+    with pytest.raises(ValueError, match="unknown ddfast backend 'cudnn'"):
+        with ddfast.use_backend("cudnn"):
+            pass
+
+
+def test_auto_on_cpu_prefers_cpp_when_built():
+    name, _ = DISPATCH.resolve(torch.device("cpu"), torch.float32)
+    assert name == ("cpp" if _ext.has_cpp() else "reference")
+
+
+def test_forced_cuda_backend_on_cpu_tensors_is_a_clear_error():
+    with ddfast.use_backend("cuda"), pytest.raises(backends.BackendUnavailableError,
+                                                   match="grad_distance: backend 'cuda' .* cannot run: the cuda "
+                                                         "backend runs CUDA tensors only"):
+        ddfast.grad_distance([torch.ones(2, 2)], [torch.ones(2, 2)])
+
+
+@pytest.mark.skipif(HAS_CUDA or INTERPRETING, reason="checks the error on a machine without GPU or interpreter")
+def test_forced_triton_without_gpu_is_a_clear_error():
+    with ddfast.use_backend("triton"), pytest.raises(backends.BackendUnavailableError, match="TRITON_INTERPRET=1"):
+        ddfast.grad_distance([torch.ones(2, 2)], [torch.ones(2, 2)])
+
+
+def test_forced_cpp_without_extension_says_why(monkeypatch):
+    monkeypatch.setattr(_ext, "_C", None)
+    monkeypatch.setattr(_ext, "LOAD_ERROR", "not built: DDFAST_BUILD_CPP=0")
+    with ddfast.use_backend("cpp"), pytest.raises(backends.BackendUnavailableError,
+                                                  match="ddfast._C is unavailable .not built: DDFAST_BUILD_CPP=0"):
+        ddfast.grad_distance([torch.ones(2, 2)], [torch.ones(2, 2)])
+    assert DISPATCH.resolve(torch.device("cpu"), torch.float32)[0] == "reference"  # auto falls back silently
+
+
+def test_extension_built_for_another_torch_is_refused(monkeypatch):
+    monkeypatch.setattr(_ext, "_read_build_info", lambda: {"torch_version": "1.0.0", "cpp": True})
+    module, _, error = _ext._load()
+    if module is None and error.startswith("not built"):
+        pytest.skip("ddfast._C is not built in this environment")
+    assert module is None
+    assert "built against torch 1.0.0" in error and torch.__version__ in error
+
+
+def test_validation_records_match_op_backend_and_source(tmp_path, monkeypatch):
+    source = backends.current_source_hash("grad_distance", "triton")
+    path = tmp_path / "gpu_validated.json"
+    path.write_text(json.dumps({"kernels": [
+        {"op": "grad_distance", "backend": "triton", "source_hash": "stale", "gpu": "old"},
+        {"op": "grad_distance", "backend": "triton", "source_hash": source, "gpu": "NVIDIA H100"},
+    ]}))
+    monkeypatch.setattr(backends, "VALIDATED_PATH", path)
+    backends.validated_entries.cache_clear()
+    backends.validation_record.cache_clear()
+    try:
+        assert backends.validation_record("grad_distance", "triton")["gpu"] == "NVIDIA H100"
+        assert backends.validation_record("grad_distance", "cuda") is None
+    finally:
+        backends.validated_entries.cache_clear()
+        backends.validation_record.cache_clear()
+
+
+def test_triton_source_hash_tracks_the_kernel_file():
+    h = backends.current_source_hash("grad_distance", "triton")
+    assert isinstance(h, str) and len(h) == 16
+    assert backends.current_source_hash("grad_distance", "reference") is None
+
+
+def test_info_lists_backends(capsys):
+    from ddfast.info import main
+
+    main()
+    out = capsys.readouterr().out
+    assert "backends:" in out and "reference  loaded" in out
+    assert ("cpp        loaded" in out) == _ext.has_cpp()
+    assert "grad_distance/cuda" in out and "grad_distance/triton" in out
