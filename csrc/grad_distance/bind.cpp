@@ -8,6 +8,5 @@ TORCH_LIBRARY_FRAGMENT(ddfast, m) {
       "Tensor part_ptr, Tensor part_weight, int metric) -> (Tensor, Tensor)");
   m.def(
       "_grad_distance_backward(Tensor grad_out, Tensor[] g_syn, Tensor[] g_real, Tensor stats, "
-      "Tensor items, Tensor item_weight, int[] flat_offsets, int flat_numel, int metric, bool need_syn, "
-      "bool need_real) -> (Tensor, Tensor)");
+      "Tensor items, Tensor item_weight, int metric, bool need_syn, bool need_real) -> (Tensor[], Tensor[])");
 }

@@ -1,8 +1,10 @@
-// Internal consistency checks for the compiled grad_distance ops. User-facing validation (with
+// Internal consistency checks and output allocation for the compiled grad_distance ops. User-facing validation (with
 // argument names and indices) happens once in Python; these guard direct torch.ops calls.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <vector>
 
 #include "grad_distance/math.h"
 
@@ -25,6 +27,14 @@ inline void check_inputs(at::TensorList g_syn, at::TensorList g_real, const at::
                   items.is_contiguous(), "grad_distance: malformed work items");
   TORCH_CHECK(item_weight.scalar_type() == at::kDouble && item_weight.numel() == items.size(0),
               "grad_distance: malformed item weights");
+}
+
+inline std::vector<at::Tensor> empty_like_all(at::TensorList tensors, bool needed) {
+  std::vector<at::Tensor> out;
+  if (!needed) return out;
+  out.reserve(tensors.size());
+  for (const auto& t : tensors) out.push_back(at::empty_like(t, at::MemoryFormat::Contiguous));
+  return out;
 }
 
 }  // namespace grad_distance

@@ -79,6 +79,14 @@ std::vector<const T*> data_pointers(at::TensorList tensors) {
   return ptrs;
 }
 
+template <typename T>
+std::vector<T*> mutable_pointers(const std::vector<at::Tensor>& tensors) {
+  std::vector<T*> ptrs;
+  ptrs.reserve(tensors.size());
+  for (const auto& t : tensors) ptrs.push_back(t.data_ptr<T>());
+  return ptrs;
+}
+
 template <int METRIC, typename T>
 void forward_impl(at::TensorList g_syn, at::TensorList g_real, const at::Tensor& items, const at::Tensor& item_weight,
                   const at::Tensor& part_ptr, const at::Tensor& part_weight, at::Tensor& partials, at::Tensor& out,
@@ -129,8 +137,8 @@ void forward_impl(at::TensorList g_syn, at::TensorList g_real, const at::Tensor&
 
 template <int METRIC, typename T>
 void backward_impl(const at::Tensor& grad_out, at::TensorList g_syn, at::TensorList g_real, const at::Tensor& stats,
-                   const at::Tensor& items, const at::Tensor& item_weight, at::IntArrayRef flat_offsets,
-                   at::Tensor& dsyn, at::Tensor& dreal) {
+                   const at::Tensor& items, const at::Tensor& item_weight, const std::vector<at::Tensor>& dsyn,
+                   const std::vector<at::Tensor>& dreal) {
   using Acc = acc_t<T>;
   const auto syn = data_pointers<T>(g_syn);
   const auto real = data_pointers<T>(g_real);
@@ -138,14 +146,14 @@ void backward_impl(const at::Tensor& grad_out, at::TensorList g_syn, at::TensorL
   const double* weight = item_weight.const_data_ptr<double>();
   const T* go = grad_out.const_data_ptr<T>();
   const Acc* st = stats.numel() ? stats.const_data_ptr<Acc>() : nullptr;
-  T* ds = dsyn.numel() ? dsyn.data_ptr<T>() : nullptr;
-  T* dr = dreal.numel() ? dreal.data_ptr<T>() : nullptr;
+  const auto ds = mutable_pointers<T>(dsyn);
+  const auto dr = mutable_pointers<T>(dreal);
   at::parallel_for(0, items.size(0), 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       const int64_t* f = item + w * kItemFields;
       const int64_t tensor = f[0], klass = f[1], start = f[2], n = f[3], slot = f[4];
-      T* ds_item = ds ? ds + flat_offsets[tensor] + start : nullptr;
-      T* dr_item = dr ? dr + flat_offsets[tensor] + start : nullptr;
+      T* ds_item = ds.empty() ? nullptr : ds[tensor] + start;
+      T* dr_item = dr.empty() ? nullptr : dr[tensor] + start;
       if (weight[w] == 0.0) {  // not in the formula: exact zeros whatever the inputs hold
         if (ds_item) std::fill(ds_item, ds_item + n, T(0));
         if (dr_item) std::fill(dr_item, dr_item + n, T(0));
@@ -207,20 +215,16 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(at::TensorList g_syn, at::TensorL
   return {out, stats};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, at::TensorList g_syn,
-                                                at::TensorList g_real, const at::Tensor& stats,
-                                                const at::Tensor& items, const at::Tensor& item_weight,
-                                                at::IntArrayRef flat_offsets, int64_t flat_numel, int64_t metric,
-                                                bool need_syn, bool need_real) {
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> backward_cpu(
+    const at::Tensor& grad_out, at::TensorList g_syn, at::TensorList g_real, const at::Tensor& stats,
+    const at::Tensor& items, const at::Tensor& item_weight, int64_t metric, bool need_syn, bool need_real) {
   check_inputs(g_syn, g_real, items, item_weight);
-  const auto& ref = g_syn[0];
-  auto dsyn = at::empty({need_syn ? flat_numel : 0}, ref.options());
-  auto dreal = at::empty({need_real ? flat_numel : 0}, ref.options());
+  auto dsyn = empty_like_all(g_syn, need_syn);
+  auto dreal = empty_like_all(g_real, need_real);
   const auto go = grad_out.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ref.scalar_type(), "grad_distance_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g_syn[0].scalar_type(), "grad_distance_backward_cpu", [&] {
     dispatch_metric(metric, [&](auto m) {
-      backward_impl<decltype(m)::value, scalar_t>(go, g_syn, g_real, stats, items, item_weight, flat_offsets, dsyn,
-                                                  dreal);
+      backward_impl<decltype(m)::value, scalar_t>(go, g_syn, g_real, stats, items, item_weight, dsyn, dreal);
     });
   });
   return {dsyn, dreal};

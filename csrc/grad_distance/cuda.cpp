@@ -22,19 +22,22 @@ DType to_dtype(at::ScalarType t) {
   }
 }
 
-// Absolute addresses of g_syn then g_real, copied to the device through pinned memory (the caching
-// host allocator keeps the buffer alive until the copy has run). Also whether all start 16-byte aligned.
-std::pair<at::Tensor, bool> pointer_table(at::TensorList g_syn, at::TensorList g_real) {
-  const int64_t n = static_cast<int64_t>(g_syn.size());
-  auto host = at::empty({2 * n}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+// Absolute addresses of each list in turn, copied to the device through pinned memory (the caching
+// host allocator keeps the buffer alive until the copy has run), and whether all start 16-byte aligned.
+std::pair<at::Tensor, bool> pointer_table(std::initializer_list<at::TensorList> lists, const at::Device& device) {
+  int64_t n = 0;
+  for (const auto& list : lists) n += static_cast<int64_t>(list.size());
+  auto host = at::empty({n}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
   int64_t* p = host.data_ptr<int64_t>();
   bool aligned = true;
-  for (int64_t i = 0; i < n; ++i) {
-    p[i] = reinterpret_cast<int64_t>(g_syn[i].const_data_ptr());
-    p[n + i] = reinterpret_cast<int64_t>(g_real[i].const_data_ptr());
-    aligned = aligned && p[i] % 16 == 0 && p[n + i] % 16 == 0;
+  for (const auto& list : lists) {
+    for (const auto& t : list) {
+      *p = reinterpret_cast<int64_t>(t.const_data_ptr());
+      aligned = aligned && *p % 16 == 0;
+      ++p;
+    }
   }
-  return {host.to(g_syn[0].device(), /*non_blocking=*/true), aligned};
+  return {host.to(device, /*non_blocking=*/true), aligned};
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_cuda(at::TensorList g_syn, at::TensorList g_real, const at::Tensor& items,
@@ -49,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(at::TensorList g_syn, at::Tensor
   auto partials = at::empty({num_parts * 3}, ref.options().dtype(acc_type));
   auto out = at::empty({num_classes}, ref.options());
   auto stats = metric == kOurs ? partials : at::empty({metric == kCos ? 3 * num_classes : 0}, partials.options());
-  auto [table, aligned] = pointer_table(g_syn, g_real);
+  auto [table, aligned] = pointer_table({g_syn, g_real}, ref.device());
   C10_CUDA_CHECK(launch_forward(to_dtype(ref.scalar_type()), static_cast<int>(metric), table.const_data_ptr<int64_t>(),
                                 static_cast<int64_t>(g_syn.size()), items.const_data_ptr<int64_t>(),
                                 item_weight.const_data_ptr<double>(), items.size(0), part_ptr.const_data_ptr<int64_t>(),
@@ -59,26 +62,24 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(at::TensorList g_syn, at::Tensor
   return {out, stats};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, at::TensorList g_syn,
-                                                 at::TensorList g_real, const at::Tensor& stats,
-                                                 const at::Tensor& items, const at::Tensor& item_weight,
-                                                 at::IntArrayRef flat_offsets, int64_t flat_numel, int64_t metric,
-                                                 bool need_syn, bool need_real) {
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> backward_cuda(
+    const at::Tensor& grad_out, at::TensorList g_syn, at::TensorList g_real, const at::Tensor& stats,
+    const at::Tensor& items, const at::Tensor& item_weight, int64_t metric, bool need_syn, bool need_real) {
   check_inputs(g_syn, g_real, items, item_weight);
   const auto& ref = g_syn[0];
   const c10::cuda::CUDAGuard guard(ref.device());
-  auto dsyn = at::empty({need_syn ? flat_numel : 0}, ref.options());
-  auto dreal = at::empty({need_real ? flat_numel : 0}, ref.options());
+  auto dsyn = empty_like_all(g_syn, need_syn);
+  auto dreal = empty_like_all(g_real, need_real);
   if (!need_syn && !need_real) return {dsyn, dreal};
   const auto go = grad_out.contiguous();
-  auto [table, aligned] = pointer_table(g_syn, g_real);
-  auto offsets = at::tensor(flat_offsets, at::TensorOptions().dtype(at::kLong)).pin_memory().to(ref.device(), true);
+  // Unneeded outputs are stood in for by the inputs' addresses in the table; the kernel never writes them.
+  auto [table, aligned] = pointer_table({g_syn, g_real, need_syn ? at::TensorList(dsyn) : g_syn,
+                                         need_real ? at::TensorList(dreal) : g_real}, ref.device());
   C10_CUDA_CHECK(launch_backward(to_dtype(ref.scalar_type()), static_cast<int>(metric), table.const_data_ptr<int64_t>(),
                                  static_cast<int64_t>(g_syn.size()), items.const_data_ptr<int64_t>(),
                                  item_weight.const_data_ptr<double>(), items.size(0),
-                                 offsets.const_data_ptr<int64_t>(), stats.numel() ? stats.const_data_ptr() : nullptr,
-                                 go.const_data_ptr(), need_syn ? dsyn.data_ptr() : nullptr,
-                                 need_real ? dreal.data_ptr() : nullptr, aligned, c10::cuda::getCurrentCUDAStream()));
+                                 stats.numel() ? stats.const_data_ptr() : nullptr, go.const_data_ptr(), need_syn,
+                                 need_real, aligned, c10::cuda::getCurrentCUDAStream()));
   return {dsyn, dreal};
 }
 

@@ -157,17 +157,16 @@ template <typename T, int METRIC, bool ALIGNED>
 __global__ void __launch_bounds__(kThreads) backward_kernel(const int64_t* __restrict__ pointer_table, int64_t num_tensors,
                                                             const int64_t* __restrict__ items,
                                                             const double* __restrict__ item_weight,
-                                                            const int64_t* __restrict__ flat_offsets,
                                                             const acc_t<T>* __restrict__ stats,
-                                                            const T* __restrict__ grad_out, T* __restrict__ dsyn,
-                                                            T* __restrict__ dreal) {
+                                                            const T* __restrict__ grad_out, bool need_syn,
+                                                            bool need_real) {
   using Acc = acc_t<T>;
   const int64_t* f = items + int64_t(blockIdx.x) * kItemFields;
   const int64_t tensor = f[0], klass = f[1], start = f[2], length = f[3], slot = f[4];
   const double weight = item_weight[blockIdx.x];
-  const int64_t flat = flat_offsets[tensor];
-  T* ds = dsyn ? dsyn + flat : nullptr;
-  T* dr = dreal ? dreal + flat : nullptr;
+  // pointer_table: g_syn, g_real, then the outputs dL/dg_syn, dL/dg_real (num_tensors each).
+  T* ds = need_syn ? reinterpret_cast<T*>(pointer_table[2 * num_tensors + tensor]) : nullptr;
+  T* dr = need_real ? reinterpret_cast<T*>(pointer_table[3 * num_tensors + tensor]) : nullptr;
   if (weight == 0.0) {  // not in the formula: exact zeros whatever the inputs hold
     for (int64_t i = start + threadIdx.x; i < start + length; i += kThreads) {
       if (ds) ds[i] = from_acc<T>(Acc(0));
@@ -185,8 +184,8 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const int64_t* __res
   }
   const T* gs = reinterpret_cast<const T*>(pointer_table[tensor]);
   const T* gr = reinterpret_cast<const T*>(pointer_table[num_tensors + tensor]);
-  // The flat outputs' blocks start at multiples of 16 elements, so they share the inputs' alignment
-  // whenever the inputs are aligned.
+  // Outputs are fresh allocations (16-byte aligned), so they share the inputs' alignment whenever the
+  // inputs are aligned.
   for_each_element<T, ALIGNED>(
       start, start + length,
       [&](int64_t i) {
@@ -231,11 +230,10 @@ struct BackwardArgs {
   const int64_t* items;
   const double* item_weight;
   int64_t num_items;
-  const int64_t* flat_offsets;
   const void* stats;
   const void* grad_out;
-  void* dsyn;
-  void* dreal;
+  bool need_syn;
+  bool need_real;
 };
 
 struct ForwardLauncher {
@@ -259,9 +257,8 @@ struct BackwardLauncher {
   static cudaError_t run(const BackwardArgs& a, cudaStream_t stream) {
     if (a.num_items == 0) return cudaSuccess;
     backward_kernel<T, METRIC, ALIGNED><<<a.num_items, kThreads, 0, stream>>>(
-        a.pointer_table, a.num_tensors, a.items, a.item_weight, a.flat_offsets,
-        static_cast<const acc_t<T>*>(a.stats), static_cast<const T*>(a.grad_out), static_cast<T*>(a.dsyn),
-        static_cast<T*>(a.dreal));
+        a.pointer_table, a.num_tensors, a.items, a.item_weight, static_cast<const acc_t<T>*>(a.stats),
+        static_cast<const T*>(a.grad_out), a.need_syn, a.need_real);
     return cudaGetLastError();
   }
 };
@@ -307,10 +304,10 @@ cudaError_t launch_forward(DType dtype, int metric, const int64_t* pointer_table
 
 cudaError_t launch_backward(DType dtype, int metric, const int64_t* pointer_table, int64_t num_tensors,
                             const int64_t* items, const double* item_weight, int64_t num_items,
-                            const int64_t* flat_offsets, const void* stats, const void* grad_out, void* dsyn,
-                            void* dreal, bool aligned, cudaStream_t stream) {
+                            const void* stats, const void* grad_out, bool need_syn, bool need_real, bool aligned,
+                            cudaStream_t stream) {
   const BackwardArgs args{pointer_table, num_tensors, items, item_weight, num_items,
-                          flat_offsets, stats, grad_out, dsyn, dreal};
+                          stats, grad_out, need_syn, need_real};
   return run<BackwardLauncher>(dtype, metric, aligned, args, stream);
 }
 

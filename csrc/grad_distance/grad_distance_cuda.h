@@ -20,12 +20,12 @@ cudaError_t launch_forward(DType dtype, int metric, const int64_t* pointer_table
                            const int64_t* part_ptr, const double* part_weight, int64_t num_classes, void* partials,
                            void* stats, void* out, bool aligned, cudaStream_t stream);
 
-// flat_offsets[T] place each tensor's gradient block in the flat outputs dsyn/dreal (either may be
-// null when not needed); stats as produced by launch_forward; grad_out[K] in the input type.
+// pointer_table[4T]: g_syn, g_real, then the outputs dL/dg_syn and dL/dg_real (each group used only
+// when need_syn / need_real); stats as produced by launch_forward; grad_out[K] in the input type.
 cudaError_t launch_backward(DType dtype, int metric, const int64_t* pointer_table, int64_t num_tensors,
                             const int64_t* items, const double* item_weight, int64_t num_items,
-                            const int64_t* flat_offsets, const void* stats, const void* grad_out, void* dsyn,
-                            void* dreal, bool aligned, cudaStream_t stream);
+                            const void* stats, const void* grad_out, bool need_syn, bool need_real, bool aligned,
+                            cudaStream_t stream);
 
 }  // namespace grad_distance
 }  // namespace ddfast

@@ -1,5 +1,5 @@
 """Custom-op registration of grad_distance: ``ddfast::grad_distance`` (distance and saved statistics)
-and ``ddfast::grad_distance_backward`` (flat gradient buffers), with fake and autograd
+and ``ddfast::grad_distance_backward`` (gradients of both lists), with fake and autograd
 registrations and per-device kernels that dispatch to the selected backend."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import Tensor
 from ...backends import OpDispatch
 from .._lazy import LazyModule
 from . import compiled, reference
-from .plan import flat_layout, stats_numel, tensor_shapes
+from .plan import stats_numel, tensor_shapes
 
 DISPATCH = OpDispatch(
     "grad_distance",
@@ -35,7 +35,7 @@ def grad_distance_op(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: 
 @torch.library.custom_op("ddfast::grad_distance_backward", mutates_args=())
 def grad_distance_backward_op(grad_out: Tensor, g_syn: Sequence[Tensor], g_real: Sequence[Tensor], stats: Tensor,
                               metric: str, weights: Sequence[float], batched: bool, need_syn: bool,
-                              need_real: bool) -> tuple[Tensor, Tensor]:
+                              need_real: bool) -> tuple[list[Tensor], list[Tensor]]:
     return reference.backward(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real)
 
 
@@ -64,14 +64,8 @@ def _(g_syn, g_real, metric, weights, batched):
 
 @grad_distance_backward_op.register_fake
 def _(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real):
-    ref = g_syn[0]
-    _, numel = flat_layout(tensor_shapes(g_syn, batched), ref.shape[0] if batched else 1)
-    return ref.new_empty(numel if need_syn else 0), ref.new_empty(numel if need_real else 0)
-
-
-def _unflatten(flat: Tensor, like, batched: bool) -> list[Tensor]:
-    offsets, _ = flat_layout(tensor_shapes(like, batched), like[0].shape[0] if batched else 1)
-    return [flat[offset:offset + t.numel()].view(t.shape) for offset, t in zip(offsets, like)]
+    return ([torch.empty_like(t) for t in g_syn] if need_syn else [],
+            [torch.empty_like(t) for t in g_real] if need_real else [])
 
 
 def _setup_context(ctx, inputs, output):
@@ -88,8 +82,7 @@ def _backward(ctx, grad_out, _grad_stats):
     dsyn, dreal = grad_distance_backward_op(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn,
                                             need_real)
     # List inputs get a list of gradients, [None] * n where none is needed (custom-op convention).
-    return (_unflatten(dsyn, g_syn, batched) if need_syn else [None] * num_tensors,
-            _unflatten(dreal, g_real, batched) if need_real else [None] * num_tensors, None, None, None)
+    return dsyn or [None] * num_tensors, dreal or [None] * num_tensors, None, None, None
 
 
 grad_distance_op.register_autograd(_backward, setup_context=_setup_context)

@@ -20,5 +20,4 @@ def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool
     plan = plan_for(g_syn, metric, weights, batched)
     items, item_weight, _, _ = plan.on(g_syn[0].device)
     return torch.ops.ddfast._grad_distance_backward(grad_out.reshape(-1), g_syn, g_real, stats, items, item_weight,
-                                                    list(plan.flat_offsets), plan.flat_numel, METRIC_CODES[metric],
-                                                    need_syn, need_real)
+                                                    METRIC_CODES[metric], need_syn, need_real)

@@ -26,7 +26,6 @@ METRICS = ("ours", "mse", "cos", "l1")
 METRIC_CODES = {name: code for code, name in enumerate(METRICS)}
 EPS = 1e-6  # DC's distance_wb: added to the product of norms
 CHUNK = 8192  # elements per item outside 'ours' rows
-FLAT_ALIGN = 16  # elements; each tensor's block in the flat gradient buffers starts at a multiple
 ITEM_FIELDS = 5  # tensor, class, start, length, slot
 
 
@@ -53,22 +52,6 @@ def stats_numel(shapes, num_classes, metric: str, weights) -> int:
     return 0
 
 
-def flat_layout(shapes, num_classes) -> tuple[tuple, object]:
-    """Offsets of each tensor's [K, *shape] block in the flat gradient buffers, and their length.
-
-    Blocks start at multiples of FLAT_ALIGN elements so vector stores stay aligned. Plain integer
-    arithmetic, so it also works on symbolic sizes (fake tensors).
-    """
-    offsets, cursor = [], 0
-    for shape in shapes:
-        offsets.append(cursor)
-        numel = num_classes
-        for size in shape:
-            numel = numel * size
-        cursor = cursor + (numel + FLAT_ALIGN - 1) // FLAT_ALIGN * FLAT_ALIGN
-    return tuple(offsets), cursor
-
-
 @dataclass(frozen=True)
 class Plan:
     items: torch.Tensor  # int64 [W, ITEM_FIELDS]
@@ -76,8 +59,6 @@ class Plan:
     part_ptr: torch.Tensor  # int64 [K + 1]
     part_weight: torch.Tensor  # float64 [P]
     num_parts: int
-    flat_offsets: tuple[int, ...]
-    flat_numel: int
     _on_device: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -143,13 +124,10 @@ def build_plan(shapes: tuple[tuple[int, ...], ...], num_classes: int, metric: st
         part_ptr.append(len(part_weight))
     items = np.concatenate(blocks) if blocks else np.zeros((0, ITEM_FIELDS), dtype=np.int64)
     item_weight = np.concatenate(block_weights) if block_weights else np.zeros(0)
-    offsets, flat_numel = flat_layout(shapes, num_classes)
     return Plan(
         items=torch.from_numpy(np.ascontiguousarray(items)),
         item_weight=torch.from_numpy(item_weight.astype(np.float64)),
         part_ptr=torch.tensor(part_ptr, dtype=torch.int64),
         part_weight=torch.tensor(part_weight, dtype=torch.float64),
         num_parts=len(part_weight),
-        flat_offsets=offsets,
-        flat_numel=flat_numel,
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .plan import EPS, flat_layout, is_row_tensor, rows_and_cols
+from .plan import EPS, is_row_tensor, rows_and_cols
 
 
 def _acc(t: torch.Tensor) -> torch.Tensor:
@@ -87,8 +87,8 @@ def _cosine_grads(gs, gr, scale):
 
 
 def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool, need_syn: bool, need_real: bool):
-    """Flat gradient buffers (plan.flat_layout) for g_syn and g_real: the closed-form derivatives of
-    ``forward`` (autograd cannot run inside a custom-op kernel). ``stats`` is recomputed."""
+    """Gradients w.r.t. g_syn and g_real (lists; empty where not needed): the closed-form
+    derivatives of ``forward`` (autograd cannot run inside a custom-op kernel). ``stats`` is recomputed."""
     del stats
     num_classes = g_syn[0].shape[0] if batched else 1
     go = _acc(grad_out).reshape(num_classes)
@@ -98,7 +98,7 @@ def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool
         shape = gs_t.shape[batched:]
         gs, gr = _acc(gs_t).reshape(num_classes, -1), _acc(gr_t).reshape(num_classes, -1)
         if w == 0 or (metric == "ours" and not is_row_tensor(shape, w, metric)):
-            d_syn = d_real = torch.zeros_like(gs)
+            d_syn, d_real = torch.zeros_like(gs), torch.zeros_like(gr)
         elif metric == "ours":
             rows, cols = rows_and_cols(shape)
             scale = (go * w).reshape(num_classes, 1).expand(num_classes, rows)
@@ -121,19 +121,7 @@ def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool
         sizes = [g_syn[i].numel() // num_classes for i in cos_parts]
         for i, ds, dr in zip(cos_parts, d_syn.split(sizes, dim=1), d_real.split(sizes, dim=1)):
             syn_grads[i], real_grads[i] = ds, dr
-    return (pack_flat(syn_grads if need_syn else None, g_syn, batched),
-            pack_flat(real_grads if need_real else None, g_real, batched))
+    def shaped(grads, like):  # fresh tensors: custom-op outputs may not alias each other
+        return [torch.empty_like(t).copy_(g.reshape(t.shape)) for g, t in zip(grads, like)]
 
-
-def pack_flat(grads, like, batched: bool) -> torch.Tensor:
-    """Concatenate per-tensor gradients into the flat layout."""
-    ref = like[0]
-    if grads is None:
-        return ref.new_empty(0)
-    num_classes = ref.shape[0] if batched else 1
-    shapes = [t.shape[batched:] for t in like]
-    offsets, numel = flat_layout(shapes, num_classes)
-    flat = ref.new_zeros(numel)
-    for offset, grad, t in zip(offsets, grads, like):
-        flat[offset:offset + t.numel()].copy_(grad.reshape(-1))
-    return flat
+    return shaped(syn_grads, g_syn) if need_syn else [], shaped(real_grads, g_real) if need_real else []

@@ -3,7 +3,7 @@
 Three launches per forward/backward pair, whatever the number of tensors and classes:
 ``partials`` (one program per work item, reads both gradient lists through element-offset tables),
 ``finalize`` (one program per class, reduces that class's partials in a fixed order: deterministic)
-and ``backward`` (one program per work item, writes the flat gradient buffers). Each item's range is
+and ``backward`` (one program per work item, writes the gradients of both lists). Each item's range is
 split into an unaligned head, a body of 16-byte vectors and a tail, so the hot loads are
 ``ld.global.v4`` whenever the tensors start on 16-byte boundaries.
 """
@@ -145,7 +145,7 @@ def grad_distance_finalize_kernel(partials_ptr, part_ptr_ptr, part_weight_ptr, o
 
 
 @triton.jit
-def _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, fo, offs, hi, load_hi, c_cross, c_syn, c_real,
+def _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, dso, dro, offs, hi, load_hi, c_cross, c_syn, c_real,
                     METRIC: tl.constexpr, NEED_SYN: tl.constexpr, NEED_REAL: tl.constexpr, ACC: tl.constexpr):
     # Stores cover [.., hi); loads [.., load_hi), which is empty for inactive items: they store zeros
     # (their tensors are not in the formula at all, so not even NaN inputs may leak into them).
@@ -165,13 +165,13 @@ def _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, fo, offs, hi
         dsyn = c_cross * gr + c_syn * gs
         dreal = c_cross * gs + c_real * gr
     if NEED_SYN:
-        tl.store(dsyn_ptr + fo + offs, dsyn.to(dsyn_ptr.dtype.element_ty), mask=mask)
+        tl.store(dsyn_ptr + dso + offs, dsyn.to(dsyn_ptr.dtype.element_ty), mask=mask)
     if NEED_REAL:
-        tl.store(dreal_ptr + fo + offs, dreal.to(dreal_ptr.dtype.element_ty), mask=mask)
+        tl.store(dreal_ptr + dro + offs, dreal.to(dreal_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def grad_distance_backward_kernel(syn_ptr, real_ptr, offsets_ptr, flat_offsets_ptr, items_ptr, item_weight_ptr,
+def grad_distance_backward_kernel(syn_ptr, real_ptr, offsets_ptr, items_ptr, item_weight_ptr,
                                   stats_ptr, grad_out_ptr, dsyn_ptr, dreal_ptr, num_tensors,
                                   METRIC: tl.constexpr, ALIGNED: tl.constexpr, VEC: tl.constexpr,
                                   BLOCK: tl.constexpr, NEED_SYN: tl.constexpr, NEED_REAL: tl.constexpr,
@@ -207,40 +207,48 @@ def grad_distance_backward_kernel(syn_ptr, real_ptr, offsets_ptr, flat_offsets_p
         c_real = scale
     so = tl.load(offsets_ptr + tensor)
     ro = tl.load(offsets_ptr + num_tensors + tensor)
-    fo = tl.multiple_of(tl.load(flat_offsets_ptr + tensor), 16)
+    dso = tl.load(offsets_ptr + 2 * num_tensors + tensor)
+    dro = tl.load(offsets_ptr + 3 * num_tensors + tensor)
     if ALIGNED:
         so = tl.multiple_of(so, VEC)
         ro = tl.multiple_of(ro, VEC)
+        dso = tl.multiple_of(dso, VEC)
+        dro = tl.multiple_of(dro, VEC)
     head_end, body_lo, body_hi, tail_lo, end = _item_ranges(start, length, VEC)
     lanes = tl.arange(0, VEC)
     offs = start + lanes
-    _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, fo, offs, head_end, tl.where(active, head_end, start),
+    _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, dso, dro, offs, head_end, tl.where(active, head_end, start),
                     c_cross, c_syn, c_real, METRIC, NEED_SYN, NEED_REAL, ACC)
     body_load_hi = tl.where(active, body_hi, body_lo)
     for block in range(0, tl.cdiv(body_hi - body_lo, BLOCK)):
         body = body_lo + block * BLOCK + tl.arange(0, BLOCK)
-        _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, fo, body, body_hi, body_load_hi,
+        _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, dso, dro, body, body_hi, body_load_hi,
                         c_cross, c_syn, c_real, METRIC, NEED_SYN, NEED_REAL, ACC)
     offs = tail_lo + lanes
-    _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, fo, offs, end, tl.where(active, end, tail_lo),
+    _backward_block(syn_ptr, real_ptr, dsyn_ptr, dreal_ptr, so, ro, dso, dro, offs, end, tl.where(active, end, tail_lo),
                     c_cross, c_syn, c_real, METRIC, NEED_SYN, NEED_REAL, ACC)
 
 
-def _launch_tables(g_syn, g_real, metric, weights, batched):
-    ref = g_syn[0]
-    plan = plan_for(g_syn, metric, weights, batched)
-    syn_offsets, syn_aligned = element_offsets(g_syn)
-    real_offsets, real_aligned = element_offsets(g_real)
-    offsets = torch.tensor(syn_offsets + real_offsets, dtype=torch.int64)
-    if ref.device.type != "cpu":
-        offsets = offsets.pin_memory().to(ref.device, non_blocking=True)
-    return plan, ref.shape[0] if batched else 1, offsets, syn_aligned and real_aligned
+def _offset_table(lists, device):
+    """Element offsets of every tensor of each list from that list's first tensor, concatenated, and
+    whether every tensor starts on a 16-byte boundary."""
+    offsets, aligned = [], True
+    for tensors in lists:
+        these, ok = element_offsets(tensors)
+        offsets += these
+        aligned = aligned and ok
+    table = torch.tensor(offsets, dtype=torch.int64)
+    if device.type != "cpu":
+        table = table.pin_memory().to(device, non_blocking=True)
+    return table, aligned
 
 
 def forward(g_syn, g_real, metric: str, weights, batched: bool):
     """(distance [K] or [], statistics for backward); same contract as reference.forward."""
     ref = g_syn[0]
-    plan, num_classes, offsets, aligned = _launch_tables(g_syn, g_real, metric, weights, batched)
+    num_classes = ref.shape[0] if batched else 1
+    plan = plan_for(g_syn, metric, weights, batched)
+    offsets, aligned = _offset_table([g_syn, g_real], ref.device)
     items, item_weight, part_ptr, part_weight = plan.on(ref.device)
     acc = accumulate_type(ref.dtype)
     acc_torch = torch.float64 if ref.dtype == torch.float64 else torch.float32
@@ -260,17 +268,18 @@ def forward(g_syn, g_real, metric: str, weights, batched: bool):
 
 
 def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool, need_syn: bool, need_real: bool):
-    """Flat gradient buffers (plan.flat_layout) for g_syn and g_real; empty where not needed."""
+    """Gradients w.r.t. g_syn and g_real (lists; empty where not needed)."""
     ref = g_syn[0]
-    plan, num_classes, offsets, aligned = _launch_tables(g_syn, g_real, metric, weights, batched)
+    plan = plan_for(g_syn, metric, weights, batched)
     items, item_weight, _, _ = plan.on(ref.device)
-    flat_offsets = torch.tensor(plan.flat_offsets, dtype=torch.int64, device=ref.device)
-    dsyn = torch.empty(plan.flat_numel if need_syn else 0, dtype=ref.dtype, device=ref.device)
-    dreal = torch.empty(plan.flat_numel if need_real else 0, dtype=ref.dtype, device=ref.device)
+    dsyn = [torch.empty_like(t) for t in g_syn] if need_syn else []
+    dreal = [torch.empty_like(t) for t in g_real] if need_real else []
     if plan.num_items and (need_syn or need_real):
+        # Unneeded outputs are stood in for by the inputs; the kernel never writes them.
+        offsets, aligned = _offset_table([g_syn, g_real, dsyn or g_syn, dreal or g_real], ref.device)
         grad_distance_backward_kernel[(plan.num_items,)](
-            g_syn[0], g_real[0], offsets, flat_offsets, items, item_weight, stats if stats.numel() else stats.new_empty(1),
-            grad_out.reshape(-1).contiguous(), dsyn if need_syn else ref, dreal if need_real else ref, len(g_syn),
+            g_syn[0], g_real[0], offsets, items, item_weight, stats if stats.numel() else stats.new_empty(1),
+            grad_out.reshape(-1).contiguous(), (dsyn or g_syn)[0], (dreal or g_real)[0], len(g_syn),
             METRIC=METRIC_CODES[metric], ALIGNED=aligned, VEC=vector_width(ref.dtype), BLOCK=BLOCK,
             NEED_SYN=need_syn, NEED_REAL=need_real, EPS=EPS, ACC=accumulate_type(ref.dtype), num_warps=NUM_WARPS)
     return dsyn, dreal
@@ -298,7 +307,7 @@ def aot_specs():
                           {"METRIC": code, "EPS": EPS, "BLOCK": FINALIZE_BLOCK, "ACC": acc}))
             specs.append((f"backward[{sig},{metric}]", grad_distance_backward_kernel,
                           {"syn_ptr": f"*{sig}", "real_ptr": f"*{sig}", "offsets_ptr": "*i64",
-                           "flat_offsets_ptr": "*i64", "items_ptr": "*i64", "item_weight_ptr": "*fp64",
+                           "items_ptr": "*i64", "item_weight_ptr": "*fp64",
                            "stats_ptr": f"*{acc_sig}", "grad_out_ptr": f"*{sig}", "dsyn_ptr": f"*{sig}",
                            "dreal_ptr": f"*{sig}", "num_tensors": "i32"},
                           {"METRIC": code, "ALIGNED": True, "VEC": vec, "BLOCK": BLOCK, "NEED_SYN": True,

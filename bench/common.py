@@ -1,0 +1,149 @@
+"""Benchmark plumbing (ARCHITECTURE.md, "Benchmarks"): timing, launch counts, device facts, and
+JSON-lines results in bench/results/<device-slug>.jsonl."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+
+
+def device_slug(device: torch.device) -> str:
+    if device.type == "cuda":
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    return f"cpu-{torch.get_num_threads()}threads"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("DDFAST_COMMIT", "unknown")
+
+
+def versions() -> dict:
+    out = {"torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import triton
+
+        out["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001 - triton is optional
+        out["triton"] = None
+    return out
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, quick: bool = False) -> float:
+    """Median wall time of fn in ms: triton.testing.do_bench on CUDA, torch.utils.benchmark on CPU."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=10 if quick else 50, rep=30 if quick else 200,
+                                             return_mode="median"))
+    from torch.utils.benchmark import Timer
+
+    fn()  # warm-up (plan caches, allocator)
+    measurement = Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=0.2 if quick else 1.0)
+    return measurement.median * 1e3
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen (and ddfast) ops one call dispatches; on a GPU each is at least one launch."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fn: Callable[[], object]) -> int:
+    with OpCounter() as counter:
+        fn()
+    return sum(counter.counts.values())
+
+
+def count_cuda_kernels(fn: Callable[[], object]) -> int | None:
+    """Kernels launched by one call on CUDA (profiler), None elsewhere."""
+    if not torch.cuda.is_available():
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and "memcpy" not in e.name.lower() and "memset" not in e.name.lower())
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - base)
+
+
+def copy_bandwidth_gbps(device: torch.device, numel: int = 1 << 26) -> float:
+    """Measured device copy bandwidth (bytes read + written) as the ceiling for memory-bound ops."""
+    src = torch.empty(numel, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device)
+    return 2 * src.numel() * 4 / ms / 1e6
+
+
+class Recorder:
+    """Appends one JSON line per measurement to bench/results/<device-slug>.jsonl."""
+
+    def __init__(self, device: torch.device, out_dir: Path | None = None):
+        self.device = device
+        self.path = (out_dir or RESULTS) / f"{device_slug(device)}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.common = {"device": device_name(device), "device_slug": device_slug(device), **versions(),
+                       "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def record(self, **fields) -> dict:
+        row = {**fields, **self.common}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        return row
