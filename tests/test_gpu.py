@@ -12,7 +12,7 @@ import ddfast
 from ddfast.models import get_network
 from ddfast.ops.grad_distance._op import grad_distance_op
 
-from conftest import assert_close, seeded
+from conftest import assert_close, relative_error, seeded
 from gd_cases import DC_SHAPES, METRICS, make_weights
 
 pytestmark = pytest.mark.gpu
@@ -42,16 +42,20 @@ def _check(backend, shapes, classes, dtype, metric, offset=False, seed=0):
     batched = classes > 0
     ref_syn = [t.double().requires_grad_() for t in g_syn]
     ref_real = [t.double().requires_grad_() for t in g_real]
+    # fp16 gradients of 'cos' over 11M elements are ~1e-7, under fp16's normal range: scale the
+    # upstream gradient as a GradScaler would in fp16 training.
+    loss_scale = 2.0 ** 16 if dtype == torch.float16 else 1.0
     with ddfast.use_backend("reference"):
         want = ddfast.grad_distance(ref_syn, ref_real, metric, weights, batched)
         upstream = torch.linspace(0.5, 2.0, want.numel(), dtype=torch.float64, device="cuda").reshape(want.shape)
-        want_grads = torch.autograd.grad(want, ref_syn + ref_real, upstream)
+        want_grads = torch.autograd.grad(want, ref_syn + ref_real, upstream * loss_scale)
     syn = [t.detach().requires_grad_() for t in g_syn]
     real = [t.detach().requires_grad_() for t in g_real]
     with ddfast.use_backend(backend):
         got = ddfast.grad_distance(syn, real, metric, weights, batched)
-        got_grads = torch.autograd.grad(got, syn + real, upstream.to(dtype))
-    assert got.dtype == dtype and got.is_cuda
+        got_grads = torch.autograd.grad(got, syn + real, upstream.to(got.dtype) * loss_scale)
+    assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32) and got.is_cuda
+    assert all(x.dtype == dtype for x in got_grads)
     assert_close(got, want, dtype, f"{backend} {metric} forward")
     n = len(shapes)
     for name, sl in (("g_syn", slice(0, n)), ("g_real", slice(n, 2 * n))):
@@ -118,7 +122,10 @@ def test_gpu_torch_compile_fullgraph(backend):
         assert_close(a, b, torch.float32, "compiled backward")
 
 
-def test_gpu_per_class_gradients_vmap_matches_loop():
+def test_gpu_per_class_gradients_vmap_matches_loop(monkeypatch):
+    # TF32 convolutions would make the batched and looped passes differ by ~1e-2.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
     net = get_network("ConvNet", 3, 10, (32, 32)).cuda()
     g = seeded(5)
@@ -130,6 +137,6 @@ def test_gpu_per_class_gradients_vmap_matches_loop():
         g_syn = ddfast.per_class_gradients(net, None, x_syn, None, 10, strategy=strategy)
         loss = ddfast.grad_distance(g_syn, g_real, batched=True).sum()
         results[strategy] = (torch.cat([t.reshape(-1) for t in g_syn]), torch.autograd.grad(loss, x_syn)[0])
-    assert_close(results["vmap"][0], results["loop"][0], torch.float32, "per-class gradients")
-    # Second order through a 3-layer network in fp32 (TF32 off by default for convs? be tolerant).
-    assert_close(results["vmap"][1], results["loop"][1], torch.bfloat16, "d loss / d x_syn")
+    # fp32 through a 3-layer network, batched vs looped reductions: rounding differences only.
+    assert relative_error(results["vmap"][0], results["loop"][0]) < 1e-4
+    assert relative_error(results["vmap"][1], results["loop"][1]) < 1e-3

@@ -51,7 +51,7 @@ def test_triton_matches_reference(metric, dtype, classes, aligned):
     real = [t.detach().requires_grad_() for t in g_real]
     with ddfast.use_backend("triton"):
         got = ddfast.grad_distance(syn, real, metric, weights, batched)
-        got_grads = torch.autograd.grad(got, syn + real, upstream.to(dtype))
+        got_grads = torch.autograd.grad(got, syn + real, upstream.to(got.dtype))
     assert_close(got, want, dtype, f"triton {metric} forward")
     n = len(SHAPES)
     for name, sl in (("g_syn", slice(0, n)), ("g_real", slice(n, 2 * n))):

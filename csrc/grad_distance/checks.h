@@ -29,6 +29,11 @@ inline void check_inputs(at::TensorList g_syn, at::TensorList g_real, const at::
               "grad_distance: malformed item weights");
 }
 
+// The accumulate dtype: of the partial sums, the statistics and the distance itself.
+inline at::ScalarType stats_dtype(const at::Tensor& ref) {
+  return ref.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 inline std::vector<at::Tensor> empty_like_all(at::TensorList tensors, bool needed) {
   std::vector<at::Tensor> out;
   if (!needed) return out;

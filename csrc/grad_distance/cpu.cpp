@@ -111,7 +111,7 @@ void forward_impl(at::TensorList g_syn, at::TensorList g_real, const at::Tensor&
   });
   const int64_t* ptr = part_ptr.const_data_ptr<int64_t>();
   const double* pw = part_weight.const_data_ptr<double>();
-  T* o = out.data_ptr<T>();
+  Acc* o = out.data_ptr<Acc>();
   for (int64_t k = 0; k + 1 < part_ptr.numel(); ++k) {
     Acc total(0), sq_r(0), sq_s(0);
     for (int64_t p = ptr[k]; p < ptr[k + 1]; ++p) {
@@ -131,7 +131,7 @@ void forward_impl(at::TensorList g_syn, at::TensorList g_real, const at::Tensor&
       st[2] = sq_s;
       total = cosine_distance(total, sq_r, sq_s);
     }
-    o[k] = static_cast<T>(total);
+    o[k] = total;
   }
 }
 
@@ -144,7 +144,7 @@ void backward_impl(const at::Tensor& grad_out, at::TensorList g_syn, at::TensorL
   const auto real = data_pointers<T>(g_real);
   const int64_t* item = items.const_data_ptr<int64_t>();
   const double* weight = item_weight.const_data_ptr<double>();
-  const T* go = grad_out.const_data_ptr<T>();
+  const Acc* go = grad_out.const_data_ptr<Acc>();
   const Acc* st = stats.numel() ? stats.const_data_ptr<Acc>() : nullptr;
   const auto ds = mutable_pointers<T>(dsyn);
   const auto dr = mutable_pointers<T>(dreal);
@@ -159,7 +159,7 @@ void backward_impl(const at::Tensor& grad_out, at::TensorList g_syn, at::TensorL
         if (dr_item) std::fill(dr_item, dr_item + n, T(0));
         continue;
       }
-      const Acc scale = static_cast<Acc>(go[klass]) * static_cast<Acc>(weight[w]);
+      const Acc scale = go[klass] * static_cast<Acc>(weight[w]);
       const int64_t row = METRIC == kOurs ? slot : klass;
       const Acc* s = (METRIC == kOurs || METRIC == kCos) ? st + row * 3 : nullptr;
       const Coefficients<Acc> c = s ? backward_coefficients<Acc>(METRIC, scale, s[0], s[1], s[2])
@@ -200,11 +200,11 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(at::TensorList g_syn, at::TensorL
                                                const at::Tensor& part_weight, int64_t metric) {
   check_inputs(g_syn, g_real, items, item_weight);
   const auto& ref = g_syn[0];
-  const auto acc_type = ref.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc_type = stats_dtype(ref);
   const int64_t num_classes = part_ptr.numel() - 1;
   const int64_t num_parts = part_weight.numel();
   auto partials = at::empty({num_parts * 3}, ref.options().dtype(acc_type));
-  auto out = at::empty({num_classes}, ref.options());
+  auto out = at::empty({num_classes}, partials.options());
   auto stats = metric == kOurs ? partials : at::empty({metric == kCos ? 3 * num_classes : 0}, partials.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ref.scalar_type(), "grad_distance_forward_cpu", [&] {
     dispatch_metric(metric, [&](auto m) {
@@ -221,7 +221,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> backward_cpu(
   check_inputs(g_syn, g_real, items, item_weight);
   auto dsyn = empty_like_all(g_syn, need_syn);
   auto dreal = empty_like_all(g_real, need_real);
-  const auto go = grad_out.contiguous();
+  const auto go = grad_out.to(stats_dtype(g_syn[0])).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g_syn[0].scalar_type(), "grad_distance_backward_cpu", [&] {
     dispatch_metric(metric, [&](auto m) {
       backward_impl<decltype(m)::value, scalar_t>(go, g_syn, g_real, stats, items, item_weight, dsyn, dreal);

@@ -46,11 +46,11 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(at::TensorList g_syn, at::Tensor
   check_inputs(g_syn, g_real, items, item_weight);
   const auto& ref = g_syn[0];
   const c10::cuda::CUDAGuard guard(ref.device());
-  const auto acc_type = ref.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc_type = stats_dtype(ref);
   const int64_t num_classes = part_ptr.numel() - 1;
   const int64_t num_parts = part_weight.numel();
   auto partials = at::empty({num_parts * 3}, ref.options().dtype(acc_type));
-  auto out = at::empty({num_classes}, ref.options());
+  auto out = at::empty({num_classes}, ref.options().dtype(acc_type));
   auto stats = metric == kOurs ? partials : at::empty({metric == kCos ? 3 * num_classes : 0}, partials.options());
   auto [table, aligned] = pointer_table({g_syn, g_real}, ref.device());
   C10_CUDA_CHECK(launch_forward(to_dtype(ref.scalar_type()), static_cast<int>(metric), table.const_data_ptr<int64_t>(),
@@ -71,7 +71,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> backward_cuda(
   auto dsyn = empty_like_all(g_syn, need_syn);
   auto dreal = empty_like_all(g_real, need_real);
   if (!need_syn && !need_real) return {dsyn, dreal};
-  const auto go = grad_out.contiguous();
+  const auto go = grad_out.to(stats_dtype(ref)).contiguous();
   // Unneeded outputs are stood in for by the inputs' addresses in the table; the kernel never writes them.
   auto [table, aligned] = pointer_table({g_syn, g_real, need_syn ? at::TensorList(dsyn) : g_syn,
                                          need_real ? at::TensorList(dreal) : g_real}, ref.device());

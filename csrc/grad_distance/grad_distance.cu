@@ -121,7 +121,7 @@ template <typename T, int METRIC>
 __global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t<T>* __restrict__ partials,
                                                             const int64_t* __restrict__ part_ptr,
                                                             const double* __restrict__ part_weight,
-                                                            acc_t<T>* __restrict__ stats, T* __restrict__ out) {
+                                                            acc_t<T>* __restrict__ stats, acc_t<T>* __restrict__ out) {
   using Acc = acc_t<T>;
   __shared__ Acc shared[kThreads / 32];
   const int64_t klass = blockIdx.x;
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t<T>* __re
       stats[klass * 3 + 2] = sq_s;
       total = cosine_distance(total, sq_r, sq_s);
     }
-    out[klass] = from_acc<T>(total);
+    out[klass] = total;
   }
 }
 
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const int64_t* __res
                                                             const int64_t* __restrict__ items,
                                                             const double* __restrict__ item_weight,
                                                             const acc_t<T>* __restrict__ stats,
-                                                            const T* __restrict__ grad_out, bool need_syn,
+                                                            const acc_t<T>* __restrict__ grad_out, bool need_syn,
                                                             bool need_real) {
   using Acc = acc_t<T>;
   const int64_t* f = items + int64_t(blockIdx.x) * kItemFields;
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const int64_t* __res
     }
     return;
   }
-  const Acc scale = to_acc(grad_out[klass]) * static_cast<Acc>(weight);
+  const Acc scale = grad_out[klass] * static_cast<Acc>(weight);
   Coefficients<Acc> c;
   if (METRIC == kOurs || METRIC == kCos) {
     const Acc* s = stats + (METRIC == kOurs ? slot : klass) * 3;
@@ -247,7 +247,7 @@ struct ForwardLauncher {
     }
     finalize_kernel<T, METRIC><<<a.num_classes, kThreads, 0, stream>>>(
         static_cast<const Acc*>(a.partials), a.part_ptr, a.part_weight, static_cast<Acc*>(a.stats),
-        static_cast<T*>(a.out));
+        static_cast<Acc*>(a.out));
     return cudaGetLastError();
   }
 };
@@ -258,7 +258,7 @@ struct BackwardLauncher {
     if (a.num_items == 0) return cudaSuccess;
     backward_kernel<T, METRIC, ALIGNED><<<a.num_items, kThreads, 0, stream>>>(
         a.pointer_table, a.num_tensors, a.items, a.item_weight, static_cast<const acc_t<T>*>(a.stats),
-        static_cast<const T*>(a.grad_out), a.need_syn, a.need_real);
+        static_cast<const acc_t<T>*>(a.grad_out), a.need_syn, a.need_real);
     return cudaGetLastError();
   }
 };

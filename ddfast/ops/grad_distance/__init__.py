@@ -32,8 +32,9 @@ def grad_distance(g_syn: Sequence[torch.Tensor], g_real: Sequence[torch.Tensor],
         batched: every tensor carries a leading class dimension K; the result is then a length-K
             vector, one distance per class, all computed in one fused call.
 
-    Returns the distance in the inputs' dtype (accumulated in fp32 for fp16/bf16): a 0-d tensor, or
-    [K] when batched. Differentiable w.r.t. both lists. Backends: ``auto`` uses the C++ kernels on
+    Returns the distance, a 0-d tensor or [K] when batched, in the inputs' dtype, except fp32 for
+    fp16/bf16 inputs (accumulated in fp32; the sums overflow fp16). Gradients come in the inputs'
+    dtype. Differentiable w.r.t. both lists. Backends: ``auto`` uses the C++ kernels on
     CPU; on CUDA the CUDA kernels (one launch over a pointer table for all tensors and classes),
     then Triton, whichever is recorded as validated on a GPU (see ``ddfast info``).
     """

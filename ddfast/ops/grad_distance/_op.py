@@ -12,7 +12,7 @@ from torch import Tensor
 from ...backends import OpDispatch
 from .._lazy import LazyModule
 from . import compiled, reference
-from .plan import stats_numel, tensor_shapes
+from .plan import accumulate_dtype, stats_numel, tensor_shapes
 
 DISPATCH = OpDispatch(
     "grad_distance",
@@ -20,10 +20,6 @@ DISPATCH = OpDispatch(
            "triton": LazyModule("ddfast.ops.grad_distance.triton")},
     cuda_preference=("cuda", "triton"),
 )
-
-
-def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @torch.library.custom_op("ddfast::grad_distance", mutates_args=())
@@ -59,7 +55,8 @@ def _(g_syn, g_real, metric, weights, batched):
     ref = g_syn[0]
     num_classes = ref.shape[0] if batched else 1
     numel = stats_numel(tensor_shapes(g_syn, batched), num_classes, metric, weights)
-    return ref.new_empty((num_classes,) if batched else ()), ref.new_empty(numel, dtype=_accumulate_dtype(ref.dtype))
+    acc = accumulate_dtype(ref.dtype)
+    return ref.new_empty((num_classes,) if batched else (), dtype=acc), ref.new_empty(numel, dtype=acc)
 
 
 @grad_distance_backward_op.register_fake

@@ -29,6 +29,11 @@ CHUNK = 8192  # elements per item outside 'ours' rows
 ITEM_FIELDS = 5  # tensor, class, start, length, slot
 
 
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp64 for fp64 inputs, else fp32: of partial sums, statistics and the distance itself."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def rows_and_cols(shape: tuple[int, ...]) -> tuple[int, int]:
     """DC's distance_wb row split: [out, in, kh, kw] -> [out, in*kh*kw]; [C, h, w] -> [C, h*w]."""
     rows = shape[0]

@@ -11,7 +11,8 @@ leading class dimension K:
 * ``l1``: sum over all elements of |gs - gr| (IDC's variant).
 
 Weights multiply each tensor's term (ours, mse, l1); a weight of 0 skips the tensor entirely (also
-under ``cos``, where it drops the tensor from the concatenation). Half inputs accumulate in fp32.
+under ``cos``, where it drops the tensor from the concatenation). fp16/bf16 inputs accumulate in
+fp32 and the distance is returned in fp32 (its sums overflow fp16: ConvNet-3's 'mse' is ~6e5).
 The backward is the closed-form derivative of the same formulas; the tests check it against
 autograd of an independent implementation and against finite differences (gradcheck).
 """
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import torch
 
-from .plan import EPS, is_row_tensor, rows_and_cols
+from .plan import EPS, accumulate_dtype, is_row_tensor, rows_and_cols
 
 
 def _acc(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    return t.to(accumulate_dtype(t.dtype))
 
 
 def _row_terms(gs: torch.Tensor, gr: torch.Tensor):
@@ -33,9 +34,9 @@ def _row_terms(gs: torch.Tensor, gr: torch.Tensor):
 
 
 def forward(g_syn, g_real, metric: str, weights, batched: bool):
-    """Returns (distance [K] or [], statistics saved for backward)."""
+    """Returns (distance [K] or [], statistics saved for backward), both in the accumulate dtype."""
     num_classes = g_syn[0].shape[0] if batched else 1
-    dtype, device = g_syn[0].dtype, g_syn[0].device
+    device = g_syn[0].device
     acc_dtype = _acc(g_syn[0]).dtype
     total = torch.zeros(num_classes, dtype=acc_dtype, device=device)
     stats = torch.zeros(0, dtype=acc_dtype, device=device)
@@ -70,8 +71,7 @@ def forward(g_syn, g_real, metric: str, weights, batched: bool):
             total = total + w * (gs - gr).abs().sum(-1)
     else:
         raise ValueError(f"unknown metric {metric!r}")
-    out = total.to(dtype)
-    return (out if batched else out.reshape(())), stats.detach()
+    return (total if batched else total.reshape(())), stats.detach()
 
 
 def _cosine_grads(gs, gr, scale):

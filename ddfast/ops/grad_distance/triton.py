@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .._triton_common import SIGNATURE_TYPES, accumulate_type, element_offsets, vector_width
-from .plan import EPS, ITEM_FIELDS, METRIC_CODES, plan_for
+from .plan import EPS, ITEM_FIELDS, METRIC_CODES, accumulate_dtype, plan_for
 
 BLOCK = 1024
 FINALIZE_BLOCK = 256
@@ -251,12 +251,12 @@ def forward(g_syn, g_real, metric: str, weights, batched: bool):
     offsets, aligned = _offset_table([g_syn, g_real], ref.device)
     items, item_weight, part_ptr, part_weight = plan.on(ref.device)
     acc = accumulate_type(ref.dtype)
-    acc_torch = torch.float64 if ref.dtype == torch.float64 else torch.float32
+    acc_torch = accumulate_dtype(ref.dtype)
     code = METRIC_CODES[metric]
     partials = torch.empty(max(plan.num_parts, 1) * 3, dtype=acc_torch, device=ref.device)
     stats = partials[: plan.num_parts * 3] if metric == "ours" else torch.empty(
         3 * num_classes if metric == "cos" else 0, dtype=acc_torch, device=ref.device)
-    out = torch.empty(num_classes, dtype=ref.dtype, device=ref.device)
+    out = torch.empty(num_classes, dtype=acc_torch, device=ref.device)
     if plan.num_items:
         grad_distance_partials_kernel[(plan.num_items,)](
             g_syn[0], g_real[0], offsets, items, item_weight, partials, len(g_syn),
@@ -279,7 +279,7 @@ def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool
         offsets, aligned = _offset_table([g_syn, g_real, dsyn or g_syn, dreal or g_real], ref.device)
         grad_distance_backward_kernel[(plan.num_items,)](
             g_syn[0], g_real[0], offsets, items, item_weight, stats if stats.numel() else stats.new_empty(1),
-            grad_out.reshape(-1).contiguous(), (dsyn or g_syn)[0], (dreal or g_real)[0], len(g_syn),
+            grad_out.reshape(-1).to(accumulate_dtype(ref.dtype)).contiguous(), (dsyn or g_syn)[0], (dreal or g_real)[0], len(g_syn),
             METRIC=METRIC_CODES[metric], ALIGNED=aligned, VEC=vector_width(ref.dtype), BLOCK=BLOCK,
             NEED_SYN=need_syn, NEED_REAL=need_real, EPS=EPS, ACC=accumulate_type(ref.dtype), num_warps=NUM_WARPS)
     return dsyn, dreal
@@ -303,12 +303,12 @@ def aot_specs():
                           {"METRIC": code, "ALIGNED": True, "VEC": vec, "BLOCK": BLOCK, "ACC": acc}))
             specs.append((f"finalize[{sig},{metric}]", grad_distance_finalize_kernel,
                           {"partials_ptr": f"*{acc_sig}", "part_ptr_ptr": "*i64", "part_weight_ptr": "*fp64",
-                           "out_ptr": f"*{sig}", "stats_ptr": f"*{acc_sig}"},
+                           "out_ptr": f"*{acc_sig}", "stats_ptr": f"*{acc_sig}"},
                           {"METRIC": code, "EPS": EPS, "BLOCK": FINALIZE_BLOCK, "ACC": acc}))
             specs.append((f"backward[{sig},{metric}]", grad_distance_backward_kernel,
                           {"syn_ptr": f"*{sig}", "real_ptr": f"*{sig}", "offsets_ptr": "*i64",
                            "items_ptr": "*i64", "item_weight_ptr": "*fp64",
-                           "stats_ptr": f"*{acc_sig}", "grad_out_ptr": f"*{sig}", "dsyn_ptr": f"*{sig}",
+                           "stats_ptr": f"*{acc_sig}", "grad_out_ptr": f"*{acc_sig}", "dsyn_ptr": f"*{sig}",
                            "dreal_ptr": f"*{sig}", "num_tensors": "i32"},
                           {"METRIC": code, "ALIGNED": True, "VEC": vec, "BLOCK": BLOCK, "NEED_SYN": True,
                            "NEED_REAL": True, "EPS": EPS, "ACC": acc}))
