@@ -113,6 +113,25 @@ def count_cuda_kernels(fn: Callable[[], object]) -> int | None:
                and "memcpy" not in e.name.lower() and "memset" not in e.name.lower())
 
 
+def kernel_time_ms(fn: Callable[[], object], iterations: int = 5) -> float | None:
+    """GPU time of the kernels one call launches (profiler; copies and memsets excluded), so that
+    achieved bandwidth reflects the kernels and not the host-side overhead. None off CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iterations):
+            fn()
+        torch.cuda.synchronize()
+    total_us = sum(e.time_range.elapsed_us() for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA
+                   and "memcpy" not in e.name.lower() and "memset" not in e.name.lower())
+    return total_us / iterations / 1e3
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
     if device.type != "cuda":
         return None
