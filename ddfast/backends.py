@@ -161,8 +161,12 @@ class OpDispatch:
         allowed = self.dtypes.get(backend)
         return allowed is None or dtype in allowed
 
-    def resolve(self, device: torch.device, dtype: torch.dtype) -> tuple[str, Callable]:
-        name, source = requested_backend()
+    def resolve(self, device: torch.device, dtype: torch.dtype,
+                requested: tuple[str, str] | None = None) -> tuple[str, Callable]:
+        """(backend name, implementation) for this call; ``requested`` overrides the caller's
+        context (a backward pass runs the backend its forward resolved, since autograd runs CUDA
+        backward passes on its own threads, where use_backend() does not reach)."""
+        name, source = requested or requested_backend()
         if name != "auto":
             if name not in self.impls:
                 raise BackendUnavailableError(f"{self.op}: backend {name!r} (requested by {source}) is not "

@@ -107,3 +107,23 @@ def test_info_lists_backends(capsys):
     assert "backends:" in out and "reference  loaded" in out
     assert ("cpp        loaded" in out) == _ext.has_cpp()
     assert "grad_distance/cuda" in out and "grad_distance/triton" in out
+
+
+def test_backward_runs_the_backend_of_its_forward(monkeypatch):
+    """Autograd runs CUDA backward passes on its own threads, where use_backend() does not reach: the
+    backward must use the backend the forward resolved. Simulated here with a backward run on
+    another thread after the use_backend block has ended."""
+    import threading
+
+    from ddfast.ops.grad_distance import reference
+
+    calls = []
+    original = reference.backward
+    monkeypatch.setattr(reference, "backward", lambda *a: calls.append(1) or original(*a))
+    g_syn = [torch.randn(3, 4, requires_grad=True)]
+    with ddfast.use_backend("reference"):
+        out = ddfast.grad_distance(g_syn, [torch.randn(3, 4)])
+    thread = threading.Thread(target=out.backward)
+    thread.start()
+    thread.join()
+    assert calls == [1] and g_syn[0].grad is not None

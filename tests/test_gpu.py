@@ -12,7 +12,7 @@ import ddfast
 from ddfast.models import get_network
 from ddfast.ops.grad_distance._op import grad_distance_op
 
-from conftest import assert_close, relative_error, seeded
+from conftest import assert_close, seeded
 from gd_cases import DC_SHAPES, METRICS, make_weights
 
 pytestmark = pytest.mark.gpu
@@ -44,7 +44,7 @@ def _check(backend, shapes, classes, dtype, metric, offset=False, seed=0):
     ref_real = [t.double().requires_grad_() for t in g_real]
     # fp16 gradients of 'cos' over 11M elements are ~1e-7, under fp16's normal range: scale the
     # upstream gradient as a GradScaler would in fp16 training.
-    loss_scale = 2.0 ** 16 if dtype == torch.float16 else 1.0
+    loss_scale = 2.0 ** 12 if dtype == torch.float16 and metric == "cos" else 1.0
     with ddfast.use_backend("reference"):
         want = ddfast.grad_distance(ref_syn, ref_real, metric, weights, batched)
         upstream = torch.linspace(0.5, 2.0, want.numel(), dtype=torch.float64, device="cuda").reshape(want.shape)
@@ -122,21 +122,18 @@ def test_gpu_torch_compile_fullgraph(backend):
         assert_close(a, b, torch.float32, "compiled backward")
 
 
-def test_gpu_per_class_gradients_vmap_matches_loop(monkeypatch):
-    # TF32 convolutions would make the batched and looped passes differ by ~1e-2.
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+def test_gpu_per_class_gradients_vmap_matches_loop():
+    # In fp64, so that cuDNN's choice of algorithms (and TF32) cannot make the two differ.
     torch.manual_seed(0)
-    net = get_network("ConvNet", 3, 10, (32, 32)).cuda()
+    net = get_network("ConvNet", 3, 10, (32, 32)).cuda().double()
     g = seeded(5)
-    x_real = torch.randn(10, 16, 3, 32, 32, generator=g).cuda()
-    x_syn = torch.randn(10, 4, 3, 32, 32, generator=g).cuda().requires_grad_()
+    x_real = torch.randn(10, 16, 3, 32, 32, generator=g, dtype=torch.float64).cuda()
+    x_syn = torch.randn(10, 4, 3, 32, 32, generator=g, dtype=torch.float64).cuda().requires_grad_()
     results = {}
     for strategy in ("loop", "vmap"):
         g_real = ddfast.per_class_gradients(net, None, x_real, None, 10, create_graph=False, strategy=strategy)
         g_syn = ddfast.per_class_gradients(net, None, x_syn, None, 10, strategy=strategy)
         loss = ddfast.grad_distance(g_syn, g_real, batched=True).sum()
         results[strategy] = (torch.cat([t.reshape(-1) for t in g_syn]), torch.autograd.grad(loss, x_syn)[0])
-    # fp32 through a 3-layer network, batched vs looped reductions: rounding differences only.
-    assert relative_error(results["vmap"][0], results["loop"][0]) < 1e-4
-    assert relative_error(results["vmap"][1], results["loop"][1]) < 1e-3
+    assert_close(results["vmap"][0], results["loop"][0], torch.float64, "per-class gradients")
+    assert_close(results["vmap"][1], results["loop"][1], torch.float64, "d loss / d x_syn")

@@ -31,7 +31,7 @@ def grad_distance_op(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: 
 @torch.library.custom_op("ddfast::grad_distance_backward", mutates_args=())
 def grad_distance_backward_op(grad_out: Tensor, g_syn: Sequence[Tensor], g_real: Sequence[Tensor], stats: Tensor,
                               metric: str, weights: Sequence[float], batched: bool, need_syn: bool,
-                              need_real: bool) -> tuple[list[Tensor], list[Tensor]]:
+                              need_real: bool, backend: str) -> tuple[list[Tensor], list[Tensor]]:
     return reference.backward(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real)
 
 
@@ -40,8 +40,8 @@ def _forward_kernel(g_syn, g_real, metric, weights, batched):
     return impl.forward(g_syn, g_real, metric, weights, batched)
 
 
-def _backward_kernel(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real):
-    _, impl = DISPATCH.resolve(g_syn[0].device, g_syn[0].dtype)
+def _backward_kernel(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real, backend):
+    _, impl = DISPATCH.resolve(g_syn[0].device, g_syn[0].dtype, requested=(backend, "the forward pass"))
     return impl.backward(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real)
 
 
@@ -60,7 +60,7 @@ def _(g_syn, g_real, metric, weights, batched):
 
 
 @grad_distance_backward_op.register_fake
-def _(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real):
+def _(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real, backend):
     return ([torch.empty_like(t) for t in g_syn] if need_syn else [],
             [torch.empty_like(t) for t in g_real] if need_real else [])
 
@@ -68,16 +68,17 @@ def _(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_r
 def _setup_context(ctx, inputs, output):
     g_syn, g_real, metric, weights, batched = inputs
     ctx.save_for_backward(*g_syn, *g_real, output[1])
-    ctx.args = (len(g_syn), metric, weights, batched)
+    backend, _ = DISPATCH.resolve(g_syn[0].device, g_syn[0].dtype)  # the one the forward ran
+    ctx.args = (len(g_syn), metric, weights, batched, backend)
 
 
 def _backward(ctx, grad_out, _grad_stats):
-    num_tensors, metric, weights, batched = ctx.args
+    num_tensors, metric, weights, batched, backend = ctx.args
     saved = ctx.saved_tensors
     g_syn, g_real, stats = list(saved[:num_tensors]), list(saved[num_tensors:2 * num_tensors]), saved[-1]
     need_syn, need_real = any(ctx.needs_input_grad[0]), any(ctx.needs_input_grad[1])  # one flag per list entry
     dsyn, dreal = grad_distance_backward_op(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn,
-                                            need_real)
+                                            need_real, backend)
     # List inputs get a list of gradients, [None] * n where none is needed (custom-op convention).
     return dsyn or [None] * num_tensors, dreal or [None] * num_tensors, None, None, None
 
