@@ -39,7 +39,8 @@ def device_name(device: torch.device) -> str:
 def device_slug(device: torch.device) -> str:
     if device.type == "cuda":
         return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
-    return f"cpu-{torch.get_num_threads()}threads"
+    model = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
+    return f"cpu-{model}-{torch.get_num_threads()}threads"
 
 
 def git_commit() -> str:
