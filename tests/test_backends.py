@@ -117,13 +117,17 @@ def test_backward_runs_the_backend_of_its_forward(monkeypatch):
 
     from ddfast.ops.grad_distance import reference
 
+    from ddfast.ops.grad_distance._op import grad_distance_op
+
     calls = []
     original = reference.backward
     monkeypatch.setattr(reference, "backward", lambda *a: calls.append(1) or original(*a))
-    g_syn = [torch.randn(3, 4, requires_grad=True)]
-    with ddfast.use_backend("reference"):
-        out = ddfast.grad_distance(g_syn, [torch.randn(3, 4)])
-    thread = threading.Thread(target=out.backward)
-    thread.start()
-    thread.join()
-    assert calls == [1] and g_syn[0].grad is not None
+    for call in (ddfast.grad_distance, lambda s, r: grad_distance_op(s, r, "ours", [1.0], False)[0]):
+        g_syn = [torch.randn(3, 4, requires_grad=True)]
+        with ddfast.use_backend("reference"):
+            out = call(g_syn, [torch.randn(3, 4)])
+        thread = threading.Thread(target=out.backward)
+        thread.start()
+        thread.join()
+        assert calls and g_syn[0].grad is not None
+        calls.clear()

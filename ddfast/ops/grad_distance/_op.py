@@ -1,6 +1,11 @@
 """Custom-op registration of grad_distance: ``ddfast::grad_distance`` (distance and saved statistics)
 and ``ddfast::grad_distance_backward`` (gradients of both lists), with fake and autograd
-registrations and per-device kernels that dispatch to the selected backend."""
+registrations and per-device kernels that dispatch to the selected backend.
+
+``EagerGradDistance`` runs the same backend implementations through a plain autograd.Function:
+the public function uses it outside torch.compile, because torch.library's autograd wrapper for
+tensor-list arguments costs about 1 ms of host time per forward+backward (pytree flattening),
+against 0.15 ms for the Function (measured on CPU with ConvNet-3's 14 tensors; docs/DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ def _forward_kernel(g_syn, g_real, metric, weights, batched):
 
 
 def _backward_kernel(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real, backend):
+    """The backward runs the backend its forward resolved: autograd runs CUDA backward passes on its
+    own threads, where use_backend() does not reach."""
     _, impl = DISPATCH.resolve(g_syn[0].device, g_syn[0].dtype, requested=(backend, "the forward pass"))
     return impl.backward(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real)
 
@@ -84,3 +91,27 @@ def _backward(ctx, grad_out, _grad_stats):
 
 
 grad_distance_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class EagerGradDistance(torch.autograd.Function):
+    """grad_distance for eager mode: the custom op's kernels without its tensor-list autograd wrapper.
+    Arguments: metric, weights, batched, number of tensors per list, then g_syn and g_real flattened."""
+
+    @staticmethod
+    def forward(ctx, metric, weights, batched, num_tensors, *tensors):
+        g_syn, g_real = list(tensors[:num_tensors]), list(tensors[num_tensors:])
+        backend, impl = DISPATCH.resolve(g_syn[0].device, g_syn[0].dtype)
+        out, stats = impl.forward(g_syn, g_real, metric, weights, batched)
+        ctx.save_for_backward(*tensors, stats)
+        ctx.args = (num_tensors, metric, weights, batched, backend)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        num_tensors, metric, weights, batched, backend = ctx.args
+        saved = ctx.saved_tensors
+        need = ctx.needs_input_grad[4:]
+        need_syn, need_real = any(need[:num_tensors]), any(need[num_tensors:])
+        dsyn, dreal = _backward_kernel(grad_out, list(saved[:num_tensors]), list(saved[num_tensors:2 * num_tensors]),
+                                       saved[-1], metric, weights, batched, need_syn, need_real, backend)
+        return (None, None, None, None, *(dsyn or [None] * num_tensors), *(dreal or [None] * num_tensors))
