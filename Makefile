@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ddfast-installed
 SOURCES := setup.py pyproject.toml requirements-dev.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup build test test-fast test-triton test-compile bench bench-quick report info ci clean
+.PHONY: setup build test test-fast test-triton test-compile bench bench-full report info ci clean
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,12 +32,13 @@ test-triton: setup  ## tier 5: Triton kernels under the interpreter
 test-compile: setup  ## tier 6: nvcc and Triton ahead-of-time compile checks for sm_80/sm_90
 	$(PY) -m pytest -q -m compile_gpu
 
-bench: setup  ## benchmarks on this machine, then the README tables and plots
-	$(PY) bench/bench_grad_distance.py
+bench: setup  ## quick benchmarks on this machine (about 2 minutes on 2 cores), then the README tables
+	$(PY) bench/bench_grad_distance.py --quick
 	$(PY) bench/report.py
 
-bench-quick: setup
-	$(PY) bench/bench_grad_distance.py --quick
+bench-full: setup  ## full benchmarks (several minutes on CPU); full runs take precedence in the tables
+	$(PY) bench/bench_grad_distance.py
+	$(PY) bench/report.py
 
 report: setup
 	$(PY) bench/report.py

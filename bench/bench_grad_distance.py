@@ -181,7 +181,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    rec = Recorder(device, args.out)
+    rec = Recorder(device, args.out, quick=args.quick)
     print(f"grad_distance on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}")
     for case in args.cases.split(","):
         if case not in RUNNERS:

@@ -155,12 +155,13 @@ def copy_bandwidth_gbps(device: torch.device, numel: int = 1 << 26) -> float:
 class Recorder:
     """Appends one JSON line per measurement to bench/results/<device-slug>.jsonl."""
 
-    def __init__(self, device: torch.device, out_dir: Path | None = None):
+    def __init__(self, device: torch.device, out_dir: Path | None = None, quick: bool = False):
         self.device = device
         self.path = (out_dir or RESULTS) / f"{device_slug(device)}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.common = {"device": device_name(device), "device_slug": device_slug(device), **versions(),
-                       "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                       "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                       "quick": quick}
 
     def record(self, **fields) -> dict:
         row = {**fields, **self.common}

@@ -20,7 +20,7 @@ BEGIN, END = "<!-- bench:grad_distance:begin -->", "<!-- bench:grad_distance:end
 
 
 def load(results: Path) -> dict[str, dict[tuple, dict]]:
-    """device slug -> (case, backend, strategy) -> newest record."""
+    """device slug -> (case, backend, strategy) -> newest record; full runs win over --quick runs."""
     latest: dict[str, dict[tuple, dict]] = {}
     for path in sorted(results.glob("*.jsonl")):
         for line in path.read_text().splitlines():
@@ -31,7 +31,9 @@ def load(results: Path) -> dict[str, dict[tuple, dict]]:
                 continue
             key = (row["case"], row["backend"], row.get("strategy"))
             per_device = latest.setdefault(row["device_slug"], {})
-            if key not in per_device or row["date"] >= per_device[key]["date"]:
+            rank = (not row.get("quick", False), row["date"])
+            old = per_device.get(key)
+            if old is None or rank >= (not old.get("quick", False), old["date"]):
                 per_device[key] = row
     return latest
 

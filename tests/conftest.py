@@ -58,10 +58,6 @@ def cpu_backends() -> list[str]:
     return names
 
 
-def gpu_backends() -> list[str]:
-    return [name for name in ("reference", "cuda", "triton") if backends.availability(name, "cuda") is None]
-
-
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
     for item in items:
@@ -80,9 +76,3 @@ def _no_backend_env(monkeypatch):
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def randn(*shape, dtype=torch.float32, device="cpu", generator=None) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
-
-

@@ -13,7 +13,7 @@ from ddfast.models import get_network
 from ddfast.ops.grad_distance._op import grad_distance_op
 
 from conftest import assert_close, seeded
-from gd_cases import DC_SHAPES, METRICS, make_weights
+from gd_cases import DC_SHAPES, METRICS, check_compiled_matches_eager, make_weights
 
 pytestmark = pytest.mark.gpu
 
@@ -108,18 +108,8 @@ def test_gpu_torch_compile_fullgraph(backend):
     g = seeded(4)
     g_syn = [t.requires_grad_() for t in _grads(DC_SHAPES, 2, torch.float32, g)]
     g_real = _grads(DC_SHAPES, 2, torch.float32, g)
-
-    def loss(a, b):
-        return ddfast.grad_distance(a, b, "ours", batched=True).sum() * 2
-
     with ddfast.use_backend(backend):
-        got = torch.compile(loss, fullgraph=True)(g_syn, g_real)
-        got_grads = torch.autograd.grad(got, g_syn)
-        want = loss(g_syn, g_real)
-        want_grads = torch.autograd.grad(want, g_syn)
-    assert_close(got, want, torch.float32, "compiled forward")
-    for a, b in zip(got_grads, want_grads):
-        assert_close(a, b, torch.float32, "compiled backward")
+        check_compiled_matches_eager(g_syn, g_real, assert_close)
 
 
 def test_gpu_per_class_gradients_vmap_matches_loop():
