@@ -25,9 +25,11 @@ def _read_build_info() -> dict:
 
 def _load():
     info = _read_build_info()
-    if importlib.util.find_spec("ddfast._C") is None:
-        reason = info.get("build_error") or info.get("skipped") or "ddfast._C is not built"
+    if not info.get("cpp"):  # a pure-Python install, or a failed build: any _C*.so left over is stale
+        reason = info.get("build_error") or info.get("skipped") or "no build_info.json (ddfast was not installed)"
         return None, info, f"not built: {reason}"
+    if importlib.util.find_spec("ddfast._C") is None:
+        return None, info, "not built: ddfast._C is missing; reinstall with `pip install -e . --no-build-isolation`"
     built_for = info.get("torch_version")
     if built_for != torch.__version__:
         return None, info, (f"ddfast._C was built against torch {built_for} but torch {torch.__version__} is "
