@@ -30,7 +30,7 @@ def report() -> str:
         lines.append(f"build: built against torch {info.get('torch_version')}, cuda kernels "
                      f"{'yes (' + str(info.get('cuda_arch_list')) + ')' if info.get('cuda') else 'no'}")
     else:
-        lines.append(f"build: ddfast._C not built ({_ext.LOAD_ERROR})")
+        lines.append(f"build: {_ext.LOAD_ERROR}")
     lines.append("backends:")
     for name in backends.BACKENDS:
         probe = "cuda" if name in backends.GPU_BACKENDS else "cpu"
