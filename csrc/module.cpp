@@ -1,9 +1,6 @@
 // The Python module ddfast._C: importing it loads the library, which registers the compiled ops
-// (TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL in csrc/<op>/). It also answers capability queries.
+// (TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL in csrc/<op>/). It also says whether CUDA kernels were built.
 #include <pybind11/pybind11.h>
-
-#include <string>
-#include <vector>
 
 #ifndef TORCH_EXTENSION_NAME
 #define TORCH_EXTENSION_NAME _C
@@ -18,5 +15,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
-  m.def("compiled_ops", []() { return std::vector<std::string>{"grad_distance"}; });
 }
