@@ -32,12 +32,14 @@ test-triton: setup  ## tier 5: Triton kernels under the interpreter
 test-compile: setup  ## tier 6: nvcc and Triton ahead-of-time compile checks for sm_80/sm_90
 	$(PY) -m pytest -q -m compile_gpu
 
-bench: setup  ## quick benchmarks on this machine (about 2 minutes on 2 cores), then the README tables
-	$(PY) bench/bench_grad_distance.py --quick
+BENCHES := $(sort $(wildcard bench/bench_*.py))
+
+bench: setup  ## quick benchmarks of every op on this machine (a few minutes on 2 cores), then the README tables
+	set -e; for script in $(BENCHES); do $(PY) $$script --quick; done
 	$(PY) bench/report.py
 
 bench-full: setup  ## full benchmarks (several minutes on CPU); full runs take precedence in the tables
-	$(PY) bench/bench_grad_distance.py
+	set -e; for script in $(BENCHES); do $(PY) $$script; done
 	$(PY) bench/report.py
 
 report: setup

@@ -1,36 +1,44 @@
 """Render benchmark results (bench/results/*.jsonl) as the README's tables and as plots.
 
-For every device, the newest record of each (case, backend, strategy) is used. Tables go between
-the markers <!-- bench:grad_distance:begin --> and <!-- bench:grad_distance:end --> in README.md;
-plots to bench/results/grad_distance_sweep.png. Never type a number into the README by hand.
+Each op with records gets its own README section between ``<!-- bench:<op>:begin -->`` and
+``<!-- bench:<op>:end -->``, rendered by ``bench/reports/<op>.py`` (``render(latest, results, plot)``).
+For every device, the newest record of each (case, backend, strategy, size) is used; full runs win
+over ``--quick`` runs. Never type a number into the README by hand.
 
 Usage: python bench/report.py [--results DIR] [--readme README.md] [--no-plot] [--check]
-  --check: render without writing and fail if README.md's tables differ (CI).
+  --check: render without writing and fail if README.md's sections differ (CI).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- bench:grad_distance:begin -->", "<!-- bench:grad_distance:end -->"
+sys.path.insert(0, str(ROOT))
+
+REPORTS = sorted(p.stem for p in (ROOT / "bench" / "reports").glob("*.py") if p.stem not in ("__init__", "format"))
+KEY_FIELDS = ("case", "backend", "strategy", "size")
 
 
-def load(results: Path) -> dict[str, dict[tuple, dict]]:
-    """device slug -> (case, backend, strategy) -> newest record; full runs win over --quick runs."""
-    latest: dict[str, dict[tuple, dict]] = {}
+def markers(op: str) -> tuple[str, str]:
+    return f"<!-- bench:{op}:begin -->", f"<!-- bench:{op}:end -->"
+
+
+def load(results: Path) -> dict[str, dict[str, dict[tuple, dict]]]:
+    """op -> device slug -> (case, backend, strategy, size) -> newest record."""
+    latest: dict[str, dict[str, dict[tuple, dict]]] = {}
     for path in sorted(results.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             if not line.strip():
                 continue
             row = json.loads(line)
-            if row.get("op") != "grad_distance":
-                continue
-            key = (row["case"], row["backend"], row.get("strategy"))
-            per_device = latest.setdefault(row["device_slug"], {})
+            key = tuple(row.get(f) for f in KEY_FIELDS)
+            per_device = latest.setdefault(row["op"], {}).setdefault(row["device_slug"], {})
             rank = (not row.get("quick", False), row["date"])
             old = per_device.get(key)
             if old is None or rank >= (not old.get("quick", False), old["date"]):
@@ -38,116 +46,13 @@ def load(results: Path) -> dict[str, dict[tuple, dict]]:
     return latest
 
 
-def _ms(value) -> str:
-    return "" if value is None else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
-
-
-def _x(value) -> str:
-    return "" if value is None else f"{value:.1f}x"
-
-
-def _source(rows) -> str:
-    first = rows[0]
-    return f"{first['device']}, torch {first['torch']}, triton {first.get('triton')}, commit {first['commit']}"
-
-
-def op_table(latest) -> list[str]:
-    lines = ["| device | backend | forward ms | DC loop forward ms | speedup | fwd+bwd ms | DC loop fwd+bwd ms | "
-             "speedup | ops dispatched, fwd / fwd+bwd (ddfast vs DC) | CUDA kernels, fwd+bwd (ddfast vs DC) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for slug, rows in sorted(latest.items()):
-        for (case, backend, _), r in sorted(rows.items()):
-            if case != "op_convnet3_x10":
-                continue
-            kernels = f"{r['cuda_kernels']} vs {r['baseline_cuda_kernels']}" if r.get("cuda_kernels") else ""
-            ops = (f"{r['forward_launches']} / {r['launches']} vs "
-                   f"{r['baseline_forward_launches']} / {r['baseline_launches']}")
-            lines.append(f"| {r['device']} | {backend} | {_ms(r['forward_ms'])} | {_ms(r['baseline_forward_ms'])} | "
-                         f"{_x(r['forward_speedup'])} | {_ms(r['median_ms'])} | {_ms(r['baseline_ms'])} | "
-                         f"{_x(r['speedup'])} | {ops} | {kernels} |")
-    return lines
-
-
-def step_table(latest) -> list[str]:
-    lines = ["| device | grad_distance backend | per-class gradients | real images per class | step ms | "
-             "DC loop step ms | speedup | peak memory (ddfast / DC) |", "|---|---|---|---|---|---|---|---|"]
-    for slug, rows in sorted(latest.items()):
-        for (case, backend, strategy), r in sorted(rows.items(), key=lambda kv: str(kv[0])):
-            if case != "gm_step_convnet3":
-                continue
-            mem = ""
-            if r.get("peak_mem_bytes"):
-                mem = f"{r['peak_mem_bytes'] / 2**30:.2f} / {r['baseline_peak_mem_bytes'] / 2**30:.2f} GiB"
-            lines.append(f"| {r['device']} | {backend} | {strategy} | {r['real_per_class']} | {_ms(r['median_ms'])} | "
-                         f"{_ms(r['baseline_ms'])} | {_x(r['speedup'])} | {mem} |")
-    return lines
-
-
-def resnet_table(latest) -> list[str]:
-    lines = ["| device | backend | classes | forward ms | forward kernels ms | kernel GB/s | % of copy bandwidth | "
-             "fwd+bwd ms | DC loop fwd+bwd ms |", "|---|---|---|---|---|---|---|---|---|"]
-    for slug, rows in sorted(latest.items()):
-        for (case, backend, _), r in sorted(rows.items()):
-            if not case.startswith("resnet18"):
-                continue
-            gbps = r.get("forward_kernel_gbps")
-            pct = f"{gbps / r['copy_gbps']:.0%}" if gbps and r.get("copy_gbps") else ""
-            lines.append(f"| {r['device']} | {backend} | {r['classes']} | {_ms(r['forward_ms'])} | "
-                         f"{_ms(r.get('forward_kernel_ms'))} | {f'{gbps:.0f}' if gbps else ''} | {pct} | "
-                         f"{_ms(r['median_ms'])} | {_ms(r.get('baseline_ms'))} |")
-    return lines
-
-
-def plot_sweep(latest, out: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    devices = [slug for slug, rows in latest.items() if any(k[0].startswith("sweep_width") for k in rows)]
-    if not devices:
-        return None
-    fig, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 4.2), squeeze=False)
-    for ax, slug in zip(axes[0], sorted(devices)):
-        rows = [r for k, r in latest[slug].items() if k[0].startswith("sweep_width")]
-        for backend in sorted({r["backend"] for r in rows}):
-            pts = sorted((r["params"] * r["classes"], r["median_ms"]) for r in rows if r["backend"] == backend)
-            line, = ax.loglog(*zip(*pts), marker="o", label=f"ddfast {backend}")
-            kernel = sorted((r["params"] * r["classes"], r["kernel_ms"]) for r in rows
-                            if r["backend"] == backend and r.get("kernel_ms"))
-            if kernel and backend != "reference":
-                ax.loglog(*zip(*kernel), marker=".", linestyle=":", color=line.get_color(),
-                          label=f"ddfast {backend}, kernel time only")
-        base = sorted({(r["params"] * r["classes"], r["baseline_ms"]) for r in rows if r.get("baseline_ms")})
-        ax.loglog(*zip(*base), marker="s", linestyle="--", color="k", label="DC loop")
-        ax.set_title(f"grad_distance fwd+bwd, ConvNet-3 width sweep x 10 classes\n{rows[0]['device']}", fontsize=9)
-        ax.set_xlabel("gradient elements (all classes)")
-        ax.set_ylabel("ms (median)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+def sections(results: Path, plot: bool) -> dict[str, str]:
+    latest = load(results)
+    out = {}
+    for op in REPORTS:
+        if op in latest:
+            out[op] = importlib.import_module(f"bench.reports.{op}").render(latest[op], results, plot)
     return out
-
-
-def render(latest, plot: Path | None) -> str:
-    sources = "; ".join(_source(list(rows.values())) for _, rows in sorted(latest.items()))
-    parts = [f"_Generated by `bench/report.py` from `bench/results/*.jsonl` ({sources})._", "",
-             "**The op alone**: ConvNet-3 gradients (320,010 parameters, 14 tensors) x 10 classes, metric 'ours', "
-             "fp32; DC loop = `bench/baselines/dc_match.py` (per class, per tensor `distance_wb`).", "",
-             *op_table(latest), "",
-             "**One gradient-matching outer step** (ConvNet-3, 10 classes, IPC 10, real batch per class as listed): "
-             "per-class gradients of real and synthetic batches, distance, backward into the images.", "",
-             *step_table(latest), "",
-             "**ResNet-18-sized gradients** (11,173,962 parameters, 62 tensors): forward bandwidth of the kernels "
-             "(profiler time) against the device's measured copy bandwidth.", "",
-             *resnet_table(latest)]
-    if plot:
-        parts += ["", f"![size sweep]({plot.relative_to(ROOT).as_posix()})"]
-    return "\n".join(parts)
 
 
 def main(argv=None):
@@ -157,27 +62,32 @@ def main(argv=None):
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--check", action="store_true", help="fail if README.md's tables are out of date")
     args = parser.parse_args(argv)
-    latest = load(args.results)
-    if not latest:
-        raise SystemExit(f"no grad_distance results in {args.results}")
-    plot_path = args.results / "grad_distance_sweep.png"
+    rendered = sections(args.results, plot=not (args.no_plot or args.check))
+    if not rendered:
+        raise SystemExit(f"no benchmark results in {args.results}")
+    readme = args.readme.read_text()
+    stale = []
+    for op, text in rendered.items():
+        begin, end = markers(op)
+        if begin not in readme or end not in readme:
+            stale.append(f"{op} (README.md has no {begin} ... {end} section)")
+        elif f"{begin}\n{text}\n{end}" not in readme:
+            stale.append(op)
+            readme = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: f"{begin}\n{text}\n{end}", readme,
+                            flags=re.S)
     if args.check:
-        text = render(latest, plot_path if plot_path.exists() else None)
-        readme = args.readme.read_text()
-        if f"{BEGIN}\n{text}\n{END}" not in readme:
-            raise SystemExit("README.md's benchmark tables differ from bench/results: run `python bench/report.py`")
-        print("README.md's benchmark tables match bench/results")
+        if stale:
+            raise SystemExit(f"README.md's benchmark sections differ from bench/results: {', '.join(stale)}; "
+                             "run `python bench/report.py`")
+        print(f"README.md's benchmark sections match bench/results ({', '.join(rendered)})")
         return
-    plot = None if args.no_plot else plot_sweep(latest, plot_path)
-    text = render(latest, plot)
-    print(text)
-    if args.readme.exists():
-        readme = args.readme.read_text()
-        if BEGIN in readme and END in readme:
-            updated = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", readme,
-                             flags=re.S)
-            args.readme.write_text(updated)
-            print(f"\nupdated {args.readme}")
+    args.readme.write_text(readme)
+    for op, text in rendered.items():
+        print(f"--- {op}\n{text}\n")
+    missing = [s for s in stale if "section" in s]
+    if missing:
+        raise SystemExit(f"add these sections to README.md: {', '.join(missing)}")
+    print(f"updated {args.readme}")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,13 @@ test_stage() {
   return "${PIPESTATUS[0]}"
 }
 
-bench() {
-  "$py" bench/bench_grad_distance.py --out "$out" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
-  return "${PIPESTATUS[0]}"
+bench() {  # every bench/bench_<op>.py; BENCH_ONLY=<op> runs one of them
+  local rc=0 script
+  for script in bench/bench_${BENCH_ONLY:-*}.py; do
+    "$py" "$script" --out "$out" ${BENCH_ARGS:-} 2>&1 | tee -a "$out/bench.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  done
+  return $rc
 }
 
 case "$stage" in

@@ -21,7 +21,8 @@ CSRC = ROOT / "csrc"
 CU_FILES = sorted(CSRC.glob("*/*.cu"))
 GLUE_FILES = sorted(CSRC.glob("*/cuda.cpp"))
 ARCHS = (80, 90)
-TRITON_OPS = ["grad_distance"]  # ops with ddfast/ops/<op>/triton.py exposing aot_specs()
+# Every op with ddfast/ops/<op>/triton.py; each exposes aot_specs().
+TRITON_OPS = sorted(p.parent.name for p in (ROOT / "ddfast" / "ops").glob("*/triton.py"))
 VECTOR_LOAD = re.compile(r"ld\.global(?:\.nc)?\.v[24]\.")
 
 

@@ -1,0 +1,1 @@
+"""One module per op: ``render(latest, results_dir, plot) -> markdown`` for its README section."""
