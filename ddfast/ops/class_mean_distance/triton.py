@@ -1,8 +1,8 @@
 """Triton kernels for class_mean_distance (semantics and backend contract: reference.py).
 
-Rows are grouped by class once with torch ops (labels of both sides in one stable argsort, class
-offsets by bincount + cumsum), then three launches per forward+backward, whatever the number of
-classes:
+Rows are grouped by class once with torch ops (labels of both sides in one stable sort, class
+offsets by searchsorted; no host synchronisation), then three launches per forward+backward,
+whatever the number of classes:
 
 * ``class_sums``: one program per (class, block of feature columns) sums the class's synthetic and
   real rows (gathered through the sorted order, each row segment contiguous), writes the mean
@@ -134,10 +134,9 @@ def rows_backward_kernel(labels_ptr, diff_ptr, scale_ptr, grad_ptr, d_syn_ptr, d
 
 def forward(f_syn, y_syn, f_real, y_real, num_classes: int, per_class: bool):
     device, dim = f_syn.device, f_syn.shape[1]
-    labels = torch.cat([y_syn, y_real + num_classes])
-    order = torch.argsort(labels, stable=True)
-    ptr = torch.zeros(2 * num_classes + 1, dtype=torch.int64, device=device)
-    torch.cumsum(torch.bincount(labels, minlength=2 * num_classes), 0, out=ptr[1:])
+    # Group rows by (side, class) without a host sync (bincount would sync to size its output).
+    sorted_labels, order = torch.sort(torch.cat([y_syn, y_real + num_classes]), stable=True)
+    ptr = torch.searchsorted(sorted_labels, torch.arange(2 * num_classes + 1, device=device))
     num_col_blocks = max(triton.cdiv(dim, BLOCK_COLS), 1)
     diff = torch.empty(num_classes, dim, dtype=torch.float32, device=device)
     scale = torch.empty(2, num_classes, dtype=torch.float32, device=device)
