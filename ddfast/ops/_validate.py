@@ -46,3 +46,12 @@ def choice(value, options, name: str) -> str:
     if value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
     return value
+
+
+def nonnegative_number_list(value, length: int, name: str) -> list[float]:
+    """``number_list`` whose entries must also be >= 0 (loss weights)."""
+    out = number_list(value, length, name)
+    for i, w in enumerate(out):
+        if w < 0:
+            raise ValueError(f"{name}[{i}] is {w}; weights must be >= 0")
+    return out
