@@ -29,7 +29,8 @@ class BNStatHooks:
 
     A pre-hook on ``model`` clears the recorded inputs at the start of every forward of the model, so
     a second forward replaces them, and a layer that a forward skipped cannot leak a stale input.
-    :meth:`remove` (or leaving the ``with`` block) removes all hooks.
+    :meth:`remove` (or leaving the ``with`` block) removes all hooks. (A model in train mode updates its
+    running statistics during the forward, so :meth:`loss` would compare with the updated ones.)
     """
 
     def __init__(self, model: nn.Module, first_weight: float = 10.0):

@@ -76,13 +76,12 @@ def _plan(shapes: tuple[tuple[int, int, int], ...], weights: tuple[float, ...]) 
     for layer, (b, c, s) in enumerate(shapes):
         runs, pieces = pieces_per_channel(b, s)
         layers.append((c, s, b, first_item, pieces, first_channel))
-        for channel in range(c):
-            for j in range(pieces):
-                items.append((layer, channel, j * runs, min(runs, b - j * runs)))
+        channel = torch.arange(c, dtype=torch.int64).repeat_interleave(pieces)
+        start = torch.arange(pieces, dtype=torch.int64).repeat(c) * runs
+        items.append(torch.stack([torch.full_like(channel, layer), channel, start, (b - start).clamp(max=runs)], 1))
         first_item += c * pieces
         first_channel += c
-    return Plan(torch.tensor(layers, dtype=torch.int64).reshape(-1, LAYER_FIELDS),
-                torch.tensor(items, dtype=torch.int64).reshape(-1, ITEM_FIELDS),
+    return Plan(torch.tensor(layers, dtype=torch.int64).reshape(-1, LAYER_FIELDS), torch.cat(items).contiguous(),
                 torch.tensor(weights, dtype=torch.float64), first_channel)
 
 
