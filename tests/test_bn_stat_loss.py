@@ -427,3 +427,15 @@ def test_bad_inputs(change, error, message):
 def test_bad_weights(weights, error, message):
     with pytest.raises(error, match=message):
         ddfast.bn_stat_loss(*_args(), weights=weights)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_gradient_of_running_statistics_only(backend):
+    """Activations that do not require grad: only the running statistics' gradients are computed."""
+    acts, means, variances, weights = make_case(ODD_SHAPES, seed=16)
+    ms = [t.clone().requires_grad_() for t in means]
+    with ddfast.use_backend(backend):
+        got = torch.autograd.grad(ddfast.bn_stat_loss(acts, ms, variances, weights), ms)
+    ref = [t.clone().requires_grad_() for t in means]
+    want = torch.autograd.grad(sre2l_loss(acts, ref, variances, weights), ref)
+    assert_close(flat(got), flat(want), torch.float64, f"{backend} grad of running_means")

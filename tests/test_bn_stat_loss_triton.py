@@ -168,3 +168,15 @@ def test_gpu_deterministic_opcheck_and_compile():
         compiled = torch.compile(lambda a: ddfast.bn_stat_loss(a, means, variances, weights), fullgraph=True)
         got = compiled(xs)
         assert_close(got, runs[0][0], torch.float32, "compiled")
+
+
+def test_triton_gradient_of_running_statistics_only():
+    acts, means, variances, weights = _case(ODD, torch.float32, seed=8)
+    vs = [t.clone().requires_grad_() for t in variances]
+    with ddfast.use_backend("triton"):
+        got = torch.autograd.grad(ddfast.bn_stat_loss(acts, means, vs, weights), vs)
+    ref = [t.double().requires_grad_() for t in variances]
+    with ddfast.use_backend("reference"):
+        want = torch.autograd.grad(ddfast.bn_stat_loss([a.double() for a in acts], [m.double() for m in means], ref,
+                                                       weights), ref)
+    assert_close(_flat(got), _flat(want), torch.float32, "grad of running_vars")
