@@ -1,0 +1,48 @@
+// Internal consistency checks for the compiled bn_stat_loss ops. User-facing validation (with argument
+// names and indices) happens once in Python; these guard direct torch.ops calls.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace ddfast {
+namespace bn_stat_loss {
+
+constexpr int64_t kItemFields = 4;   // layer, channel, first run, number of runs
+constexpr int64_t kLayerFields = 6;  // C, S, B, first item, pieces per channel, first channel
+
+// The accumulate dtype: of the partial sums, the statistics, the running statistics and the loss.
+inline at::ScalarType acc_dtype(const at::Tensor& ref) {
+  return ref.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_inputs(at::TensorList acts, at::TensorList means, at::TensorList vars, const at::Tensor& layers,
+                         const at::Tensor& items, at::ArrayRef<double> weights) {
+  const auto n = acts.size();
+  TORCH_CHECK(n > 0 && means.size() == n && vars.size() == n && weights.size() == n,
+              "bn_stat_loss: activations, running_means, running_vars and weights must be non-empty and of equal "
+              "length");
+  TORCH_CHECK(layers.scalar_type() == at::kLong && layers.dim() == 2 && layers.size(0) == static_cast<int64_t>(n) &&
+                  layers.size(1) == kLayerFields && layers.is_contiguous(), "bn_stat_loss: malformed layer table");
+  TORCH_CHECK(items.scalar_type() == at::kLong && items.dim() == 2 && items.size(1) == kItemFields &&
+                  items.is_contiguous(), "bn_stat_loss: malformed work items");
+  const auto acc = acc_dtype(acts[0]);
+  const int64_t* layer = layers.const_data_ptr<int64_t>();
+  for (size_t l = 0; l < n; ++l) {
+    const auto& a = acts[l];
+    TORCH_CHECK(a.is_contiguous() && a.dim() >= 2 && a.dim() <= 4, "bn_stat_loss: activation ", l,
+                " must be contiguous with 2 to 4 dimensions");
+    TORCH_CHECK(a.scalar_type() == acts[0].scalar_type() && a.device() == acts[0].device(), "bn_stat_loss: activation ",
+                l, " has a different dtype or device");
+    const int64_t* f = layer + l * kLayerFields;
+    TORCH_CHECK(a.size(0) == f[2] && a.size(1) == f[0] && a.numel() == f[0] * f[1] * f[2], "bn_stat_loss: activation ",
+                l, " does not match the layer table");
+    for (const auto& t : {means[l], vars[l]}) {
+      TORCH_CHECK(t.is_contiguous() && t.dim() == 1 && t.size(0) == a.size(1) && t.scalar_type() == acc &&
+                      t.device() == a.device(), "bn_stat_loss: running statistics ", l,
+                  " must be contiguous [C] tensors in the accumulate dtype");
+    }
+  }
+}
+
+}  // namespace bn_stat_loss
+}  // namespace ddfast
