@@ -92,6 +92,8 @@ def num_classes_arg(num_classes) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return num_classes
+
+
 def nonnegative_number_list(value, length: int, name: str) -> list[float]:
     """``number_list`` whose entries must also be >= 0 (loss weights)."""
     out = number_list(value, length, name)
