@@ -46,3 +46,64 @@ def choice(value, options, name: str) -> str:
     if value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
     return value
+
+
+def feature_matrix(t, name: str) -> torch.Tensor:
+    """A 2-D floating-point tensor [rows, features]."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    float_dtype(t, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [rows, features], got shape {tuple(t.shape)}")
+    return t
+
+
+def same_dtype_and_device(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+
+
+def positive_numbers(value, name: str) -> list[float]:
+    """A non-empty sequence of positive finite reals (bandwidths and the like)."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist() if value.dim() else [value.item()]
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list or tuple of positive numbers, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} is empty; give at least one positive number")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise TypeError(f"{name}[{i}] must be a real number, got {type(v).__name__}")
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name}[{i}] must be positive and finite, got {v}")
+        out.append(float(v))
+    return out
+
+
+def class_labels(labels, rows: int, num_classes: int, name: str, rows_name: str) -> torch.Tensor:
+    """int64 1-D labels, one per row of ``rows_name``; values in [0, num_classes) (checked in eager
+    mode only: it reads the values)."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"{name} must have dtype torch.int64, got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != rows:
+        raise ValueError(f"{name} must be 1-D with one label per row of {rows_name} ({rows}), got shape "
+                         f"{tuple(labels.shape)}")
+    if not torch.compiler.is_compiling() and labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} has label {bad} outside [0, num_classes={num_classes})")
+    return labels
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
