@@ -83,16 +83,18 @@ def positive_numbers(value, name: str) -> list[float]:
     return out
 
 
-def class_labels(labels, rows: int, num_classes: int, name: str, rows_name: str) -> torch.Tensor:
-    """int64 1-D labels, one per row of ``rows_name``; values in [0, num_classes) (checked in eager
-    mode only: it reads the values)."""
+def class_labels(labels, rows: torch.Tensor, num_classes: int, name: str, rows_name: str) -> torch.Tensor:
+    """int64 1-D labels on the device of ``rows``, one per row; values in [0, num_classes) (checked in
+    eager mode only: it reads the values)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dtype != torch.int64:
         raise TypeError(f"{name} must have dtype torch.int64, got {labels.dtype}")
-    if labels.dim() != 1 or labels.shape[0] != rows:
-        raise ValueError(f"{name} must be 1-D with one label per row of {rows_name} ({rows}), got shape "
+    if labels.dim() != 1 or labels.shape[0] != rows.shape[0]:
+        raise ValueError(f"{name} must be 1-D with one label per row of {rows_name} ({rows.shape[0]}), got shape "
                          f"{tuple(labels.shape)}")
+    if labels.device != rows.device:
+        raise ValueError(f"{name} is on {labels.device} but {rows_name} is on {rows.device}")
     if not torch.compiler.is_compiling() and labels.numel():
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:

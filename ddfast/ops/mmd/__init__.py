@@ -6,8 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .._validate import (choice, class_labels, feature_matrix, positive_int, positive_numbers,
-                         same_dtype_and_device)
+from .._validate import choice, class_labels, feature_matrix, positive_int, positive_numbers, same_dtype_and_device
 from ._op import DISPATCH, mmd_op
 from .reference import ESTIMATORS, KERNELS
 
@@ -90,11 +89,8 @@ def class_mmd(f_syn: torch.Tensor, y_syn: torch.Tensor, f_real: torch.Tensor, y_
     """
     _pair(f_syn, f_real, "f_syn", "f_real")
     positive_int(num_classes, "num_classes")
-    class_labels(y_syn, f_syn.shape[0], num_classes, "y_syn", "f_syn")
-    class_labels(y_real, f_real.shape[0], num_classes, "y_real", "f_real")
-    same_dtype_and_device(y_real, "y_real", y_syn, "y_syn")
-    if y_syn.device != f_syn.device:
-        raise ValueError(f"y_syn is on {y_syn.device} but f_syn is on {f_syn.device}")
+    class_labels(y_syn, f_syn, num_classes, "y_syn", "f_syn")
+    class_labels(y_real, f_real, num_classes, "y_real", "f_real")
     choice(estimator, ESTIMATORS, "estimator")
     choice(reduction, ("sum", "none"), "reduction")
     choice(missing, ("raise", "ignore"), "missing")
