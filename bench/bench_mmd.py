@@ -17,7 +17,6 @@ Usage: python bench/bench_mmd.py [--device cpu|cuda] [--quick] [--cases a,b] [--
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 import sys
@@ -31,11 +30,10 @@ import ddfast  # noqa: E402
 from ddfast import backends  # noqa: E402
 
 from bench.baselines.mmd_cdist import class_loop, mmd_cdist  # noqa: E402
-from bench.common import (Recorder, available_memory_bytes, count_ops, peak_memory, peak_rss_child,  # noqa: E402
-                          synchronize, time_ms)
+from bench.common import (available_memory_bytes, bench_main, count_ops, peak_memory, peak_rss_child,  # noqa: E402
+                          time_ms)
 
 OP = "mmd"
-CASES = ("sweep", "dm_classes")
 FEATURES = 2048
 # Peak bytes per N^2 of the cdist form's forward + backward at N = M, fp32, 3 bandwidths: measured
 # about 166 on the CPU at N = 2048 (xx, yy and xy blocks, ~14 N x N matrices alive per block); 176
@@ -129,14 +127,15 @@ def bench_sweep(rec, device, quick):
         if have_keops and device.type == "cuda":
             rows.append(("pykeops", *measure(keops_workload, args, device, quick)))
         for name, t, m in rows:
-            r = rec.record(op=OP, case="sweep", backend=name, strategy=None, size=n, features=d, kernel="gaussian",
+            rec.record(op=OP, case="sweep", backend=name, strategy=None, size=n, features=d, kernel="gaussian",
                            sigmas=sigmas(d), estimator="biased", median_ms=t, peak_mem_bytes=m,
                            baseline="torch.cdist tensorised (bench/baselines/mmd_cdist.py)", baseline_ms=base_ms,
                            baseline_peak_mem_bytes=base_mem, baseline_skipped=base_skipped,
                            speedup=base_ms / t if base_ms else None)
             print(f"sweep N=M={n:6d} {name:9s} {t:10.2f} ms  peak {m / 2**20 if m is not None else float('nan'):9.1f}"
                   f" MiB | cdist {base_ms if base_ms else float('nan'):10.2f} ms  peak "
-                  f"{base_mem / 2**20 if base_mem else float('nan'):9.1f} MiB" + (f" ({base_skipped})" if base_skipped else ""))
+                  f"{base_mem / 2**20 if base_mem else float('nan'):9.1f} MiB"
+                  + (f" ({base_skipped})" if base_skipped else ""))
 
 
 def bench_dm_classes(rec, device, quick):
@@ -172,22 +171,9 @@ RUNNERS = {"sweep": bench_sweep, "dm_classes": bench_dm_classes}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="shorter timings, fewer sizes (README quick start)")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    rec = Recorder(device, args.out, quick=args.quick)
-    print(f"mmd on {rec.common['device']}, torch {rec.common['torch']}, fused backend {fused_backend(device)}, "
-          f"pykeops {'importable' if importlib.util.find_spec('pykeops') else 'not installed (not measured)'}")
-    for case in args.cases.split(","):
-        if case not in RUNNERS:
-            parser.error(f"unknown case {case!r}; choose from {CASES}")
-        RUNNERS[case](rec, device, args.quick)
-        synchronize(device)
-    print(f"results appended to {rec.path}")
+    bench_main(__doc__, RUNNERS, lambda rec, device: (
+        f"mmd on {rec.common['device']}, torch {rec.common['torch']}, fused backend {fused_backend(device)}, "
+        f"pykeops {'importable' if importlib.util.find_spec('pykeops') else 'not installed (not measured)'}"), argv)
 
 
 if __name__ == "__main__":

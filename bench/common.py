@@ -227,3 +227,30 @@ def available_memory_bytes(device: torch.device) -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def bench_main(doc: str, runners: dict[str, Callable], header: Callable[["Recorder", torch.device], str],
+               argv=None) -> None:
+    """The command line of a bench/bench_<op>.py: ``--device cpu|cuda``, ``--quick``, ``--cases a,b``,
+    ``--out DIR``. Runs the chosen cases (``runners``: name -> fn(recorder, device, quick)) in order;
+    ``header(recorder, device)`` is the first line printed."""
+    import argparse
+
+    cases = tuple(runners)
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="shorter timings, fewer sizes (README quick start)")
+    parser.add_argument("--cases", default=",".join(cases), help=f"comma-separated subset of {cases}")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    args = parser.parse_args(argv)
+    chosen = args.cases.split(",")
+    for case in chosen:
+        if case not in runners:
+            parser.error(f"unknown case {case!r}; choose from {cases}")
+    device = torch.device(args.device)
+    rec = Recorder(device, args.out, quick=args.quick)
+    print(header(rec, device))
+    for case in chosen:
+        runners[case](rec, device, args.quick)
+        synchronize(device)
+    print(f"results appended to {rec.path}")

@@ -9,4 +9,5 @@ from .ops.grad_distance import grad_distance
 from .ops.mmd import class_mmd, mmd
 from .ops.per_class_gradients import per_class_gradients
 
-__all__ = ["BackendUnavailableError", "class_mmd", "grad_distance", "mmd", "per_class_gradients", "use_backend", "__version__"]
+__all__ = ["BackendUnavailableError", "class_mmd", "grad_distance", "mmd", "per_class_gradients", "use_backend",
+           "__version__"]

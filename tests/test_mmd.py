@@ -348,7 +348,8 @@ BAD_MMD = [
     (lambda x, y: ddfast.mmd(x, y, "linear", [1.0]), ValueError, "sigmas must be None or empty for kernel='linear'"),
     (lambda x, y: ddfast.mmd(x, y, "rbf", [1.0]), ValueError, "kernel must be one of"),
     (lambda x, y: ddfast.mmd(x, y, "linear", estimator="mle"), ValueError, "estimator must be one of"),
-    (lambda x, y: ddfast.mmd(x[:1], y, "linear", estimator="unbiased"), ValueError, "x has 1 rows; estimator='unbiased'"),
+    (lambda x, y: ddfast.mmd(x[:1], y, "linear", estimator="unbiased"), ValueError,
+     "x has 1 rows; estimator='unbiased'"),
     (lambda x, y: ddfast.mmd(x, y[:1], "linear", estimator="unbiased"), ValueError, "y has 1 rows"),
     (lambda x, y: ddfast.mmd(x[:0], y, "linear"), ValueError, "x has 0 rows"),
     (lambda x, y: ddfast.mmd(x, y.double(), "linear"), TypeError, "y has dtype torch.float64 but x has torch.float32"),
@@ -365,15 +366,18 @@ BAD_MMD = [
      "y_syn must have dtype torch.int64"),
     (lambda x, y: ddfast.class_mmd(x, _labels(3), y, _labels(5), 2, "linear"), ValueError,
      r"y_syn must be 1-D with one label per row of f_syn \(4\)"),
-    (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5)[:, None], 2, "linear"), ValueError, "y_real must be 1-D"),
+    (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5)[:, None], 2, "linear"), ValueError,
+     "y_real must be 1-D"),
     (lambda x, y: ddfast.class_mmd(x, torch.zeros(4, dtype=torch.long), y, _labels(5), 2, "linear"), ValueError,
      "class 1 has no rows in y_syn but 2 in y_real"),
     (lambda x, y: ddfast.class_mmd(x, _labels(4), y, torch.ones(5, dtype=torch.long), 2, "linear"), ValueError,
      "class 0 has no rows in y_real but 2 in y_syn"),
     (lambda x, y: ddfast.class_mmd(x, torch.tensor([0, 0, 0, 1]), y, _labels(5), 2, "linear", estimator="unbiased"),
      ValueError, "class 1 has 1 row in y_syn; estimator='unbiased'"),
-    (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5), 0, "linear"), ValueError, "num_classes must be at least 1"),
-    (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5), 2.0, "linear"), TypeError, "num_classes must be an int"),
+    (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5), 0, "linear"), ValueError,
+     "num_classes must be at least 1"),
+    (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5), 2.0, "linear"), TypeError,
+     "num_classes must be an int"),
     (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5), 2, "linear", reduction="mean"), ValueError,
      "reduction must be one of"),
     (lambda x, y: ddfast.class_mmd(x, _labels(4), y, _labels(5), 2, "linear", missing="skip"), ValueError,
@@ -446,7 +450,8 @@ def test_cpp_memory_is_linear_in_rows():
     growth = _peak_growth("cpp", n)
     print(f"peak RSS growth {growth / 2**20:.1f} MiB")
     # Inputs, gradients and norms are ~1 MB; the tile workspace ~2 MB. One N x M matrix would be 144 MB.
-    assert growth < matrix // 8, f"peak RSS grew by {growth / 2**20:.1f} MiB (one N x M matrix: {matrix / 2**20:.0f} MiB)"
+    assert growth < matrix // 8, (f"peak RSS grew by {growth / 2**20:.1f} MiB (one N x M matrix: "
+                                  f"{matrix / 2**20:.0f} MiB)")
 
 
 def test_memory_probe_sees_quadratic_memory():

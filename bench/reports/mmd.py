@@ -35,7 +35,8 @@ def dm_table(latest) -> list[str]:
     for _, rows in _rows(latest, "dm_classes"):
         for r in rows:
             lines.append(f"| {r['device']} | {r['backend']} | {r['size']} | {_ms(r['median_ms'])} | "
-                         f"{_ms(r['baseline_ms'])} | {_x(r['speedup'])} | {r['launches']} vs {r['baseline_launches']} |")
+                         f"{_ms(r['baseline_ms'])} | {_x(r['speedup'])} | "
+                         f"{r['launches']} vs {r['baseline_launches']} |")
     return lines
 
 
@@ -54,7 +55,8 @@ def plot_sweep(latest, out: Path) -> Path | None:
     for (slug, rows), (ax_t, ax_m) in zip(devices, axes):
         for backend in sorted({r["backend"] for r in rows}):
             mine = [r for r in rows if r["backend"] == backend]
-            ax_t.loglog([r["size"] for r in mine], [r["median_ms"] for r in mine], marker="o", label=f"ddfast {backend}")
+            ax_t.loglog([r["size"] for r in mine], [r["median_ms"] for r in mine], marker="o",
+                        label=f"ddfast {backend}")
             mem = [(r["size"], r["peak_mem_bytes"] / 2**20) for r in mine if r.get("peak_mem_bytes")]
             if mem:
                 ax_m.loglog(*zip(*mem), marker="o", label=f"ddfast {backend}")
@@ -96,5 +98,6 @@ def render(latest, results: Path, plot: bool) -> str:
              "of the tensorised form.", "",
              *dm_table(latest)]
     if image:
-        parts += ["", f"![mmd size sweep]({image.relative_to(ROOT).as_posix() if image.is_relative_to(ROOT) else image})"]
+        link = image.relative_to(ROOT).as_posix() if image.is_relative_to(ROOT) else image
+        parts += ["", f"![mmd size sweep]({link})"]
     return "\n".join(parts)

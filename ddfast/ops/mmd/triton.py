@@ -46,8 +46,9 @@ LINEAR = tl.constexpr(KERNEL_CODES["linear"])
 
 @triton.jit
 def _work_item(tiles_ptr, a_off_ptr, b_off_ptr, num_classes, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Class, first row, end of the class's rows on this side and the other side's row range for this
-    program; an empty row range for surplus programs and for classes empty on either side."""
+    """This program's class, its first row, its rows (int64) and their mask, this side's row range of the class and the
+    other side's, and whether the program has work: surplus programs and classes empty on either side
+    get no rows (an empty range)."""
     pid = tl.program_id(0)
     count = 0
     for k0 in range(0, num_classes, BLOCK_K):
@@ -62,7 +63,8 @@ def _work_item(tiles_ptr, a_off_ptr, b_off_ptr, num_classes, BLOCK_M: tl.constex
     active = (count < num_classes) & (a_hi > a_lo) & (b_hi > b_lo)
     row0 = a_lo + (pid - tl.load(tiles_ptr + cls)) * BLOCK_M
     a_hi = tl.where(active, a_hi, row0)
-    return cls, row0, a_lo, a_hi, b_lo, b_hi, active
+    rows = row0 + tl.arange(0, BLOCK_M).to(tl.int64)
+    return cls, row0, rows, rows < a_hi, a_lo, a_hi, b_lo, b_hi, active
 
 
 @triton.jit
@@ -122,37 +124,41 @@ def _kernel_slope(d2, coef_ptr, num_coefs, KERNEL: tl.constexpr):
 
 
 @triton.jit
+def _block_sum(a_ptr, b_ptr, rows, row_mask, col_start, b_hi, b_end, D, coef_ptr, num_coefs, SAME: tl.constexpr,
+               KERNEL: tl.constexpr, UNBIASED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+               ACC: tl.constexpr, PRECISION: tl.constexpr):
+    """Sum of k over this row tile and the column tiles from col_start to b_end. SAME: the columns are
+    the rows' own side from the row tile on (symmetric block: off-diagonal tiles count twice)."""
+    total = tl.zeros([BLOCK_M, BLOCK_M], dtype=ACC)
+    for col0 in range(col_start, b_end, BLOCK_M):
+        cols = col0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        col_mask = cols < b_hi
+        g, na, nb = _gram(a_ptr, b_ptr, rows, row_mask, cols, col_mask, D, BLOCK_D, ACC, PRECISION)
+        diag = (rows[:, None] == cols[None, :]) & SAME
+        valid = row_mask[:, None] & col_mask[None, :]
+        if UNBIASED and SAME:
+            valid = valid & (diag == 0)
+        v = tl.where(valid, _kernel_value(g, _squared_distance(g, na, nb, diag), coef_ptr, num_coefs, KERNEL), 0.0)
+        if SAME:
+            v = v * tl.where(col0 == col_start, 1.0, 2.0)
+        total += v
+    return tl.sum(tl.sum(total, axis=1), axis=0)
+
+
+@triton.jit
 def mmd_forward_kernel(a_ptr, b_ptr, a_off_ptr, b_off_ptr, tiles_ptr, coef_ptr, partials_ptr, num_classes,
                        num_coefs, D, CROSS: tl.constexpr, KERNEL: tl.constexpr, UNBIASED: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
                        PRECISION: tl.constexpr):
-    cls, row0, a_lo, a_hi, b_lo, b_hi, active = _work_item(tiles_ptr, a_off_ptr, b_off_ptr, num_classes, BLOCK_M,
-                                                           BLOCK_K)
-    rows = row0 + tl.arange(0, BLOCK_M).to(tl.int64)
-    row_mask = rows < a_hi
-    same = tl.zeros([BLOCK_M, BLOCK_M], dtype=ACC)
-    # Same side: column tiles J >= I (symmetric block; off-diagonal tiles count twice).
-    for col0 in range(row0, a_hi, BLOCK_M):
-        cols = col0 + tl.arange(0, BLOCK_M).to(tl.int64)
-        col_mask = cols < a_hi
-        g, na, nb = _gram(a_ptr, a_ptr, rows, row_mask, cols, col_mask, D, BLOCK_D, ACC, PRECISION)
-        diag = rows[:, None] == cols[None, :]
-        valid = row_mask[:, None] & col_mask[None, :]
-        if UNBIASED:
-            valid = valid & (rows[:, None] != cols[None, :])
-        v = _kernel_value(g, _squared_distance(g, na, nb, diag), coef_ptr, num_coefs, KERNEL)
-        same += tl.where(valid, v, 0.0) * tl.where(col0 == row0, 1.0, 2.0)
-    tl.store(partials_ptr + tl.program_id(0) * 2, tl.sum(tl.sum(same, axis=1), axis=0))
+    _, row0, rows, row_mask, a_lo, a_hi, b_lo, b_hi, active = _work_item(tiles_ptr, a_off_ptr, b_off_ptr,
+                                                                         num_classes, BLOCK_M, BLOCK_K)
+    same = _block_sum(a_ptr, a_ptr, rows, row_mask, row0, a_hi, a_hi, D, coef_ptr, num_coefs, True, KERNEL, UNBIASED,
+                      BLOCK_M, BLOCK_D, ACC, PRECISION)
+    tl.store(partials_ptr + tl.program_id(0) * 2, same)
     if CROSS:
-        cross = tl.zeros([BLOCK_M, BLOCK_M], dtype=ACC)
-        b_end = tl.where(active, b_hi, b_lo)
-        for col0 in range(b_lo, b_end, BLOCK_M):
-            cols = col0 + tl.arange(0, BLOCK_M).to(tl.int64)
-            col_mask = cols < b_hi
-            g, na, nb = _gram(a_ptr, b_ptr, rows, row_mask, cols, col_mask, D, BLOCK_D, ACC, PRECISION)
-            v = _kernel_value(g, _squared_distance(g, na, nb, False), coef_ptr, num_coefs, KERNEL)
-            cross += tl.where(row_mask[:, None] & col_mask[None, :], v, 0.0)
-        tl.store(partials_ptr + tl.program_id(0) * 2 + 1, tl.sum(tl.sum(cross, axis=1), axis=0))
+        cross = _block_sum(a_ptr, b_ptr, rows, row_mask, b_lo, b_hi, tl.where(active, b_hi, b_lo), D, coef_ptr,
+                           num_coefs, False, KERNEL, UNBIASED, BLOCK_M, BLOCK_D, ACC, PRECISION)
+        tl.store(partials_ptr + tl.program_id(0) * 2 + 1, cross)
 
 
 @triton.jit
@@ -234,10 +240,8 @@ def mmd_backward_kernel(a_ptr, b_ptr, a_off_ptr, b_off_ptr, tiles_ptr, coef_ptr,
                         BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
                         PRECISION: tl.constexpr):
     """Gradient of this side's rows (SIDE 0: a = x, 1: a = y) into the fp32/fp64 buffer ga."""
-    cls, row0, a_lo, a_hi, b_lo, b_hi, active = _work_item(tiles_ptr, a_off_ptr, b_off_ptr, num_classes, BLOCK_M,
-                                                           BLOCK_K)
-    rows = row0 + tl.arange(0, BLOCK_M).to(tl.int64)
-    row_mask = rows < a_hi
+    cls, _, rows, row_mask, a_lo, a_hi, b_lo, b_hi, active = _work_item(tiles_ptr, a_off_ptr, b_off_ptr,
+                                                                        num_classes, BLOCK_M, BLOCK_K)
     go = tl.load(grad_out_ptr + cls).to(ACC)
     if SIDE == 0:
         w_same, w_other, w_cross = _weights(a_hi - a_lo, b_hi - b_lo, UNBIASED, ACC)
