@@ -128,10 +128,10 @@ def bench_sweep(rec, device, quick):
             rows.append(("pykeops", *measure(keops_workload, args, device, quick)))
         for name, t, m in rows:
             rec.record(op=OP, case="sweep", backend=name, strategy=None, size=n, features=d, kernel="gaussian",
-                           sigmas=sigmas(d), estimator="biased", median_ms=t, peak_mem_bytes=m,
-                           baseline="torch.cdist tensorised (bench/baselines/mmd_cdist.py)", baseline_ms=base_ms,
-                           baseline_peak_mem_bytes=base_mem, baseline_skipped=base_skipped,
-                           speedup=base_ms / t if base_ms else None)
+                       sigmas=sigmas(d), estimator="biased", median_ms=t, peak_mem_bytes=m,
+                       baseline="torch.cdist tensorised (bench/baselines/mmd_cdist.py)", baseline_ms=base_ms,
+                       baseline_peak_mem_bytes=base_mem, baseline_skipped=base_skipped,
+                       speedup=base_ms / t if base_ms else None)
             print(f"sweep N=M={n:6d} {name:9s} {t:10.2f} ms  peak {m / 2**20 if m is not None else float('nan'):9.1f}"
                   f" MiB | cdist {base_ms if base_ms else float('nan'):10.2f} ms  peak "
                   f"{base_mem / 2**20 if base_mem else float('nan'):9.1f} MiB"
