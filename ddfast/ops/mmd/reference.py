@@ -30,6 +30,8 @@ grad_x = rowsum(C) * x - C @ z.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 KERNELS = ("gaussian", "imq", "linear")
@@ -51,9 +53,14 @@ def coefficients(kernel: str, sigmas) -> list[float]:
 
 
 def pair_weights(n: int, m: int, unbiased: bool) -> tuple[float, float, float]:
-    """Weights of one xx, yy and xy pair in the estimator (the xy weight counts both cross blocks)."""
-    wxx = 1.0 / (n * (n - 1)) if unbiased else 1.0 / (n * n)
-    wyy = 1.0 / (m * (m - 1)) if unbiased else 1.0 / (m * m)
+    """Weights of one xx, yy and xy pair in the estimator (the xy weight counts both cross blocks). A
+    side with one row under the unbiased estimator (only reachable when validation is skipped, under
+    torch.compile) gets an infinite weight on an empty sum: NaN, as in the compiled backends."""
+    def inverse(count):
+        return 1.0 / count if count else math.inf
+
+    wxx = inverse(n * (n - 1)) if unbiased else inverse(n * n)
+    wyy = inverse(m * (m - 1)) if unbiased else inverse(m * m)
     return wxx, wyy, -2.0 / (n * m)
 
 
