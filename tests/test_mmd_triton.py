@@ -23,9 +23,11 @@ ESTIMATORS = ("biased", "unbiased")
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """16-row tiles and 16-wide feature chunks (tl.dot's minimum), so tiny inputs span several tiles."""
+    """16-row tiles and 16-wide feature chunks (tl.dot's minimum), so tiny inputs span several tiles,
+    and the class lookup in steps of 4 classes, so 5 classes take two steps."""
     for name in ("BLOCK_M", "BLOCK_N", "BLOCK_D"):
         monkeypatch.setattr(mmd_triton, name, 16)
+    monkeypatch.setattr(mmd_triton, "BLOCK_K", 4)
 
 
 def sigmas_for(kernel, dim):
