@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from .reference import KERNEL_CODES, coefficients
-
-
-def _offsets(x, y, x_offsets, y_offsets):
-    if x_offsets is None:
-        return (torch.tensor([0, x.shape[0]], dtype=torch.int64, device=x.device),
-                torch.tensor([0, y.shape[0]], dtype=torch.int64, device=y.device))
-    return x_offsets, y_offsets
+from .reference import KERNEL_CODES, coefficients, offset_tensors
 
 
 def forward(x, y, x_offsets, y_offsets, kernel: str, sigmas, estimator: str):
-    xo, yo = _offsets(x, y, x_offsets, y_offsets)
+    xo, yo = offset_tensors(x, y, x_offsets, y_offsets)
     out = torch.ops.ddfast._mmd_forward(x, y, xo, yo, KERNEL_CODES[kernel], coefficients(kernel, sigmas),
                                         estimator == "unbiased")
     return out.reshape(()) if x_offsets is None else out
@@ -24,6 +17,6 @@ def forward(x, y, x_offsets, y_offsets, kernel: str, sigmas, estimator: str):
 
 def backward(grad_out, x, y, x_offsets, y_offsets, kernel: str, sigmas, estimator: str, need_x: bool,
              need_y: bool):
-    xo, yo = _offsets(x, y, x_offsets, y_offsets)
+    xo, yo = offset_tensors(x, y, x_offsets, y_offsets)
     return torch.ops.ddfast._mmd_backward(grad_out.reshape(-1), x, y, xo, yo, KERNEL_CODES[kernel],
                                           coefficients(kernel, sigmas), estimator == "unbiased", need_x, need_y)

@@ -93,6 +93,14 @@ def _block(a, b, kernel, coefs, same, unbiased):
     return value.sum(), slope
 
 
+def offset_tensors(x, y, x_offsets, y_offsets):
+    """The segment offsets as int64 tensors on the inputs' device; None means one segment of all rows."""
+    if x_offsets is None:
+        return (torch.tensor([0, x.shape[0]], dtype=torch.int64, device=x.device),
+                torch.tensor([0, y.shape[0]], dtype=torch.int64, device=y.device))
+    return x_offsets.contiguous(), y_offsets.contiguous()
+
+
 def _segments(x, y, x_offsets, y_offsets):
     if x_offsets is None:
         return [(0, x.shape[0], 0, y.shape[0])]

@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from .._triton_common import SIGNATURE_TYPES, accumulate_type
-from .reference import KERNEL_CODES, accumulate_dtype, coefficients
+from .reference import KERNEL_CODES, accumulate_dtype, coefficients, offset_tensors
 
 BLOCK_M = 64  # rows of the program's own side per tile
 BLOCK_N = 64  # rows per streamed column tile (equal to BLOCK_M: the symmetric walk needs it)
@@ -273,15 +273,8 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee"  # fp32: no TF32; fp16/bf16 products are exact in the fp32 accumulator anyway
 
 
-def _segments(x, y, x_offsets, y_offsets):
-    if x_offsets is None:
-        return (torch.tensor([0, x.shape[0]], dtype=torch.int64, device=x.device),
-                torch.tensor([0, y.shape[0]], dtype=torch.int64, device=y.device))
-    return x_offsets.contiguous(), y_offsets.contiguous()
-
-
 def _launch_common(x, y, x_offsets, y_offsets, kernel, sigmas):
-    xo, yo = _segments(x, y, x_offsets, y_offsets)
+    xo, yo = offset_tensors(x, y, x_offsets, y_offsets)
     num_classes = xo.numel() - 1
     coefs = torch.tensor(coefficients(kernel, sigmas) or [0.0], dtype=accumulate_dtype(x.dtype), device=x.device)
     x_first, y_first = _first_tiles(xo), _first_tiles(yo)
