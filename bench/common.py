@@ -168,3 +168,89 @@ class Recorder:
         with self.path.open("a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
         return row
+
+
+def _status_bytes(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _peak_rss_child(queue, factory, args, warmup_args) -> None:
+    try:
+        if warmup_args is not None:  # page in library code and thread pools first: they are not the call's
+            factory(*warmup_args)()
+        work = factory(*args)  # inputs are built before the peak is reset: only the call is measured
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak resident size (VmHWM) to the current one
+        base = _status_bytes("VmRSS")
+        work()
+        queue.put(("ok", _status_bytes("VmHWM") - base))
+    except BaseException as exc:  # noqa: BLE001 - report any failure to the parent
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def peak_rss_child(factory: Callable[..., Callable[[], object]], *args, warmup_args: tuple | None = None,
+                   timeout: float = 1800.0) -> int:
+    """Peak resident-memory growth (bytes) of one call, measured in a fresh child process (CPU memory
+    has no allocator statistics like CUDA's). ``factory(*args)`` runs in the child (spawned, so it must
+    be importable: a module-level function) and returns the zero-argument workload; the peak is reset
+    after the factory returns, so inputs do not count, only what the call allocates on top of them.
+    ``warmup_args`` (a small instance) run first: the first call of a library pages in code and starts
+    thread pools, which would otherwise count as the call's memory."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fork after OpenMP has run is unsafe
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_rss_child, args=(queue, factory, args, warmup_args))
+    proc.start()
+    try:
+        status, value = queue.get(timeout=timeout)
+    finally:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+    if status != "ok":
+        raise RuntimeError(f"peak_rss_child: the child failed: {value}")
+    return int(value)
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Memory a workload may use: free GPU memory, or MemAvailable on the host."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def bench_main(doc: str, runners: dict[str, Callable], header: Callable[["Recorder", torch.device], str],
+               argv=None) -> None:
+    """The command line of a bench/bench_<op>.py: ``--device cpu|cuda``, ``--quick``, ``--cases a,b``,
+    ``--out DIR``. Runs the chosen cases (``runners``: name -> fn(recorder, device, quick)) in order;
+    ``header(recorder, device)`` is the first line printed."""
+    import argparse
+
+    cases = tuple(runners)
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="shorter timings, fewer sizes (README quick start)")
+    parser.add_argument("--cases", default=",".join(cases), help=f"comma-separated subset of {cases}")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    args = parser.parse_args(argv)
+    chosen = args.cases.split(",")
+    for case in chosen:
+        if case not in runners:
+            parser.error(f"unknown case {case!r}; choose from {cases}")
+    device = torch.device(args.device)
+    rec = Recorder(device, args.out, quick=args.quick)
+    print(header(rec, device))
+    for case in chosen:
+        runners[case](rec, device, args.quick)
+        synchronize(device)
+    print(f"results appended to {rec.path}")

@@ -8,7 +8,8 @@ from .backends import BackendUnavailableError, use_backend
 from .ops.bn_stat_loss import BNStatHooks, bn_stat_loss
 from .ops.class_mean_distance import class_mean_distance
 from .ops.grad_distance import grad_distance
+from .ops.mmd import class_mmd, mmd
 from .ops.per_class_gradients import per_class_gradients
 
-__all__ = ["BackendUnavailableError", "BNStatHooks", "bn_stat_loss", "class_mean_distance", "grad_distance",
-           "per_class_gradients", "use_backend", "__version__"]
+__all__ = ["BackendUnavailableError", "BNStatHooks", "bn_stat_loss", "class_mean_distance", "class_mmd",
+           "grad_distance", "mmd", "per_class_gradients", "use_backend", "__version__"]

@@ -173,21 +173,21 @@ def _good():
 
 
 @pytest.mark.parametrize("change, error, message", [
-    (lambda a: {**a, "y_syn": a["y_syn"] + 1}, ValueError, r"y_syn holds label 3, outside \[0, num_classes=3\)"),
-    (lambda a: {**a, "y_real": a["y_real"] - 1}, ValueError, r"y_real holds label -1"),
-    (lambda a: {**a, "f_real": a["f_real"][:, :3]}, ValueError, "f_syn has 4 features per row but f_real has 3"),
-    (lambda a: {**a, "f_real": a["f_real"].double()}, TypeError, "f_syn has dtype torch.float32 but f_real"),
-    (lambda a: {**a, "f_real": a["f_real"].to("meta")}, ValueError, "f_syn is on cpu but f_real is on meta"),
+    (lambda a: {**a, "y_syn": a["y_syn"] + 1}, ValueError, r"y_syn has label 3 outside \[0, num_classes=3\)"),
+    (lambda a: {**a, "y_real": a["y_real"] - 1}, ValueError, r"y_real has label -1"),
+    (lambda a: {**a, "f_real": a["f_real"][:, :3]}, ValueError, r"f_syn has 4 features \(shape \(6, 4\)\) but f_real has 3"),
+    (lambda a: {**a, "f_real": a["f_real"].double()}, TypeError, "f_real has dtype torch.float64 but f_syn has torch.float32"),
+    (lambda a: {**a, "f_real": a["f_real"].to("meta")}, ValueError, "f_real is on meta but f_syn is on cpu"),
     (lambda a: {**a, "f_syn": a["f_syn"][0]}, ValueError, r"f_syn must be 2-D"),
     (lambda a: {**a, "f_syn": a["f_syn"].long()}, TypeError, "f_syn has dtype torch.int64"),
-    (lambda a: {**a, "y_syn": a["y_syn"].float()}, TypeError, "y_syn must hold integer class labels"),
+    (lambda a: {**a, "y_syn": a["y_syn"].float()}, TypeError, "y_syn must have dtype torch.int64"),
     (lambda a: {**a, "y_real": a["y_real"][:-1]}, ValueError, r"y_real must be 1-D with one label per row of f_real"),
     (lambda a: {**a, "y_syn": [0, 1]}, TypeError, "y_syn must be a torch.Tensor"),
-    (lambda a: {**a, "num_classes": 0}, ValueError, "num_classes must be a positive int"),
+    (lambda a: {**a, "num_classes": 0}, ValueError, "num_classes must be at least 1"),
     (lambda a: {**a, "reduction": "mean"}, ValueError, "reduction must be one of"),
     (lambda a: {**a, "missing": "skip"}, ValueError, "missing must be one of"),
     (lambda a: {**a, "num_classes": 4, "y_syn": torch.where(a["y_syn"] == 0, 3, a["y_syn"])}, ValueError,
-     r"class 0 has rows in y_real but none in y_syn .*missing='ignore'"),
+     r"class 0 has no rows in y_syn but 3 in y_real; pass missing='ignore'"),
 ])
 def test_bad_inputs(change, error, message):
     f_syn, y_syn, f_real, y_real = _good()

@@ -48,50 +48,67 @@ def choice(value, options, name: str) -> str:
     return value
 
 
-def labels_for(labels, features: torch.Tensor, name: str, features_name: str) -> torch.Tensor:
-    """1-D integer class labels, one per row of ``features``; returned as int64."""
+def feature_matrix(t, name: str) -> torch.Tensor:
+    """A 2-D floating-point tensor [rows, features]."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    float_dtype(t, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [rows, features], got shape {tuple(t.shape)}")
+    return t
+
+
+def same_dtype_and_device(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+
+
+def positive_numbers(value, name: str) -> list[float]:
+    """A non-empty sequence of positive finite reals (bandwidths and the like)."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist() if value.dim() else [value.item()]
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list or tuple of positive numbers, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} is empty; give at least one positive number")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise TypeError(f"{name}[{i}] must be a real number, got {type(v).__name__}")
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name}[{i}] must be positive and finite, got {v}")
+        out.append(float(v))
+    return out
+
+
+def class_labels(labels, rows: torch.Tensor, num_classes: int, name: str, rows_name: str) -> torch.Tensor:
+    """int64 1-D labels on the device of ``rows``, one per row; values in [0, num_classes) (checked in
+    eager mode only: it reads the values)."""
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class labels, got {type(labels).__name__}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class labels, got dtype {labels.dtype}")
-    if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
-        raise ValueError(f"{name} must be 1-D with one label per row of {features_name} ({features.shape[0]} rows), "
-                         f"got shape {tuple(labels.shape)}")
-    if labels.device != features.device:
-        raise ValueError(f"{name} is on {labels.device} but {features_name} is on {features.device}")
-    return labels.long()
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"{name} must have dtype torch.int64, got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != rows.shape[0]:
+        raise ValueError(f"{name} must be 1-D with one label per row of {rows_name} ({rows.shape[0]}), got shape "
+                         f"{tuple(labels.shape)}")
+    if labels.device != rows.device:
+        raise ValueError(f"{name} is on {labels.device} but {rows_name} is on {rows.device}")
+    if not torch.compiler.is_compiling() and labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} has label {bad} outside [0, num_classes={num_classes})")
+    return labels
 
 
-def labels_in_range(labels: torch.Tensor, num_classes: int, name: str) -> None:
-    """Value check (eager only): every label in [0, num_classes)."""
-    if labels.numel():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= num_classes:
-            bad = low if low < 0 else high
-            raise ValueError(f"{name} holds label {bad}, outside [0, num_classes={num_classes})")
-
-
-def feature_pair(f_syn, f_real, names=("f_syn", "f_real")) -> None:
-    """Two [N, D] floating-point feature matrices of the same D, dtype and device."""
-    for name, f in zip(names, (f_syn, f_real)):
-        if not isinstance(f, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(f).__name__}")
-        float_dtype(f, name)
-        if f.dim() != 2:
-            raise ValueError(f"{name} must be 2-D [rows, features], got shape {tuple(f.shape)}")
-    a, b = names
-    if f_syn.shape[1] != f_real.shape[1]:
-        raise ValueError(f"{a} has {f_syn.shape[1]} features per row but {b} has {f_real.shape[1]}")
-    if f_syn.dtype != f_real.dtype:
-        raise TypeError(f"{a} has dtype {f_syn.dtype} but {b} has {f_real.dtype}")
-    if f_syn.device != f_real.device:
-        raise ValueError(f"{a} is on {f_syn.device} but {b} is on {f_real.device}")
-
-
-def num_classes_arg(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return num_classes
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def nonnegative_number_list(value, length: int, name: str) -> list[float]:
@@ -101,3 +118,36 @@ def nonnegative_number_list(value, length: int, name: str) -> list[float]:
         if w < 0:
             raise ValueError(f"{name}[{i}] is {w}; weights must be >= 0")
     return out
+
+
+def feature_pair(x, y, x_name: str, y_name: str) -> None:
+    """Two [rows, D] floating-point matrices with the same D, dtype and device."""
+    feature_matrix(x, x_name)
+    feature_matrix(y, y_name)
+    same_dtype_and_device(y, y_name, x, x_name)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{x_name} has {x.shape[1]} features (shape {tuple(x.shape)}) but {y_name} has "
+                         f"{y.shape[1]} (shape {tuple(y.shape)})")
+
+
+def class_feature_pairs(f_syn, y_syn, f_real, y_real, num_classes) -> None:
+    """The arguments of the class-batched distribution-matching ops (class_mean_distance, class_mmd)."""
+    feature_pair(f_syn, f_real, "f_syn", "f_real")
+    positive_int(num_classes, "num_classes")
+    class_labels(y_syn, f_syn, num_classes, "y_syn", "f_syn")
+    class_labels(y_real, f_real, num_classes, "y_real", "f_real")
+
+
+def class_row_counts(y_syn: torch.Tensor, y_real: torch.Tensor, num_classes: int,
+                     missing: str) -> tuple[list[int], list[int]]:
+    """Rows per class on each side (a value check: eager mode only). A class with rows on one side only
+    raises unless ``missing == "ignore"``; a class absent on both sides is fine (sharded classes)."""
+    n_syn = torch.bincount(y_syn, minlength=num_classes).tolist()
+    n_real = torch.bincount(y_real, minlength=num_classes).tolist()
+    if missing == "raise":
+        for c, (ns, nr) in enumerate(zip(n_syn, n_real)):
+            if (ns == 0) != (nr == 0):
+                side, other = ("y_syn", "y_real") if ns == 0 else ("y_real", "y_syn")
+                raise ValueError(f"class {c} has no rows in {side} but {max(ns, nr)} in {other}; pass "
+                                 "missing='ignore' to let such classes contribute 0")
+    return n_syn, n_real
