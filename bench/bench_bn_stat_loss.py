@@ -13,7 +13,6 @@ Usage: python bench/bench_bn_stat_loss.py [--device cpu|cuda] [--quick] [--cases
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,10 +27,9 @@ from ddfast import backends  # noqa: E402
 from ddfast.models import get_network  # noqa: E402
 
 from bench.baselines import sre2l_bn_loop  # noqa: E402
-from bench.common import Recorder, count_cuda_kernels, count_ops, peak_memory, synchronize, time_ms  # noqa: E402
+from bench.common import bench_main, count_cuda_kernels, count_ops, peak_memory, time_ms  # noqa: E402
 
 OP = "bn_stat_loss"
-CASES = ("op_resnet18", "recover_resnet18")
 LAMBDA_BN = 0.01  # SRe2L/DELT r_bn
 
 
@@ -151,21 +149,8 @@ RUNNERS = {"op_resnet18": case_op, "recover_resnet18": case_recover}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="shorter timings, smaller CPU batch")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    rec = Recorder(device, args.out, quick=args.quick)
-    print(f"bn_stat_loss on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}")
-    for case in args.cases.split(","):
-        if case not in RUNNERS:
-            parser.error(f"unknown case {case!r}; choose from {CASES}")
-        RUNNERS[case](rec, device, args.quick)
-        synchronize(device)
-    print(f"results appended to {rec.path}")
+    bench_main(__doc__, RUNNERS, lambda rec, device: (
+        f"bn_stat_loss on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}"), argv)
 
 
 if __name__ == "__main__":

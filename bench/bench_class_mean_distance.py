@@ -14,7 +14,6 @@ Usage: python bench/bench_class_mean_distance.py [--device cpu|cuda] [--quick] [
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from ddfast import backends  # noqa: E402
 from ddfast.models import get_network  # noqa: E402
 
 from bench.baselines import dm_loop  # noqa: E402
-from bench.common import Recorder, count_cuda_kernels, count_ops, peak_memory, synchronize, time_ms  # noqa: E402
+from bench.common import bench_main, count_cuda_kernels, count_ops, peak_memory, time_ms  # noqa: E402
 
 OP = "class_mean_distance"
-CASES = ("op_dm", "dm_step_convnet3")
 CLASSES, FEATURES = 10, 2048
 
 
@@ -129,21 +127,8 @@ RUNNERS = {"op_dm": case_op_dm, "dm_step_convnet3": case_dm_step}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="shorter timings, fewer sizes (README quick start)")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    rec = Recorder(device, args.out, quick=args.quick)
-    print(f"{OP} on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}")
-    for case in args.cases.split(","):
-        if case not in RUNNERS:
-            parser.error(f"unknown case {case!r}; choose from {CASES}")
-        RUNNERS[case](rec, device, args.quick)
-        synchronize(device)
-    print(f"results appended to {rec.path}")
+    bench_main(__doc__, RUNNERS, lambda rec, device: (
+        f"{OP} on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}"), argv)
 
 
 if __name__ == "__main__":

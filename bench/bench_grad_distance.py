@@ -13,7 +13,6 @@ Usage: python bench/bench_grad_distance.py [--device cpu|cuda] [--quick] [--case
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,11 +25,10 @@ from ddfast import backends  # noqa: E402
 from ddfast.models import ConvNet, get_network  # noqa: E402
 
 from bench.baselines import dc_match  # noqa: E402
-from bench.common import (Recorder, copy_bandwidth_gbps, count_cuda_kernels, count_ops, kernel_time_ms,  # noqa: E402
-                          peak_memory, synchronize, time_ms)
+from bench.common import (bench_main, copy_bandwidth_gbps, count_cuda_kernels, count_ops, kernel_time_ms,  # noqa: E402
+                          peak_memory, time_ms)
 
 OP = "grad_distance"
-CASES = ("op_convnet3_x10", "gm_step_convnet3", "resnet18", "sweep_width")
 
 
 def op_backends(device: torch.device) -> list[str]:
@@ -174,21 +172,8 @@ RUNNERS = {"op_convnet3_x10": case_op_convnet3, "gm_step_convnet3": case_gm_step
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="shorter timings, fewer sizes (README quick start)")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    rec = Recorder(device, args.out, quick=args.quick)
-    print(f"grad_distance on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}")
-    for case in args.cases.split(","):
-        if case not in RUNNERS:
-            parser.error(f"unknown case {case!r}; choose from {CASES}")
-        RUNNERS[case](rec, device, args.quick)
-        synchronize(device)
-    print(f"results appended to {rec.path}")
+    bench_main(__doc__, RUNNERS, lambda rec, device: (
+        f"grad_distance on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}"), argv)
 
 
 if __name__ == "__main__":
