@@ -27,7 +27,7 @@ from ddfast import backends  # noqa: E402
 from ddfast.models import get_network  # noqa: E402
 
 from bench.baselines import sre2l_bn_loop  # noqa: E402
-from bench.common import bench_main, count_cuda_kernels, count_ops, peak_memory, time_ms  # noqa: E402
+from bench.common import backends_header, bench_main, count_cuda_kernels, count_ops, peak_memory, time_ms  # noqa: E402
 
 OP = "bn_stat_loss"
 LAMBDA_BN = 0.01  # SRe2L/DELT r_bn
@@ -149,8 +149,7 @@ RUNNERS = {"op_resnet18": case_op, "recover_resnet18": case_recover}
 
 
 def main(argv=None):
-    bench_main(__doc__, RUNNERS, lambda rec, device: (
-        f"bn_stat_loss on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}"), argv)
+    bench_main(__doc__, RUNNERS, backends_header(OP, op_backends), argv)
 
 
 if __name__ == "__main__":

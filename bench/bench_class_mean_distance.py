@@ -26,7 +26,7 @@ from ddfast import backends  # noqa: E402
 from ddfast.models import get_network  # noqa: E402
 
 from bench.baselines import dm_loop  # noqa: E402
-from bench.common import bench_main, count_cuda_kernels, count_ops, peak_memory, time_ms  # noqa: E402
+from bench.common import backends_header, bench_main, count_cuda_kernels, count_ops, peak_memory, time_ms  # noqa: E402
 
 OP = "class_mean_distance"
 CLASSES, FEATURES = 10, 2048
@@ -127,8 +127,7 @@ RUNNERS = {"op_dm": case_op_dm, "dm_step_convnet3": case_dm_step}
 
 
 def main(argv=None):
-    bench_main(__doc__, RUNNERS, lambda rec, device: (
-        f"{OP} on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}"), argv)
+    bench_main(__doc__, RUNNERS, backends_header(OP, op_backends), argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from ddfast import backends  # noqa: E402
 from ddfast.models import ConvNet, get_network  # noqa: E402
 
 from bench.baselines import dc_match  # noqa: E402
-from bench.common import (bench_main, copy_bandwidth_gbps, count_cuda_kernels, count_ops, kernel_time_ms,  # noqa: E402
+from bench.common import (backends_header, bench_main, copy_bandwidth_gbps, count_cuda_kernels, count_ops, kernel_time_ms,  # noqa: E402
                           peak_memory, time_ms)
 
 OP = "grad_distance"
@@ -172,8 +172,7 @@ RUNNERS = {"op_convnet3_x10": case_op_convnet3, "gm_step_convnet3": case_gm_step
 
 
 def main(argv=None):
-    bench_main(__doc__, RUNNERS, lambda rec, device: (
-        f"grad_distance on {rec.common['device']}, torch {rec.common['torch']}, backends {op_backends(device)}"), argv)
+    bench_main(__doc__, RUNNERS, backends_header(OP, op_backends), argv)
 
 
 if __name__ == "__main__":

@@ -254,3 +254,9 @@ def bench_main(doc: str, runners: dict[str, Callable], header: Callable[["Record
         runners[case](rec, device, args.quick)
         synchronize(device)
     print(f"results appended to {rec.path}")
+
+
+def backends_header(op: str, op_backends: Callable[[torch.device], list]) -> Callable[["Recorder", torch.device], str]:
+    """The usual first line of a bench run: op, device, torch version and the backends measured."""
+    return lambda rec, device: (f"{op} on {rec.common['device']}, torch {rec.common['torch']}, "
+                                f"backends {op_backends(device)}")

@@ -22,3 +22,15 @@ def mib(value) -> str:
 def source(rows) -> str:
     first = rows[0]
     return f"{first['device']}, torch {first['torch']}, triton {first.get('triton')}, commit {first['commit']}"
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None where matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .format import ROOT, ms as _ms, source as _source, speedup as _x
+from .format import ROOT, ms as _ms, pyplot, source as _source, speedup as _x
 
 
 def op_table(latest) -> list[str]:
@@ -56,12 +56,8 @@ def resnet_table(latest) -> list[str]:
 
 
 def plot_sweep(latest, out: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     devices = [slug for slug, rows in latest.items() if any(k[0].startswith("sweep_width") for k in rows)]
     if not devices:

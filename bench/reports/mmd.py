@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .format import ROOT, mib as _mib, ms as _ms, source as _source, speedup as _x
+from .format import ROOT, mib as _mib, ms as _ms, pyplot, source as _source, speedup as _x
 
 PLOT = "mmd_sweep.png"
 
@@ -41,12 +41,8 @@ def dm_table(latest) -> list[str]:
 
 
 def plot_sweep(latest, out: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     devices = [(slug, rows) for slug, rows in _rows(latest, "sweep") if rows]
     if not devices:

@@ -22,7 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton_common import SIGNATURE_TYPES, accumulate_type, element_offsets, vector_width
+from .._triton_common import (SIGNATURE_TYPES, accumulate_type, div_rn, element_offsets, offset_table, sqrt_rn,
+                             vector_width)
 from .plan import ITEM_FIELDS, LAYER_FIELDS, accumulate_dtype, plan_for
 
 BLOCK = 1024  # elements per loop step of a work item
@@ -30,24 +31,6 @@ FINALIZE_BLOCK = 128  # channels per step of the finalize
 NUM_WARPS = 4
 IF = tl.constexpr(ITEM_FIELDS)
 LF = tl.constexpr(LAYER_FIELDS)
-
-
-@triton.jit
-def _sqrt(x):
-    """Correctly rounded square root (tl.sqrt is approximate for fp32)."""
-    if x.dtype == tl.float64:
-        return tl.sqrt(x)
-    else:
-        return tl.sqrt_rn(x)
-
-
-@triton.jit
-def _div(a, b):
-    """Correctly rounded division (fp32 '/' is approximate)."""
-    if a.dtype == tl.float64:
-        return a / b
-    else:
-        return tl.div_rn(a, b)
 
 
 @triton.jit
@@ -124,9 +107,9 @@ def bn_stat_finalize_kernel(x_ptr, mean_ptr, var_ptr, offsets_ptr, layers_ptr, w
                 idx = first + c * pieces + j
                 s1 += tl.load(partials_ptr + 2 * idx, mask=mask, other=0.0)
                 s2 += tl.load(partials_ptr + 2 * idx + 1, mask=mask, other=0.0)
-            d = _div(s1, n)
+            d = div_rn(s1, n)
             mean = tl.load(x_ptr + xo + c * S, mask=mask, other=0.0).to(ACC) + d
-            var = _div(s2, n) - d * d
+            var = div_rn(s2, n) - d * d
             var = tl.where(var < 0, 0.0, var)  # rounding only (keeps NaN)
             tl.store(stats_ptr + ch0 + c, mean, mask=mask)
             tl.store(stats_ptr + total_channels + ch0 + c, var, mask=mask)
@@ -134,8 +117,8 @@ def bn_stat_finalize_kernel(x_ptr, mean_ptr, var_ptr, offsets_ptr, layers_ptr, w
             dv = tl.where(mask, var - tl.load(var_ptr + vo + c, mask=mask, other=0.0), 0.0)
             sq_m += dm * dm
             sq_v += dv * dv
-        nm = _sqrt(tl.sum(sq_m, axis=0))
-        nv = _sqrt(tl.sum(sq_v, axis=0))
+        nm = sqrt_rn(tl.sum(sq_m, axis=0))
+        nv = sqrt_rn(tl.sum(sq_v, axis=0))
         tl.store(stats_ptr + 2 * total_channels + layer, nm)
         tl.store(stats_ptr + 2 * total_channels + num_layers + layer, nv)
         w = tl.load(weights_ptr + layer).to(ACC)
@@ -158,16 +141,16 @@ def bn_stat_backward_kernel(x_ptr, mean_ptr, var_ptr, dx_ptr, dmean_ptr, dvar_pt
     rv = tl.load(var_ptr + tl.load(offsets_ptr + 2 * num_layers + layer) + c)
     scale = tl.load(grad_out_ptr).to(ACC) * tl.load(weights_ptr + layer).to(ACC)
     # dL/dmean and dL/dvar; a norm's subgradient at 0 is 0 (NaN still propagates).
-    coef_m = tl.where(nm == 0, 0.0, scale * _div(mean - mu, tl.where(nm == 0, 1.0, nm)))
-    coef_v = tl.where(nv == 0, 0.0, scale * _div(var - rv, tl.where(nv == 0, 1.0, nv)))
+    coef_m = tl.where(nm == 0, 0.0, scale * div_rn(mean - mu, tl.where(nm == 0, 1.0, nm)))
+    coef_v = tl.where(nv == 0, 0.0, scale * div_rn(var - rv, tl.where(nv == 0, 1.0, nv)))
     if NEED_STATS:
         first_piece = b0 == 0
         tl.store(dmean_ptr + tl.load(offsets_ptr + 4 * num_layers + layer) + c, -coef_m, mask=first_piece)
         tl.store(dvar_ptr + tl.load(offsets_ptr + 5 * num_layers + layer) + c, -coef_v, mask=first_piece)
     if NEED_ACT:
         n = (B * S).to(ACC)
-        c1 = _div(coef_m, n)
-        c2 = _div(2.0 * coef_v, n)
+        c1 = div_rn(coef_m, n)
+        c2 = div_rn(2.0 * coef_v, n)
         rel = (b0 * C + c) * S
         base = tl.load(offsets_ptr + layer) + rel
         dbase = tl.load(offsets_ptr + 3 * num_layers + layer) + rel
@@ -180,20 +163,6 @@ def bn_stat_backward_kernel(x_ptr, mean_ptr, var_ptr, dx_ptr, dmean_ptr, dvar_pt
             offs, mask = _group_offsets(start, num_groups, groups_per_run, C * S, ALIGNED, VEC, ROWS)
             x = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(ACC)
             tl.store(dx_ptr + dbase + offs, (c1 + c2 * (x - mean)).to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-def _offset_table(lists, device):
-    """Element offsets of every tensor of each list from that list's first tensor, concatenated, and
-    whether every tensor starts on a 16-byte boundary."""
-    offsets, aligned = [], True
-    for tensors in lists:
-        these, ok = element_offsets(tensors)
-        offsets += these
-        aligned = aligned and ok
-    table = torch.tensor(offsets, dtype=torch.int64)
-    if device.type != "cpu":
-        table = table.pin_memory().to(device, non_blocking=True)
-    return table, aligned
 
 
 def _vector(activations, aligned: bool) -> tuple[bool, int, int]:
@@ -210,7 +179,7 @@ def forward(activations, running_means, running_vars, weights):
     ref = activations[0]
     plan = plan_for(activations, weights)
     layers, items, weight_table = plan.on(ref.device)
-    offsets, aligned = _offset_table([activations, running_means, running_vars], ref.device)
+    offsets, aligned = offset_table([activations, running_means, running_vars], ref.device)
     acc = accumulate_type(ref.dtype)
     acc_torch = accumulate_dtype(ref.dtype)
     partials = torch.empty(2 * plan.num_items, dtype=acc_torch, device=ref.device)
@@ -237,7 +206,7 @@ def backward(grad_out, activations, running_means, running_vars, stats, weights,
         # Unneeded outputs are stood in for by the inputs; the kernel never writes them.
         lists = [activations, running_means, running_vars, d_act or activations, d_mean or running_means,
                  d_var or running_vars]
-        offsets, _ = _offset_table(lists, ref.device)
+        offsets, _ = offset_table(lists, ref.device)
         aligned, vec, rows = _vector(activations, element_offsets(activations)[1]
                                      and element_offsets(d_act or activations)[1])
         bn_stat_backward_kernel[(plan.num_items,)](

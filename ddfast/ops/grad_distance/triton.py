@@ -14,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton_common import SIGNATURE_TYPES, accumulate_type, element_offsets, vector_width
+from .._triton_common import (SIGNATURE_TYPES, accumulate_type, div_rn, offset_table, sqrt_rn,
+                             vector_width)
 from .plan import EPS, ITEM_FIELDS, METRIC_CODES, accumulate_dtype, plan_for
 
 BLOCK = 1024
@@ -85,27 +86,9 @@ def grad_distance_partials_kernel(syn_ptr, real_ptr, offsets_ptr, items_ptr, ite
 
 
 @triton.jit
-def _sqrt(x):
-    """Correctly rounded square root (tl.sqrt is approximate for fp32)."""
-    if x.dtype == tl.float64:
-        return tl.sqrt(x)
-    else:
-        return tl.sqrt_rn(x)
-
-
-@triton.jit
-def _div(a, b):
-    """Correctly rounded division (fp32 '/' is approximate)."""
-    if a.dtype == tl.float64:
-        return a / b
-    else:
-        return tl.div_rn(a, b)
-
-
-@triton.jit
 def _cosine_distance(dot, sq_r, sq_s, EPS: tl.constexpr):
     """1 - <gr,gs> / (||gr|| ||gs|| + eps), from the sums."""
-    return 1.0 - _div(dot, _sqrt(sq_r) * _sqrt(sq_s) + EPS)
+    return 1.0 - div_rn(dot, sqrt_rn(sq_r) * sqrt_rn(sq_s) + EPS)
 
 
 @triton.jit
@@ -191,12 +174,12 @@ def grad_distance_backward_kernel(syn_ptr, real_ptr, offsets_ptr, items_ptr, ite
         # gradient at 0 is 0 (autograd's convention).
         row = slot if METRIC == 0 else klass
         dot = tl.load(stats_ptr + row * 3, mask=active, other=0.0)
-        norm_r = _sqrt(tl.load(stats_ptr + row * 3 + 1, mask=active, other=0.0))
-        norm_s = _sqrt(tl.load(stats_ptr + row * 3 + 2, mask=active, other=0.0))
+        norm_r = sqrt_rn(tl.load(stats_ptr + row * 3 + 1, mask=active, other=0.0))
+        norm_s = sqrt_rn(tl.load(stats_ptr + row * 3 + 2, mask=active, other=0.0))
         den = norm_r * norm_s + EPS
-        c_cross = -_div(scale, den)
-        c_syn = tl.where(norm_s > 0, _div(scale * dot * norm_r, norm_s * den * den), 0.0)
-        c_real = tl.where(norm_r > 0, _div(scale * dot * norm_s, norm_r * den * den), 0.0)
+        c_cross = -div_rn(scale, den)
+        c_syn = tl.where(norm_s > 0, div_rn(scale * dot * norm_r, norm_s * den * den), 0.0)
+        c_real = tl.where(norm_r > 0, div_rn(scale * dot * norm_s, norm_r * den * den), 0.0)
     elif METRIC == 1:
         c_cross = scale
         c_syn = 2.0 * scale
@@ -229,26 +212,12 @@ def grad_distance_backward_kernel(syn_ptr, real_ptr, offsets_ptr, items_ptr, ite
                     c_cross, c_syn, c_real, METRIC, NEED_SYN, NEED_REAL, ACC)
 
 
-def _offset_table(lists, device):
-    """Element offsets of every tensor of each list from that list's first tensor, concatenated, and
-    whether every tensor starts on a 16-byte boundary."""
-    offsets, aligned = [], True
-    for tensors in lists:
-        these, ok = element_offsets(tensors)
-        offsets += these
-        aligned = aligned and ok
-    table = torch.tensor(offsets, dtype=torch.int64)
-    if device.type != "cpu":
-        table = table.pin_memory().to(device, non_blocking=True)
-    return table, aligned
-
-
 def forward(g_syn, g_real, metric: str, weights, batched: bool):
     """(distance [K] or [], statistics for backward); same contract as reference.forward."""
     ref = g_syn[0]
     num_classes = ref.shape[0] if batched else 1
     plan = plan_for(g_syn, metric, weights, batched)
-    offsets, aligned = _offset_table([g_syn, g_real], ref.device)
+    offsets, aligned = offset_table([g_syn, g_real], ref.device)
     items, item_weight, part_ptr, part_weight = plan.on(ref.device)
     acc = accumulate_type(ref.dtype)
     acc_torch = accumulate_dtype(ref.dtype)
@@ -276,7 +245,7 @@ def backward(grad_out, g_syn, g_real, stats, metric: str, weights, batched: bool
     dreal = [torch.empty_like(t) for t in g_real] if need_real else []
     if plan.num_items and (need_syn or need_real):
         # Unneeded outputs are stood in for by the inputs; the kernel never writes them.
-        offsets, aligned = _offset_table([g_syn, g_real, dsyn or g_syn, dreal or g_real], ref.device)
+        offsets, aligned = offset_table([g_syn, g_real, dsyn or g_syn, dreal or g_real], ref.device)
         grad_distance_backward_kernel[(plan.num_items,)](
             g_syn[0], g_real[0], offsets, items, item_weight, stats if stats.numel() else stats.new_empty(1),
             grad_out.reshape(-1).to(accumulate_dtype(ref.dtype)).contiguous(), (dsyn or g_syn)[0], (dreal or g_real)[0], len(g_syn),
