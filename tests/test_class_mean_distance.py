@@ -201,3 +201,16 @@ def test_compiled_kernel_rejects_out_of_range_labels():
     f_syn, y_syn, f_real, y_real = _good()
     with pytest.raises(RuntimeError, match="y_real holds label 7"):
         torch.ops.ddfast._class_mean_distance_forward(f_syn, y_syn, f_real, torch.full_like(y_real, 7), 3, True)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_ignored_one_sided_class_gives_zero_even_with_inf_rows(backend):
+    """A class that does not contribute gives exactly 0 in every backend, whatever its rows hold."""
+    f_syn, y_syn = torch.randn(2, 3), torch.tensor([0, 0])
+    f_real, y_real = torch.randn(2, 3), torch.tensor([0, 1])
+    f_real[1] = float("inf")
+    with ddfast.use_backend(backend):
+        loss = ddfast.class_mean_distance(f_syn, y_syn, f_real.requires_grad_(), y_real, 2, "none", "ignore")
+        (d_real,) = torch.autograd.grad(loss.sum(), f_real)
+    assert torch.isfinite(loss).all() and loss[1] == 0 and loss[0] > 0
+    assert torch.all(d_real[1] == 0)

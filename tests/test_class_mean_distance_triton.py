@@ -91,3 +91,21 @@ def test_gpu_opcheck():
         result = torch.library.opcheck(class_mean_distance_op, (f_syn.requires_grad_(), y_syn,
                                                                 f_real.requires_grad_(), y_real, 3, True))
     assert set(result.values()) == {"SUCCESS"}, result
+
+
+def test_out_of_range_labels_are_never_read():
+    """Under torch.compile the label checks are skipped; the Triton kernels then leave rows with labels
+    outside [0, K) out (no out-of-bounds access) and give them gradient 0."""
+    f_syn, y_syn, f_real, y_real = make_case(3, 2, 3, 9, torch.float32, seed=26, device=DEVICE)
+    bad_syn = y_syn.clone()
+    bad_syn[0] = 3  # would collide with real class 0's key if not mapped out
+    bad_real = y_real.clone()
+    bad_real[1] = -1
+    keep_s, keep_r = bad_syn < 3, bad_real >= 0
+    f_syn = f_syn.requires_grad_()
+    with ddfast.use_backend("triton"):
+        got, _, _ = class_mean_distance_op(f_syn, bad_syn, f_real, bad_real, 3, True)
+        (d_syn,) = torch.autograd.grad(got.sum(), f_syn)
+    want = brute_force(f_syn[keep_s].detach(), y_syn[keep_s], f_real[keep_r], y_real[keep_r], 3)
+    assert_close(got, want, torch.float32, "loss without the out-of-range rows")
+    assert torch.all(d_syn[0] == 0)

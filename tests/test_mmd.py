@@ -472,3 +472,26 @@ def test_unvalidated_one_row_class_is_nan_in_every_backend():
         with ddfast.use_backend(backend):
             out = mmd_op(x, y, xo, yo, "gaussian", [1.0], "unbiased")
         assert torch.isnan(out[0]) and torch.isfinite(out[1]), backend
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_linear_kernel_keeps_fp32_precision_with_a_large_common_mean(backend, estimator):
+    """Features around 100 (DM's regime: the loss pulls both means together). Summing <a, b> over all pairs
+    cancels ~1e6-sized terms to ~10 in fp32; the closed form around the means does not."""
+    g = seeded(31)
+    x = (100 + torch.randn(64, 256, generator=g, dtype=torch.float64)).float()
+    y = (100.1 + torch.randn(48, 256, generator=g, dtype=torch.float64)).float()
+    want = value_and_grads("reference", x.double(), y.double(), "linear", None, estimator)  # same inputs, fp64
+    got = value_and_grads(backend, x, y, "linear", None, estimator)
+    for g_, w_, what in zip(got, want, ("value", "d x", "d y")):
+        assert_close(g_, w_, torch.float32, what)
+
+
+def test_linear_reference_equals_expanded_estimator_in_fp64():
+    """The closed form around the means is the expanded Gretton estimator, not an approximation of it."""
+    x, y = samples(9, 6, 4)
+    for estimator in ESTIMATORS:
+        got = run("reference", ddfast.mmd, x, y, "linear", None, estimator)
+        assert_close(got, torch.tensor(brute_mmd(x, y, "linear", None, estimator), dtype=torch.float64),
+                     torch.float64, estimator)

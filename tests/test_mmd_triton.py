@@ -153,3 +153,14 @@ def test_gpu_large_rows_deterministic():
         outs = [ddfast.mmd(xr, y, "gaussian", [4.0, 8.0]) for _ in range(2)]
         grads = [torch.autograd.grad(o, (xr,))[0] for o in outs]
     assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_triton_linear_kernel_with_a_large_common_mean(estimator):
+    """The linear kernel runs the closed form around the class means: fp32 keeps the value of features
+    around 100, where summing <a, b> over all pairs would cancel catastrophically."""
+    g = seeded(33)
+    x = (100 + torch.randn(20, 64, generator=g, dtype=torch.float64)).float().to(DEVICE)
+    y = (100.1 + torch.randn(17, 64, generator=g, dtype=torch.float64)).float().to(DEVICE)
+    check_against_reference(lambda a, b: ddfast.mmd(a, b, "linear", None, estimator), [x, y], torch.float32,
+                            "linear, mean 100")

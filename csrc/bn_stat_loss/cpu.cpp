@@ -226,6 +226,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Ten
     const at::Tensor& grad_out, at::TensorList acts, at::TensorList means, at::TensorList vars, const at::Tensor& stats,
     const at::Tensor& layers, const at::Tensor& items, at::ArrayRef<double> weights, bool need_act, bool need_stats) {
   check_inputs(acts, means, vars, layers, items, weights);
+  check_stats(stats, layers.const_data_ptr<int64_t>(), layers.size(0), acc_dtype(acts[0]));
   std::vector<at::Tensor> d_act, d_mean, d_var;
   if (need_act) {
     for (const auto& a : acts) d_act.push_back(at::empty_like(a, at::MemoryFormat::Contiguous));

@@ -6,7 +6,7 @@
 // and yy blocks visit only tiles J >= I (symmetry). The backward turns each tile into the coefficients
 // c_ij = scale * f'(d_ij^2) and accumulates grad_A += rowsum(C) A_I - C B_J (and the mirrored
 // grad_B += colsum(C) B_J - C^T A_I) with two GEMMs per tile. Memory: O(N + M) plus the workspace;
-// the N x M matrix never exists. The linear kernel uses the closed form from sums and squared norms.
+// the N x M matrix never exists. The linear kernel uses the closed form around the class means.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -232,6 +232,22 @@ KernelFn<Acc> make_fn(int64_t kernel, c10::ArrayRef<double> coefs) {
   return fn;
 }
 
+// Linear-kernel MMD in closed form around the means: ||mean_x - mean_y||^2, minus (unbiased) each
+// side's spread sum ||x_i - mean_x||^2 / (n (n - 1)). Algebraically the expanded estimator, but without
+// its cancellation when the features share a large mean (DM's regime). wxx, wyy: the pair weights.
+// Both sides are shifted by the class's first x row first (the value is translation-invariant): sums of
+// rows around a large common mean would lose most of their digits in fp32.
+template <typename Acc>
+Acc linear_value(const at::Tensor& x_rows, const at::Tensor& y_rows, bool unbiased, Acc wxx, Acc wyy) {
+  const at::Tensor shift = x_rows[0], xs = x_rows - shift, ys = y_rows - shift;
+  const at::Tensor mx = xs.mean(0), my = ys.mean(0), delta = mx - my;
+  Acc value = delta.dot(delta).template item<Acc>();
+  if (unbiased) {
+    value -= wxx * (xs - mx).square().sum().template item<Acc>() + wyy * (ys - my).square().sum().template item<Acc>();
+  }
+  return value;
+}
+
 template <typename Acc>
 void forward_impl(const at::Tensor& x, const at::Tensor& y, const std::vector<Segment>& segs, int64_t kernel,
                   c10::ArrayRef<double> coefs, bool unbiased, at::Tensor& out) {
@@ -247,21 +263,13 @@ void forward_impl(const at::Tensor& x, const at::Tensor& y, const std::vector<Se
     }
     Acc wxx, wyy, wxy;
     pair_weights(s.n(), s.m(), unbiased, wxx, wyy, wxy);
-    Acc sxx, syy, sxy;
-    if (kernel == kLinear) {  // closed form: sums and squared norms, O((n + m) D)
-      const at::Tensor sx = x.narrow(0, s.x0, s.n()).sum(0), sy = y.narrow(0, s.y0, s.m()).sum(0);
-      sxx = sx.dot(sx).template item<Acc>();
-      syy = sy.dot(sy).template item<Acc>();
-      sxy = sx.dot(sy).template item<Acc>();
-      if (unbiased) {
-        for (int64_t r = s.x0; r < s.x1; ++r) sxx -= nx[r];
-        for (int64_t r = s.y0; r < s.y1; ++r) syy -= ny[r];
-      }
-    } else {
-      sxx = same_block_sum(x, nx.data(), s.x0, s.x1, unbiased, fn, ws);
-      syy = same_block_sum(y, ny.data(), s.y0, s.y1, unbiased, fn, ws);
-      sxy = cross_block_sum(x, nx.data(), s.x0, s.x1, y, ny.data(), s.y0, s.y1, fn, ws);
+    if (kernel == kLinear) {  // closed form around the means (translation-invariant, no cancellation)
+      o[c] = linear_value<Acc>(x.narrow(0, s.x0, s.n()), y.narrow(0, s.y0, s.m()), unbiased, wxx, wyy);
+      continue;
     }
+    const Acc sxx = same_block_sum(x, nx.data(), s.x0, s.x1, unbiased, fn, ws);
+    const Acc syy = same_block_sum(y, ny.data(), s.y0, s.y1, unbiased, fn, ws);
+    const Acc sxy = cross_block_sum(x, nx.data(), s.x0, s.x1, y, ny.data(), s.y0, s.y1, fn, ws);
     o[c] = wxx * sxx + wyy * syy + wxy * sxy;
   }
 }
@@ -284,18 +292,19 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
     wyy *= go[c];
     wxy *= go[c];
     if (kernel == kLinear) {
-      const at::Tensor xs = x.narrow(0, s.x0, s.n()), ys = y.narrow(0, s.y0, s.m());
-      const at::Tensor sx = xs.sum(0), sy = ys.sum(0);
-      // d/dx_i: 2 wxx (sum_x - [unbiased] x_i) + wxy sum_y, and symmetrically for y.
+      const at::Tensor shift = x[s.x0];  // as in linear_value
+      const at::Tensor xs = x.narrow(0, s.x0, s.n()) - shift, ys = y.narrow(0, s.y0, s.m()) - shift;
+      const at::Tensor mx = xs.mean(0), my = ys.mean(0), delta = mx - my;
+      // d/dx_i: 2 (mean_x - mean_y) / n - [unbiased] 2 (x_i - mean_x) / (n (n - 1)), and symmetrically for y.
       if (gx.defined()) {
         at::Tensor g = gx.narrow(0, s.x0, s.n());
-        g.copy_((sx * (2 * wxx) + sy * wxy).unsqueeze(0).expand_as(xs));
-        if (unbiased) g.add_(xs, -2 * wxx);
+        g.copy_((delta * (2.0 * static_cast<double>(go[c]) / s.n())).unsqueeze(0).expand_as(xs));
+        if (unbiased) g.add_(xs - mx, -2 * wxx);
       }
       if (gy.defined()) {
         at::Tensor g = gy.narrow(0, s.y0, s.m());
-        g.copy_((sy * (2 * wyy) + sx * wxy).unsqueeze(0).expand_as(ys));
-        if (unbiased) g.add_(ys, -2 * wyy);
+        g.copy_((delta * (-2.0 * static_cast<double>(go[c]) / s.m())).unsqueeze(0).expand_as(ys));
+        if (unbiased) g.add_(ys - my, -2 * wyy);
       }
       continue;
     }

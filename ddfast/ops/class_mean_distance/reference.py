@@ -40,7 +40,8 @@ def forward(f_syn, y_syn, f_real, y_real, num_classes: int, per_class: bool):
     sum_real = torch.zeros(num_classes, dim, dtype=acc, device=f_real.device).index_add_(0, y_real, f_real.to(acc))
     inv_syn = torch.where(present, 1.0 / n_syn.clamp(min=1), 0.0)
     inv_real = torch.where(present, 1.0 / n_real.clamp(min=1), 0.0)
-    diff = sum_real * inv_real[:, None] - sum_syn * inv_syn[:, None]
+    # where(): a class that does not contribute gives exactly 0, even if its rows hold inf or NaN.
+    diff = torch.where(present[:, None], sum_real * inv_real[:, None] - sum_syn * inv_syn[:, None], 0.0)
     loss = (diff * diff).sum(1)
     return (loss if per_class else loss.sum()), diff, torch.stack([inv_syn, inv_real])
 

@@ -119,14 +119,16 @@ def rows_backward_kernel(labels_ptr, diff_ptr, scale_ptr, grad_ptr, d_syn_ptr, d
     rows = first + tl.arange(0, BLOCK_ROWS)
     row_mask = rows < num_rows
     labels = tl.load(labels_ptr + label_base + rows, mask=row_mask, other=0)
+    known = row_mask & (labels >= 0) & (labels < num_classes)  # out-of-range labels get gradient 0
     if PER_CLASS:
-        g = tl.load(grad_ptr + labels, mask=row_mask, other=0.0)
+        g = tl.load(grad_ptr + labels, mask=known, other=0.0)
     else:
         g = tl.load(grad_ptr)
-    coef = sign * g * tl.load(scale_ptr + side + labels, mask=row_mask, other=0.0)
+    coef = sign * g * tl.load(scale_ptr + side + labels, mask=known, other=0.0)
     cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-    mask = row_mask[:, None] & (cols < dim)[None, :]
-    diff = tl.load(diff_ptr + labels[:, None] * dim + cols[None, :], mask=mask, other=0.0)
+    col_mask = (cols < dim)[None, :]
+    mask = row_mask[:, None] & col_mask
+    diff = tl.load(diff_ptr + labels[:, None] * dim + cols[None, :], mask=known[:, None] & col_mask, other=0.0)
     value = coef[:, None] * diff
     tl.store(out_ptr + rows[:, None].to(tl.int64) * dim + cols[None, :], value.to(out_ptr.dtype.element_ty),
              mask=mask)
@@ -134,8 +136,12 @@ def rows_backward_kernel(labels_ptr, diff_ptr, scale_ptr, grad_ptr, d_syn_ptr, d
 
 def forward(f_syn, y_syn, f_real, y_real, num_classes: int, per_class: bool):
     device, dim = f_syn.device, f_syn.shape[1]
-    # Group rows by (side, class) without a host sync (bincount would sync to size its output).
-    sorted_labels, order = torch.sort(torch.cat([y_syn, y_real + num_classes]), stable=True)
+    # Group rows by (side, class) without a host sync (bincount would sync to size its output). Labels
+    # outside [0, K) (possible under torch.compile, where the value checks are skipped) get the key 2K:
+    # sorted past every class segment, never read.
+    keys = torch.cat([torch.where((y_syn >= 0) & (y_syn < num_classes), y_syn, 2 * num_classes),
+                      torch.where((y_real >= 0) & (y_real < num_classes), y_real + num_classes, 2 * num_classes)])
+    sorted_labels, order = torch.sort(keys, stable=True)
     ptr = torch.searchsorted(sorted_labels, torch.arange(2 * num_classes + 1, device=device))
     num_col_blocks = max(triton.cdiv(dim, BLOCK_COLS), 1)
     diff = torch.empty(num_classes, dim, dtype=torch.float32, device=device)

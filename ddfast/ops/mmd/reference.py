@@ -12,8 +12,10 @@ Kernels (``coefficients`` turns the bandwidths into the per-bandwidth constants 
 * ``gaussian``: k(a, b) = sum_s exp(-||a-b||^2 / (2 s^2))           (c_s = 1 / (2 s^2));
 * ``imq``:      k(a, b) = sum_s (1 + ||a-b||^2 / s^2)^(-1/2)          (c_s = 1 / s^2);
 * ``linear``:   k(a, b) = <a, b>; the biased estimate is ||mean x - mean y||^2, DM's mean matching
-  (Zhao & Bilen, "Dataset Condensation with Distribution Matching"), computed in closed form from
-  sums and squared norms in O((N + M) D).
+  (Zhao & Bilen, "Dataset Condensation with Distribution Matching"), computed in closed form around
+  the means in O((N + M) D) (the unbiased one subtracts each side's spread sum ||x_i - mean_x||^2 /
+  (N (N - 1))): the expanded sums of <a, b> would cancel catastrophically for features with a large
+  common mean.
 
 Squared distances are ||a||^2 + ||b||^2 - 2 <a, b>, clamped at 0 (what torch.cdist does for large
 inputs), and exactly 0 on the diagonal of the xx and yy blocks. The segmented form takes rows grouped by
@@ -84,6 +86,60 @@ def _kernel_and_derivative(d2: torch.Tensor, kernel: str, coefs: list[float]):
     return value, slope
 
 
+def _segment_ids(offsets: torch.Tensor, rows: int) -> torch.Tensor:
+    """Class index of every row (rows grouped by class), without a host synchronisation."""
+    counts = offsets[1:] - offsets[:-1]
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=offsets.device), counts, output_size=rows)
+
+
+def _class_means(a: torch.Tensor, offsets: torch.Tensor):
+    """(row class ids, per-class row counts, per-class means [K, D]) of rows grouped by class."""
+    ids = _segment_ids(offsets, a.shape[0])
+    counts = (offsets[1:] - offsets[:-1]).to(a.dtype)
+    sums = a.new_zeros(counts.numel(), a.shape[1]).index_add_(0, ids, a)
+    return ids, counts, sums / counts.clamp(min=1)[:, None]
+
+
+def _shifted(xa, ya):
+    """Both sides minus one common row (the first row of x, else of y): the linear MMD is translation-
+    invariant, and sums of the shifted rows keep their digits in fp32 when the features share a large
+    mean (sums of rows around 100 lose ~4 digits to rounding)."""
+    shift = torch.cat([xa[:1], ya[:1], xa.new_zeros(1, xa.shape[1])])[:1]
+    return xa - shift, ya - shift
+
+
+def linear_forward(xa, ya, xo, yo, unbiased: bool) -> torch.Tensor:
+    """Linear-kernel MMD of every class at once ([K]), in closed form around the class means:
+    ||mean_x - mean_y||^2, minus for the unbiased estimator sum ||x_i - mean_x||^2 / (n (n - 1)) and the
+    same for y. Algebraically the expanded estimator, without its catastrophic cancellation when the
+    features share a large mean (DM's regime). O((N + M) D), no class loop, no host synchronisation."""
+    xa, ya = _shifted(xa, ya)
+    ix, n, mx = _class_means(xa, xo)
+    iy, m, my = _class_means(ya, yo)
+    value = (mx - my).square().sum(1)
+    if unbiased:
+        spread_x = xa.new_zeros(n.numel()).index_add_(0, ix, (xa - mx[ix]).square().sum(1))
+        spread_y = ya.new_zeros(m.numel()).index_add_(0, iy, (ya - my[iy]).square().sum(1))
+        value = value - spread_x / (n * (n - 1)) - spread_y / (m * (m - 1))
+    return torch.where((n > 0) & (m > 0), value, 0.0)
+
+
+def linear_backward(go, xa, ya, xo, yo, unbiased: bool):
+    """Gradients of linear_forward weighted by go [K]: d/dx_i = 2 (mean_x - mean_y) / n
+    - [unbiased] 2 (x_i - mean_x) / (n (n - 1)), and symmetrically for y."""
+    xa, ya = _shifted(xa, ya)
+    ix, n, mx = _class_means(xa, xo)
+    iy, m, my = _class_means(ya, yo)
+    go = torch.where((n > 0) & (m > 0), go, 0.0)
+    delta = mx - my
+    gx = (2 * go / n.clamp(min=1))[ix, None] * delta[ix]
+    gy = (-2 * go / m.clamp(min=1))[iy, None] * delta[iy]
+    if unbiased:
+        gx = gx - (2 * go / (n * (n - 1)))[ix, None] * (xa - mx[ix])
+        gy = gy - (2 * go / (m * (m - 1)))[iy, None] * (ya - my[iy])
+    return gx, gy
+
+
 def _block(a, b, kernel, coefs, same, unbiased):
     """(sum of k over the block's counted pairs, f' matrix with uncounted pairs zeroed)."""
     value, slope = _kernel_and_derivative(_squared_distances(a, b, same), kernel, coefs)
@@ -116,6 +172,9 @@ def forward(x, y, x_offsets, y_offsets, kernel: str, sigmas, estimator: str) -> 
     """MMD^2 per class ([K]; a 0-d tensor when the offsets are None), in the accumulate dtype."""
     xa, ya = _acc(x), _acc(y)
     unbiased = estimator == "unbiased"
+    if kernel == "linear":
+        out = linear_forward(xa, ya, *offset_tensors(x, y, x_offsets, y_offsets), unbiased)
+        return out.reshape(()) if x_offsets is None else out
     coefs = coefficients(kernel, sigmas)
     values = []
     for x0, x1, y0, y1 in _segments(x, y, x_offsets, y_offsets):
@@ -125,13 +184,6 @@ def forward(x, y, x_offsets, y_offsets, kernel: str, sigmas, estimator: str) -> 
             values.append(xa.new_zeros(()))
             continue
         wxx, wyy, wxy = pair_weights(n, m, unbiased)
-        if kernel == "linear":  # closed form from sums and squared norms
-            sx, sy = xc.sum(0), yc.sum(0)
-            sxx, syy = sx.dot(sx), sy.dot(sy)
-            if unbiased:
-                sxx, syy = sxx - xc.square().sum(), syy - yc.square().sum()
-            values.append(wxx * sxx + wyy * syy + wxy * sx.dot(sy))
-            continue
         sxx, _ = _block(xc, xc, kernel, coefs, True, unbiased)
         syy, _ = _block(yc, yc, kernel, coefs, True, unbiased)
         sxy, _ = _block(xc, yc, kernel, coefs, False, unbiased)
@@ -145,8 +197,17 @@ def backward(grad_out, x, y, x_offsets, y_offsets, kernel: str, sigmas, estimato
     """(dL/dx, dL/dy) in the inputs' dtype; an empty tensor where not needed."""
     xa, ya = _acc(x), _acc(y)
     unbiased = estimator == "unbiased"
-    coefs = coefficients(kernel, sigmas)
     go = _acc(grad_out).reshape(-1)
+    if kernel == "linear":
+        gx, gy = linear_backward(go, xa, ya, *offset_tensors(x, y, x_offsets, y_offsets), unbiased)
+    else:
+        gx, gy = _kernel_backward(go, xa, ya, x, y, x_offsets, y_offsets, kernel, sigmas, unbiased)
+    return (gx.to(x.dtype) if need_x else x.new_empty(0)), (gy.to(y.dtype) if need_y else y.new_empty(0))
+
+
+def _kernel_backward(go, xa, ya, x, y, x_offsets, y_offsets, kernel: str, sigmas, unbiased: bool):
+    """Gradients for the gaussian and imq kernels, one class segment at a time (tensorised blocks)."""
+    coefs = coefficients(kernel, sigmas)
     gx, gy = torch.zeros_like(xa), torch.zeros_like(ya)
     for c, (x0, x1, y0, y1) in enumerate(_segments(x, y, x_offsets, y_offsets)):
         n, m = x1 - x0, y1 - y0
@@ -154,15 +215,10 @@ def backward(grad_out, x, y, x_offsets, y_offsets, kernel: str, sigmas, estimato
             continue
         xc, yc = xa[x0:x1], ya[y0:y1]
         wxx, wyy, wxy = (go[c] * w for w in pair_weights(n, m, unbiased))
-        if kernel == "linear":
-            sx, sy = xc.sum(0), yc.sum(0)
-            gx[x0:x1] = 2 * wxx * (sx - xc if unbiased else sx.expand_as(xc)) + wxy * sy
-            gy[y0:y1] = 2 * wyy * (sy - yc if unbiased else sy.expand_as(yc)) + wxy * sx
-            continue
         _, sxx = _block(xc, xc, kernel, coefs, True, unbiased)
         _, syy = _block(yc, yc, kernel, coefs, True, unbiased)
         _, sxy = _block(xc, yc, kernel, coefs, False, unbiased)
         cxx, cyy, cxy = 4 * wxx * sxx, 4 * wyy * syy, 2 * wxy * sxy  # c_ij of rowsum(C) * a - C @ b
         gx[x0:x1] = cxx.sum(1, keepdim=True) * xc - cxx @ xc + cxy.sum(1, keepdim=True) * xc - cxy @ yc
         gy[y0:y1] = cyy.sum(1, keepdim=True) * yc - cyy @ yc + cxy.sum(0)[:, None] * yc - cxy.T @ xc
-    return (gx.to(x.dtype) if need_x else x.new_empty(0)), (gy.to(y.dtype) if need_y else y.new_empty(0))
+    return gx, gy
