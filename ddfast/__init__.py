@@ -10,7 +10,7 @@ from .ops.class_mean_distance import class_mean_distance
 from .ops.grad_distance import grad_distance
 from .ops.mmd import class_mmd, mmd
 from .ops.per_class_gradients import per_class_gradients
-from .ops.unroll import FlatModel
+from .ops.unroll import FlatModel, unroll
 
 __all__ = ["BackendUnavailableError", "BNStatHooks", "FlatModel", "bn_stat_loss", "class_mean_distance", "class_mmd",
-           "grad_distance", "mmd", "per_class_gradients", "use_backend", "__version__"]
+           "grad_distance", "mmd", "per_class_gradients", "unroll", "use_backend", "__version__"]

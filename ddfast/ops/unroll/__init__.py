@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .flat_model import FlatModel
+from .unroll import MODES, unroll
 
-__all__ = ["FlatModel"]
+__all__ = ["FlatModel", "MODES", "unroll"]

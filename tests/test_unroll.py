@@ -1,0 +1,196 @@
+"""FlatModel and ddfast.unroll (OPS.md section 3): the adjoint reverse sweep equals MTT's create_graph
+unroll (autograd) to rounding in fp64, for SGD and momentum, hard and soft labels, with and without
+augmentation, with intermediate outputs and a frozen part of the set; the tesla mode equals TESLA's
+released first-order formula computed independently; minibatches follow MTT's order; bad inputs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ddfast
+from ddfast.models import get_network
+from ddfast.models.convnet import ConvNet
+from ddfast.ops.unroll.plan import plan_steps
+
+from conftest import seeded
+
+EXACT = 1e-10  # the issue's bound for adjoint vs autograd in fp64
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    net = ConvNet(2, 4, net_width=6, net_depth=2, im_size=(8, 8)).double()  # GroupNorm, as DC's instancenorm
+    fm = ddfast.FlatModel(net)
+    g = seeded(seed + 1)
+    theta0 = fm.flat_params()
+    images = torch.randn(10, 2, 8, 8, generator=g, dtype=torch.float64)
+    hard = torch.arange(10) % 4
+    soft = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    target = theta0 + 0.01 * torch.randn(theta0.shape, generator=g, dtype=torch.float64)
+    return fm, theta0, images, hard, soft, target
+
+
+def flip_and_scale(x, generator):
+    """A small random augmentation, differentiable in x, drawing from the generator it is handed."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    scale = 1 + 0.1 * torch.rand((), generator=generator, device=x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x) * scale
+
+
+def _gradients(mode, momentum=0.0, soft=False, augment=None, keep=(), frozen=0, steps=5, batch_size=4, seed=0):
+    fm, theta0, images, hard, soft_labels, target = _setup(seed)
+    learn = images[frozen:].clone().requires_grad_()
+    x = torch.cat([images[:frozen], learn]) if frozen else learn
+    lr = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+    labels = soft_labels.clone().requires_grad_() if soft else hard
+    out = ddfast.unroll(fm, theta0, x, labels, lr, steps, batch_size=batch_size, momentum=momentum, augment=augment,
+                        generator=seeded(3), return_steps=keep, mode=mode)
+    theta, mids = out if keep else (out, [])
+    loss = ((theta - target) ** 2).sum() / ((theta0 - target) ** 2).sum()
+    for t in mids:
+        loss = loss + 0.3 * ((t - target) ** 2).sum()
+    return torch.autograd.grad(loss, [learn, lr] + ([labels] if soft else []))
+
+
+def _relative(a, b):
+    return max(float((x - y).abs().max() / y.abs().max()) for x, y in zip(a, b))
+
+
+# FlatModel.
+def test_flat_model_round_trips_and_matches_the_module():
+    net = get_network("ConvNet", 3, 10, (32, 32)).double()
+    fm = ddfast.FlatModel(net)
+    theta = fm.flat_params()
+    assert theta.numel() == fm.num_params == 320_010
+    assert fm.names == [n for n, _ in net.named_parameters()]
+    params = fm.unflatten(theta)
+    assert all(torch.equal(p, q) for p, q in zip(params, net.parameters()))
+    assert torch.equal(fm.flatten(params), theta) and torch.equal(fm.flatten(fm.state_dict(theta)), theta)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.equal(fm(theta, x), net(x))
+    shifted = theta + 0.01
+    net2 = get_network("ConvNet", 3, 10, (32, 32)).double()
+    net2.load_state_dict(fm.state_dict(shifted), strict=False)
+    assert torch.allclose(fm(shifted, x), net2(x), rtol=0, atol=1e-12)
+
+
+def test_flat_model_gradient_reaches_the_vector():
+    net = ConvNet(1, 3, net_width=4, net_depth=1, im_size=(4, 4)).double()
+    fm = ddfast.FlatModel(net)
+    theta = fm.flat_params().requires_grad_()
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: fm(t, x), (theta,))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda fm: fm.unflatten(torch.zeros(5)), "theta must be a flat vector of"),
+    (lambda fm: fm.flatten([torch.zeros(2)]), "params has 1 tensors"),
+    (lambda fm: fm.flatten({"nope": torch.zeros(1)}), "params lacks parameters"),
+])
+def test_flat_model_bad_inputs(bad, message):
+    fm = ddfast.FlatModel(ConvNet(1, 3, net_width=4, net_depth=1, im_size=(4, 4)))
+    with pytest.raises(ValueError, match=message):
+        bad(fm)
+
+
+# Exactness: adjoint vs autograd in fp64.
+@pytest.mark.parametrize("momentum, soft, augmented, keep", list(itertools.product(
+    [0.0, 0.9], [False, True], [False, True], [(), (2, 5, 0)])))
+def test_adjoint_equals_autograd(momentum, soft, augmented, keep):
+    augment = flip_and_scale if augmented else None
+    want = _gradients("autograd", momentum, soft, augment, keep)
+    got = _gradients("adjoint", momentum, soft, augment, keep)
+    assert _relative(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_adjoint_equals_autograd_with_a_frozen_part_and_the_whole_set(momentum):
+    want = _gradients("autograd", momentum, frozen=4, batch_size=None, steps=3)
+    got = _gradients("adjoint", momentum, frozen=4, batch_size=None, steps=3)
+    assert _relative(got, want) <= EXACT
+
+
+def test_forward_is_the_same_in_every_mode_and_equals_a_plain_loop():
+    fm, theta0, images, hard, _, _ = _setup()
+    outs = [ddfast.unroll(fm, theta0, images, hard, 0.05, 4, batch_size=3, generator=seeded(7), mode=m)
+            for m in ddfast.ops.unroll.MODES]
+    plan = plan_steps(10, 4, 3, seeded(7))
+    theta = theta0.clone()
+    for batch in plan.batches:
+        t = theta.clone().requires_grad_()
+        loss = F.cross_entropy(fm(t, images[batch]), hard[batch])
+        theta = theta - 0.05 * torch.autograd.grad(loss, t)[0]
+    for out in outs:
+        assert torch.allclose(out, theta, rtol=0, atol=1e-13)
+
+
+# TESLA's released formula, written here independently.
+def test_tesla_equals_the_released_first_order_formula():
+    fm, theta0, images, hard, _, target = _setup()
+    lr0, steps = 0.05, 4
+    x = images.clone().requires_grad_()
+    lr = torch.tensor(lr0, dtype=torch.float64, requires_grad=True)
+    theta_n = ddfast.unroll(fm, theta0, x, hard, lr, steps, batch_size=4, generator=seeded(3), mode="tesla")
+    denom = ((theta0 - target) ** 2).sum()
+    got = torch.autograd.grad(((theta_n - target) ** 2).sum() / denom, [x, lr])
+
+    plan = plan_steps(10, steps, 4, seeded(3))
+    thetas, grads, theta = [], [], theta0.clone()
+    for batch in plan.batches:  # forward: theta_n and g_n without any graph
+        t = theta.clone().requires_grad_()
+        g = torch.autograd.grad(F.cross_entropy(fm(t, images[batch]), hard[batch]), t)[0]
+        thetas.append(theta)
+        grads.append(g)
+        theta = theta - lr0 * g
+    residual = theta - target  # theta_N - theta*
+    d_x = torch.zeros_like(images)
+    for theta_n, batch in zip(thetas, plan.batches):  # dL/dX[b_n] = -(2 lr / D) (dg_n/dX)^T (theta_N - theta*)
+        xn = images.clone().requires_grad_()
+        t = theta_n.clone().requires_grad_()
+        g = torch.autograd.grad(F.cross_entropy(fm(t, xn[batch]), hard[batch]), t, create_graph=True)[0]
+        d_x += torch.autograd.grad(g, xn, grad_outputs=-(2 * lr0 / denom) * residual)[0]
+    d_lr = -(2 / denom) * torch.dot(residual, torch.stack(grads).sum(0))
+    assert _relative(got, (d_x, d_lr)) <= EXACT
+    exact = _gradients("adjoint", steps=steps)
+    assert _relative(got, exact) > 1e-6  # the same steps, but first order: not the exact gradient
+
+
+def test_minibatches_follow_mtt_order():
+    """MTT: a permutation split into chunks of batch_syn, popped from the end; a new one when empty."""
+    gen = seeded(11)
+    plan = plan_steps(10, 5, 4, seeded(11))
+    torch.randint(0, 2**62, (5,), generator=gen)  # the per-step augmentation seeds come first
+    chunks = list(torch.split(torch.randperm(10, generator=gen), 4))
+    want = [chunks.pop() for _ in range(3)]
+    chunks = list(torch.split(torch.randperm(10, generator=gen), 4))
+    want += [chunks.pop() for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(plan.batches, want))
+    assert plan_steps(10, 2, None, seeded(0)).batches == [None, None]
+
+
+# Bad inputs.
+@pytest.mark.parametrize("change, error, message", [
+    ({"theta0": torch.zeros(7)}, ValueError, "theta0 must be a flat vector"),
+    ({"steps": 0}, ValueError, "steps must be an int >= 1"),
+    ({"batch_size": 11}, ValueError, r"batch_size must be None or an int in \[1, 10\]"),
+    ({"lr": float("nan")}, ValueError, "lr must be a finite number"),
+    ({"lr": torch.tensor(float("inf"))}, ValueError, "lr must be finite"),
+    ({"lr": torch.ones(2)}, ValueError, "lr must be a 0-d floating-point tensor"),
+    ({"momentum": -0.1}, ValueError, "momentum must be >= 0"),
+    ({"return_steps": (6,)}, ValueError, r"return_steps holds 6"),
+    ({"mode": "exact"}, ValueError, "mode must be one of"),
+    ({"mode": "tesla", "momentum": 0.9}, ValueError, "mode='tesla' is TESLA's formula for plain SGD"),
+    ({"labels": torch.zeros(10, dtype=torch.int32)}, TypeError, "labels must be int64 class labels"),
+    ({"labels": torch.zeros(9, dtype=torch.long)}, ValueError, "labels has 9 rows but images has 10"),
+    ({"fm": "net"}, TypeError, "fm must be a ddfast.FlatModel"),
+])
+def test_bad_inputs(change, error, message):
+    fm, theta0, images, hard, _, _ = _setup()
+    args = {"fm": fm, "theta0": theta0, "images": images, "labels": hard, "lr": 0.01, "steps": 2, **change}
+    positional = [args.pop(k) for k in ("fm", "theta0", "images", "labels", "lr", "steps")]
+    with pytest.raises(error, match=message):
+        ddfast.unroll(*positional, **args)
