@@ -1,0 +1,32 @@
+"""Faithful re-creation of MTT's inner loop and matching loss (Cazenavette et al., CVPR 2022;
+GeorgeCazenavette/mtt-distillation, distill.py), written by us from its published semantics: the
+student's flat parameters are appended to a list at every step, each step's cross-entropy gradient is
+taken with create_graph=True, and the parameter-matching loss is backpropagated through the whole
+chain, so every step's graph stays alive until the backward (memory grows with N x batch_syn). The
+student runs on views of the flat vector (MTT's ReparamModule; here torch.func.functional_call)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def unroll_and_match(fm, start, target, images, labels, syn_lr, steps: int, batch_syn: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """MTT's param_loss / param_dist after ``steps`` student updates from the expert's ``start``."""
+    student_params = [start.detach().clone().requires_grad_(True)]
+    indices_chunks = []
+    for _ in range(steps):
+        if not indices_chunks:
+            indices = torch.randperm(len(images), generator=generator)
+            indices_chunks = list(torch.split(indices, batch_syn))
+        these_indices = indices_chunks.pop()
+        x = images[these_indices]
+        y = labels[these_indices]
+        output = fm(student_params[-1], x)
+        ce_loss = F.cross_entropy(output, y)
+        grad = torch.autograd.grad(ce_loss, student_params[-1], create_graph=True)[0]
+        student_params.append(student_params[-1] - syn_lr * grad)
+    param_loss = torch.nn.functional.mse_loss(student_params[-1], target, reduction="sum")
+    param_dist = torch.nn.functional.mse_loss(start, target, reduction="sum")
+    return param_loss / param_dist
