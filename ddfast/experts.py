@@ -27,7 +27,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .ops._validate import positive_int, real_number
+from .ops._validate import class_labels, positive_int, real_number
 from .ops.unroll import FlatModel
 
 __all__ = ["ExpertHooks", "train_experts", "save_buffer", "load_buffer", "expert_files", "next_buffer_path",
@@ -75,15 +75,10 @@ def _check_training_inputs(model_fn, images, labels, augment, generator, hooks) 
         raise TypeError(f"images has dtype {images.dtype}; expected a floating-point tensor")
     if images.dim() < 2 or images.shape[0] == 0:
         raise ValueError(f"images must be [N, ...] with N >= 1, got shape {tuple(images.shape)}")
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype != torch.int64:
-        raise TypeError(f"labels has dtype {labels.dtype}; expected torch.int64 class indices")
-    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"labels must be 1-D with one label per image ({images.shape[0]}), got shape "
-                         f"{tuple(labels.shape)}")
-    if int(labels.min()) < 0:
-        raise ValueError(f"labels has a negative label {int(labels.min())}")
+    # int64, 1-D, one per image, on images' device, none negative; the upper bound is the model's
+    # output width, checked at the first step (see _check_label_range)
+    known = isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.numel() > 0
+    class_labels(labels, images, max(int(labels.max()) + 1, 1) if known else 1, "labels", "images")
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be callable as augment(x, generator) or None, got {type(augment).__name__}")
     if not isinstance(generator, torch.Generator):
@@ -95,6 +90,14 @@ def _check_training_inputs(model_fn, images, labels, augment, generator, hooks) 
         hook = getattr(hooks, name, None)
         if hook is not None and not callable(hook):
             raise TypeError(f"hooks.{name} must be callable or None, got {type(hook).__name__}")
+
+
+def _check_label_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
+    """Before the first cross-entropy: a label past the model's outputs would be an index error on
+    the CPU and a device-side assert on CUDA."""
+    top = int(labels.max())
+    if logits.dim() == 2 and top >= logits.shape[1]:
+        raise ValueError(f"labels has label {top} but the model gives {logits.shape[1]} class scores")
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -116,6 +119,7 @@ def _train_one(model: nn.Module, images, labels, epochs, batch_size, device, aug
     epoch_end = getattr(hooks, "epoch_end", None)
     trajectory = [_snapshot(model)]
     n = images.shape[0]
+    check_range = expert == 0 and loss_fn is None
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
         total, count = 0.0, 0
@@ -129,6 +133,8 @@ def _train_one(model: nn.Module, images, labels, epochs, batch_size, device, aug
             def closure():
                 optimizer.zero_grad()
                 logits = model(x)
+                if check_range:
+                    _check_label_range(labels, logits)
                 loss = nn.functional.cross_entropy(logits, y) if loss_fn is None else loss_fn(model, x, y, logits)
                 loss.backward()
                 if not first:
@@ -136,6 +142,7 @@ def _train_one(model: nn.Module, images, labels, epochs, batch_size, device, aug
                 return loss
 
             optimizer.step(closure)
+            check_range = False
             total += float(first[0]) * y.shape[0]
             count += y.shape[0]
         trajectory.append(_snapshot(model))
@@ -155,7 +162,9 @@ def train_experts(model_fn: Callable[[], nn.Module], images: torch.Tensor, label
                   progress: bool = True) -> list[Trajectory]:
     """Train ``num_experts`` networks and return their trajectories in MTT's buffer layout.
 
-    Each expert is ``model_fn()`` (a fresh, randomly initialised ``nn.Module``) moved to ``device``
+    ``images`` are ``[N, ...]`` floating-point, ``labels`` ``[N]`` int64 class indices on the same
+    device (minibatches are moved to ``device``, as buffer.py keeps the data on the CPU). Each expert
+    is ``model_fn()`` (a fresh, randomly initialised ``nn.Module``) moved to ``device``
     (default: ``images.device``), trained in train mode for ``epochs`` epochs of minibatches of
     ``batch_size`` over a fresh permutation of ``images`` (the last batch may be smaller, as with
     MTT's ``DataLoader(shuffle=True)``), with mean cross-entropy and
