@@ -143,10 +143,10 @@ def _train_one(model: nn.Module, images, labels, epochs, batch_size, device, aug
 
             optimizer.step(closure)
             check_range = False
-            total += float(first[0]) * y.shape[0]
+            total = total + first[0].float() * y.shape[0]  # summed on the device: one sync per epoch
             count += y.shape[0]
         trajectory.append(_snapshot(model))
-        mean_loss = total / count
+        mean_loss = float(total) / count
         if epoch_end is not None:
             epoch_end(expert, epoch, model, optimizer, mean_loss)
         if bar is not None:

@@ -288,3 +288,22 @@ def test_public_names():
     assert ddfast.train_experts is train_experts and ddfast.save_buffer is save_buffer
     assert ddfast.load_buffer is load_buffer and ddfast.ExpertHooks is ExpertHooks
     assert {"train_experts", "save_buffer", "load_buffer", "FlatModel"} <= set(ddfast.__all__)
+
+
+@pytest.mark.gpu
+def test_train_experts_on_cuda_keeps_cpu_snapshots_and_learns():
+    """CPU data, CUDA training (buffer.py's arrangement): CPU snapshots of the right shapes, the loss falls,
+    and ReparamModule on CUDA runs a snapshot with the module's outputs."""
+    from ddfast.compat.mtt import ReparamModule
+
+    losses = []
+    hooks = ExpertHooks(epoch_end=lambda expert, epoch, model, opt, loss: losses.append(loss))
+    trajectories = _train(num_experts=1, epochs=6, lr=0.05, momentum=0.9, batch_size=8, hooks=hooks, device="cuda")
+    assert all(p.device.type == "cpu" for snapshot in trajectories[0] for p in snapshot)
+    assert losses[-1] < 0.6 * losses[0]
+    module = _tiny_net().cuda()
+    net = ReparamModule(module)
+    theta = flatten_snapshot(trajectories[0][-1], module).cuda()
+    torch.nn.utils.vector_to_parameters(theta, module.parameters())
+    images, _ = _toy_data()
+    torch.testing.assert_close(net(images.cuda(), flat_param=theta), module(images.cuda()), rtol=1e-5, atol=1e-5)
