@@ -1,1 +1,1 @@
-"""Signature-compatible wrappers for reference code bases: ``dc`` (DC/DSA/DM) and, later, ``mtt``."""
+"""Signature-compatible wrappers for reference code bases: ``dc`` (DC/DSA/DM) and ``mtt`` (MTT's ReparamModule)."""

@@ -151,3 +151,12 @@ def class_row_counts(y_syn: torch.Tensor, y_real: torch.Tensor, num_classes: int
                 raise ValueError(f"class {c} has no rows in {side} but {max(ns, nr)} in {other}; pass "
                                  "missing='ignore' to let such classes contribute 0")
     return n_syn, n_real
+
+
+def real_number(value, name: str, *, positive: bool = False) -> float:
+    """One finite real number, >= 0 (or > 0 when ``positive``): learning rates, momentum, decay."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'} and finite, got {value}")
+    return float(value)
