@@ -5,12 +5,16 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .backends import BackendUnavailableError, use_backend
+from .ops.adjoint_step import adjoint_step
 from .ops.bn_stat_loss import BNStatHooks, bn_stat_loss
 from .ops.class_mean_distance import class_mean_distance
 from .ops.grad_distance import grad_distance
 from .ops.mmd import class_mmd, mmd
+from .ops.param_match_loss import param_match_loss
 from .ops.per_class_gradients import per_class_gradients
+from .ops.sgd_step import sgd_step
 from .ops.unroll import FlatModel
 
-__all__ = ["BackendUnavailableError", "BNStatHooks", "FlatModel", "bn_stat_loss", "class_mean_distance", "class_mmd",
-           "grad_distance", "mmd", "per_class_gradients", "use_backend", "__version__"]
+__all__ = ["BackendUnavailableError", "BNStatHooks", "FlatModel", "adjoint_step", "bn_stat_loss", "class_mean_distance",
+           "class_mmd", "grad_distance", "mmd", "param_match_loss", "per_class_gradients", "sgd_step", "use_backend",
+           "__version__"]
