@@ -16,7 +16,7 @@ from ddfast.ops.param_match_loss._op import param_match_loss_backward_op, param_
 from ddfast.ops.sgd_step._op import sgd_step_op
 
 from conftest import assert_close, cpu_backends, seeded
-from flat_cases import CPU_SIZES, learning_rate, vectors
+from flat_cases import CPU_SIZES, learning_rate, run_param_match_loss as _pml, run_sgd_step as _sgd, vectors
 
 COMPILED = [b for b in cpu_backends() if b != "reference"]
 ALL_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -27,14 +27,6 @@ def _acc(dtype):
 
 
 # ---- param_match_loss -------------------------------------------------------------------------------------------
-
-def _pml(backend, n, s, t):
-    n, s, t = (x.detach().clone().requires_grad_() for x in (n, s, t))
-    with ddfast.use_backend(backend):
-        loss = ddfast.param_match_loss(n, s, t)
-        grads = torch.autograd.grad(loss * 1.5, (n, s, t))
-    return (loss, *grads)
-
 
 def _pml_formula(n, s, t):
     """MTT's distill.py in fp64: mse_loss(sum) / mse_loss(sum), and its gradient by hand."""
@@ -96,20 +88,6 @@ def test_param_match_loss_is_first_order_only():
 
 
 # ---- sgd_step ---------------------------------------------------------------------------------------------------
-
-def _sgd(backend, theta, grad, lr, velocity, momentum, create_graph=False):
-    """Outputs and the gradients of (theta, grad, lr[, velocity]) for fixed random cotangents."""
-    leaves = [x.detach().clone().requires_grad_() for x in (theta, grad, lr)]
-    if velocity is not None:
-        leaves.append(velocity.detach().clone().requires_grad_())
-    with ddfast.use_backend(backend):
-        out = ddfast.sgd_step(*leaves[:3], leaves[3] if velocity is not None else None, momentum)
-        outs = out if isinstance(out, tuple) else (out,)
-        cot = vectors(len(outs), theta.numel(), theta.dtype, seed=99)
-        total = sum((o.to(torch.float64) * c.to(torch.float64)).sum() for o, c in zip(outs, cot))
-        grads = torch.autograd.grad(total, leaves, create_graph=create_graph)
-    return outs, grads
-
 
 def _sgd_formula(theta, grad, lr, velocity, momentum):
     """AST/MTT in fp64: v' = mu v + g, theta' = theta - lr v' (plain: v' = g, only theta'), and the

@@ -17,7 +17,7 @@ from ddfast.ops.param_match_loss._op import param_match_loss_op
 from ddfast.ops.sgd_step._op import sgd_step_op
 
 from conftest import HAS_CUDA, assert_close
-from flat_cases import CONVNET3, TINY_SIZES, learning_rate, vectors
+from flat_cases import CONVNET3, TINY_SIZES, learning_rate, run_param_match_loss as _pml, run_sgd_step, vectors
 
 pytestmark = pytest.mark.triton
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -41,14 +41,6 @@ def small_blocks(monkeypatch):
             monkeypatch.setattr(module, "FINALIZE_BLOCK", 2)
 
 
-def _pml(backend, n, s, t, need=(True, True, True)):
-    leaves = [x.detach().clone().requires_grad_(r) for x, r in zip((n, s, t), need)]
-    with ddfast.use_backend(backend):
-        loss = ddfast.param_match_loss(*leaves)
-        grads = torch.autograd.grad(loss * 1.5, [x for x in leaves if x.requires_grad])
-    return (loss, *grads)
-
-
 def _check_pml(numel, dtype, seed, need=(True, True, True), device=DEVICE):
     inputs = vectors(3, numel, dtype, seed=seed, device=device)
     got = _pml("triton", *inputs, need=need)
@@ -58,25 +50,14 @@ def _check_pml(numel, dtype, seed, need=(True, True, True), device=DEVICE):
         assert_close(g, w, dtype, f"param_match_loss {numel} {dtype}")
 
 
-def _sgd(backend, theta, grad, lr, velocity, mu):
-    leaves = [x.detach().clone().requires_grad_() for x in (theta, grad, lr)]
-    if velocity is not None:
-        leaves.append(velocity.detach().clone().requires_grad_())
-    with ddfast.use_backend(backend):
-        out = ddfast.sgd_step(*leaves[:3], leaves[3] if velocity is not None else None, mu)
-        outs = out if isinstance(out, tuple) else (out,)
-        cot = vectors(len(outs), theta.numel(), theta.dtype, seed=7, device=theta.device)
-        grads = torch.autograd.grad(sum((o.double() * c.double()).sum() for o, c in zip(outs, cot)), leaves)
-    return (*outs, *grads)
-
-
 def _check_sgd(numel, dtype, mode, seed, device=DEVICE):
     has_v, mu = SGD_MODES[mode]
     theta, grad, velocity = vectors(3, numel, dtype, seed=seed, device=device)
     lr = learning_rate(dtype, device=device, value=0.2)
-    got = _sgd("triton", theta, grad, lr, velocity if has_v else None, mu)
-    want = _sgd("reference", theta.double(), grad.double(), lr.double(), velocity.double() if has_v else None, mu)
-    for i, (g, w) in enumerate(zip(got, want)):
+    got = run_sgd_step("triton", theta, grad, lr, velocity if has_v else None, mu)
+    want = run_sgd_step("reference", theta.double(), grad.double(), lr.double(), velocity.double() if has_v else None,
+                        mu)
+    for i, (g, w) in enumerate(zip(sum(got, ()), sum(want, ()))):
         assert_close(g, w, dtype, f"sgd_step {mode} {numel} {dtype} output/gradient {i}")
 
 
@@ -191,7 +172,7 @@ def test_gpu_unaligned_views():
 def test_gpu_deterministic():
     n, s, t, v = vectors(4, GPU_SIZES["resnet18"], torch.float32, seed=14, device="cuda")
     lr = learning_rate(torch.float32, device="cuda")
-    runs = [(*_pml("triton", n, s, t), *_sgd("triton", n, s, lr, v, 0.9)) for _ in range(2)]
+    runs = [(*_pml("triton", n, s, t), *sum(run_sgd_step("triton", n, s, lr, v, 0.9), ())) for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 

@@ -196,3 +196,16 @@ def scalar_tensor(value, name: str, ref: torch.Tensor, ref_name: str) -> torch.T
     number = finite_number(value, name)
     acc = torch.float64 if ref.dtype == torch.float64 else torch.float32
     return torch.tensor(number, dtype=acc, device=ref.device)
+
+
+def flat_step_arguments(vectors: dict, state_name: str, lr, momentum) -> tuple[torch.Tensor, float, bool]:
+    """The arguments of sgd_step and adjoint_step: ``vectors`` maps names to flat vectors (the first one
+    is the reference; ``state_name``'s may be None), lr a 0-d tensor or number, momentum a finite float.
+    Returns (lr as a tensor, momentum, whether the momentum form runs: a state is given or momentum != 0)."""
+    (ref_name, ref), *others = vectors.items()
+    flat_vector(ref, ref_name)
+    for name, t in others:
+        if t is not None or name != state_name:
+            flat_vector(t, name, ref, ref_name)
+    momentum = finite_number(momentum, "momentum")
+    return scalar_tensor(lr, "lr", ref, ref_name), momentum, vectors[state_name] is not None or momentum != 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import finite_number, flat_vector, scalar_tensor
+from .._validate import flat_step_arguments
 from ._op import DISPATCH, adjoint_step_op
 
 __all__ = ["adjoint_step", "DISPATCH"]
@@ -34,13 +34,8 @@ def adjoint_step(lam: torch.Tensor, nu: torch.Tensor | None, direction: torch.Te
     it raises RuntimeError. Backends: ``auto`` runs the C++ kernel on CPU and, on CUDA, the Triton
     kernels once recorded as validated on a GPU; the reference otherwise.
     """
-    flat_vector(lam, "lam")
-    flat_vector(direction, "direction", lam, "lam")
-    if nu is not None:
-        flat_vector(nu, "nu", lam, "lam")
-    lr = scalar_tensor(lr, "lr", lam, "lam")
-    momentum = finite_number(momentum, "momentum")
-    with_velocity = nu is not None or momentum != 0.0
+    lr, momentum, with_velocity = flat_step_arguments({"lam": lam, "direction": direction, "nu": nu}, "nu", lr,
+                                                      momentum)
     u, dlr, nu_next = adjoint_step_op(lam.contiguous(), None if nu is None else nu.contiguous(),
                                       direction.contiguous(), lr, momentum, with_velocity, "")
     return (u, dlr, nu_next) if with_velocity else (u, dlr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import finite_number, flat_vector, scalar_tensor
+from .._validate import flat_step_arguments
 from ._op import DISPATCH, sgd_step_op
 
 __all__ = ["sgd_step", "DISPATCH"]
@@ -35,13 +35,8 @@ def sgd_step(theta: torch.Tensor, grad: torch.Tensor, lr, velocity: torch.Tensor
     kernel on CPU and, on CUDA, the Triton kernels once recorded as validated on a GPU
     (``ddfast info``); the reference otherwise.
     """
-    flat_vector(theta, "theta")
-    flat_vector(grad, "grad", theta, "theta")
-    if velocity is not None:
-        flat_vector(velocity, "velocity", theta, "theta")
-    lr = scalar_tensor(lr, "lr", theta, "theta")
-    momentum = finite_number(momentum, "momentum")
-    with_velocity = velocity is not None or momentum != 0.0
+    lr, momentum, with_velocity = flat_step_arguments({"theta": theta, "grad": grad, "velocity": velocity},
+                                                      "velocity", lr, momentum)
     theta_new, v_new = sgd_step_op(theta.contiguous(), grad.contiguous(), lr,
                                    None if velocity is None else velocity.contiguous(), momentum, with_velocity)
     return (theta_new, v_new) if with_velocity else theta_new
