@@ -1,10 +1,11 @@
 // C++ CPU kernel for adjoint_step (semantics: ddfast/ops/adjoint_step/reference.py): in one pass,
-// u = nu - lr * lam, nu_next = mu * u and dlr = -<lam, direction>, the dot product over fixed chunks
+// u = nu - lr * lam, nu_next = mu * u and dlr = -<lam, direction> in one loop, the dot product over fixed chunks
 // added in chunk order (csrc/flat/flat.h): deterministic for any thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <array>
 #include <tuple>
 
 #include "flat/flat.h"
@@ -34,17 +35,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> adjoint_cpu(const at::Tensor& lam
     const scalar_t* __restrict__ d = direction.has_value() ? direction->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* __restrict__ out = u.data_ptr<scalar_t>();
     scalar_t* __restrict__ nout = with_velocity ? nu_next.data_ptr<scalar_t>() : nullptr;
-    const auto total = flat::for_chunks<1, Acc>(lam.numel(), [&](int64_t b, int64_t e, Acc* partial) {
-      for (int64_t i = b; i < e; ++i) {
-        const Acc ui = (n ? static_cast<Acc>(n[i]) : Acc(0)) - step * static_cast<Acc>(l[i]);
-        out[i] = static_cast<scalar_t>(ui);
-        if (nout) nout[i] = static_cast<scalar_t>(mu * ui);
-      }
-      if (d) {
-        flat::lane_sums<1, Acc>(b, e, partial, [&](int64_t i, Acc* v) {
-          v[0] = static_cast<Acc>(l[i]) * static_cast<Acc>(d[i]);
+    std::array<Acc, 1> total{};
+    flat::with_flag(n != nullptr, [&](auto has_nu) {
+      flat::with_flag(nout != nullptr, [&](auto with_v) {
+        flat::with_flag(d != nullptr, [&](auto has_dir) {
+          total = flat::for_chunks<1, Acc>(lam.numel(), [&](int64_t b, int64_t e, Acc* partial) {
+            flat::lane_sums<1, scalar_t, Acc>(b, e, partial, [&](const auto& at, auto* v) {
+              const auto li = at(l);
+              auto ui = -(step * li);
+              if constexpr (decltype(has_nu)::value) ui = at(n) - step * li;
+              at.store(out, ui);
+              if constexpr (decltype(with_v)::value) at.store(nout, mu * ui);
+              if constexpr (decltype(has_dir)::value) {
+                v[0] = li * at(d);
+              } else {
+                v[0] = decltype(li){};
+              }
+            });
+          });
         });
-      }
+      });
     });
     dlr.data_ptr<Acc>()[0] = -total[0];
   });

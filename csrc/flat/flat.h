@@ -3,9 +3,9 @@
 //
 // for_chunks() splits [0, n) into FIXED chunks of kChunk elements (independent of the thread count),
 // runs them with at::parallel_for, lets each chunk write NSUMS partial sums, and adds the partials in
-// chunk order: the result is bitwise the same for any number of threads. Inside a chunk, sums use
-// kLanes independent accumulators (lane l takes elements i with i % kLanes == l), which the compiler
-// vectorises without reassociating anything.
+// chunk order: the result is bitwise the same for any number of threads. Inside a chunk, lane_sums()
+// accumulates fp32/fp64 inputs in explicit SIMD vectors (a fixed lane assignment, so nothing is
+// reassociated by the compiler); fp16/bf16 inputs convert element by element.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,13 +14,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace ddfast {
 namespace flat {
 
 constexpr int64_t kChunk = 1 << 14;  // elements per parallel task (64 KiB of fp32 per vector)
-constexpr int kLanes = 8;
 
 inline at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -53,27 +54,74 @@ std::array<Acc, NSUMS> for_chunks(int64_t n, const Body& body) {
   return total;
 }
 
-// Lane-wise sums over [begin, end): term(i, values) writes the NSUMS values of element i.
-template <int NSUMS, typename Acc, typename Term>
+// Element access for lane_sums' term: ScalarAt reads/writes element i converted to/from Acc; VectorAt
+// reads/writes the 16-byte SIMD vector (GCC/Clang vector extension) of Acc starting at element i.
+template <typename T, typename Acc>
+struct ScalarAt {
+  int64_t i;
+  Acc operator()(const T* p) const { return static_cast<Acc>(p[i]); }
+  void store(T* p, Acc x) const { p[i] = static_cast<T>(x); }
+};
+
+template <typename Acc>
+struct Simd {
+  typedef Acc type __attribute__((vector_size(16)));
+  static constexpr int64_t kWidth = 16 / sizeof(Acc);
+};
+
+template <typename Acc>
+struct VectorAt {
+  using V = typename Simd<Acc>::type;
+  int64_t i;
+  V operator()(const Acc* p) const {
+    V x;
+    std::memcpy(&x, p + i, sizeof(V));
+    return x;
+  }
+  void store(Acc* p, V x) const { std::memcpy(p + i, &x, sizeof(V)); }
+};
+
+constexpr int kUnroll = 4;  // independent SIMD accumulators per sum
+
+// Sums over [begin, end) written to out[0..NSUMS): term(at, v) computes element(s) `at` (a ScalarAt or,
+// when T is the accumulate type, a VectorAt: the term is a generic lambda) and writes its NSUMS values to
+// v; it may also store outputs through at.store. Fixed order: kUnroll vector accumulators of
+// kWidth lanes each, reduced lane by lane, then the scalar tail.
+template <int NSUMS, typename T, typename Acc, typename Term>
 void lane_sums(int64_t begin, int64_t end, Acc* out, const Term& term) {
-  Acc acc[NSUMS][kLanes] = {};
+  Acc total[NSUMS] = {};
   int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      Acc v[NSUMS];
-      term(i + l, v);
-      for (int k = 0; k < NSUMS; ++k) acc[k][l] += v[k];
+  if constexpr (std::is_same_v<T, Acc>) {
+    using V = typename Simd<Acc>::type;
+    constexpr int64_t W = Simd<Acc>::kWidth;
+    V acc[NSUMS][kUnroll] = {};
+    for (; i + W * kUnroll <= end; i += W * kUnroll) {
+      for (int u = 0; u < kUnroll; ++u) {
+        V v[NSUMS];
+        term(VectorAt<Acc>{i + u * W}, v);
+        for (int k = 0; k < NSUMS; ++k) acc[k][u] += v[k];
+      }
     }
+    for (int k = 0; k < NSUMS; ++k)
+      for (int u = 0; u < kUnroll; ++u)
+        for (int64_t j = 0; j < W; ++j) total[k] += acc[k][u][j];
   }
-  for (int l = 0; i < end; ++i, ++l) {
+  for (; i < end; ++i) {
     Acc v[NSUMS];
-    term(i, v);
-    for (int k = 0; k < NSUMS; ++k) acc[k][l] += v[k];
+    term(ScalarAt<T, Acc>{i}, v);
+    for (int k = 0; k < NSUMS; ++k) total[k] += v[k];
   }
-  for (int k = 0; k < NSUMS; ++k) {
-    Acc s(0);
-    for (int l = 0; l < kLanes; ++l) s += acc[k][l];
-    out[k] = s;
+  for (int k = 0; k < NSUMS; ++k) out[k] = total[k];
+}
+
+// Calls f(std::true_type{}) or f(std::false_type{}): turns a runtime flag into a compile-time one, so the
+// loops that test it (`if constexpr`) have no branch inside and vectorise.
+template <typename F>
+void with_flag(bool flag, const F& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
   }
 }
 

@@ -33,9 +33,10 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& theta_n, const 
     const scalar_t* __restrict__ s = theta_start.const_data_ptr<scalar_t>();
     const scalar_t* __restrict__ t = theta_target.const_data_ptr<scalar_t>();
     const auto total = flat::for_chunks<2, Acc>(theta_n.numel(), [&](int64_t b, int64_t e, Acc* out) {
-      flat::lane_sums<2, Acc>(b, e, out, [&](int64_t i, Acc* v) {
-        const Acc target = static_cast<Acc>(t[i]);
-        const Acc dn = static_cast<Acc>(n[i]) - target, ds = static_cast<Acc>(s[i]) - target;
+      flat::lane_sums<2, scalar_t, Acc>(b, e, out, [&](const auto& at, auto* v) {
+        const auto target = at(t);
+        const auto dn = at(n) - target;
+        const auto ds = at(s) - target;
         v[0] = dn * dn;
         v[1] = ds * ds;
       });
@@ -69,15 +70,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
     scalar_t* __restrict__ on = need_n ? d_n.data_ptr<scalar_t>() : nullptr;
     scalar_t* __restrict__ os = need_start ? d_s.data_ptr<scalar_t>() : nullptr;
     scalar_t* __restrict__ ot = need_target ? d_t.data_ptr<scalar_t>() : nullptr;
-    flat::for_chunks<0, Acc>(theta_n.numel(), [&](int64_t b, int64_t e, Acc*) {
-      for (int64_t i = b; i < e; ++i) {
-        const Acc target = static_cast<Acc>(t[i]);
-        const Acc gn = c_n * (static_cast<Acc>(n[i]) - target);
-        const Acc gs = c_s * (static_cast<Acc>(s[i]) - target);
-        if (on) on[i] = static_cast<scalar_t>(gn);
-        if (os) os[i] = static_cast<scalar_t>(gs);
-        if (ot) ot[i] = static_cast<scalar_t>(-(gn + gs));
-      }
+    flat::with_flag(on != nullptr, [&](auto need_n) {
+      flat::with_flag(os != nullptr, [&](auto need_s) {
+        flat::with_flag(ot != nullptr, [&](auto need_t) {
+          flat::for_chunks<0, Acc>(theta_n.numel(), [&](int64_t b, int64_t e, Acc*) {
+            for (int64_t i = b; i < e; ++i) {
+              const Acc target = static_cast<Acc>(t[i]);
+              const Acc gn = c_n * (static_cast<Acc>(n[i]) - target);
+              const Acc gs = c_s * (static_cast<Acc>(s[i]) - target);
+              if constexpr (decltype(need_n)::value) on[i] = static_cast<scalar_t>(gn);
+              if constexpr (decltype(need_s)::value) os[i] = static_cast<scalar_t>(gs);
+              if constexpr (decltype(need_t)::value) ot[i] = static_cast<scalar_t>(-(gn + gs));
+            }
+          });
+        });
+      });
     });
   });
   return {d_n, d_s, d_t};

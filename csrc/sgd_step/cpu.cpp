@@ -33,20 +33,17 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& theta, const at
     const scalar_t* __restrict__ v = has_v ? velocity->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* __restrict__ out = theta_new.data_ptr<scalar_t>();
     scalar_t* __restrict__ vout = with_velocity ? v_new.data_ptr<scalar_t>() : nullptr;
-    flat::for_chunks<0, Acc>(theta.numel(), [&](int64_t b, int64_t e, Acc*) {
-      if (v) {
-        for (int64_t i = b; i < e; ++i) {
-          const Acc d = mu * static_cast<Acc>(v[i]) + static_cast<Acc>(g[i]);
-          vout[i] = static_cast<scalar_t>(d);
-          out[i] = static_cast<scalar_t>(static_cast<Acc>(th[i]) - step * d);
-        }
-      } else {
-        for (int64_t i = b; i < e; ++i) {
-          const Acc d = static_cast<Acc>(g[i]);
-          if (vout) vout[i] = g[i];
-          out[i] = static_cast<scalar_t>(static_cast<Acc>(th[i]) - step * d);
-        }
-      }
+    flat::with_flag(v != nullptr, [&](auto has_v) {
+      flat::with_flag(vout != nullptr, [&](auto with_v) {
+        flat::for_chunks<0, Acc>(theta.numel(), [&](int64_t b, int64_t e, Acc*) {
+          for (int64_t i = b; i < e; ++i) {
+            Acc d = static_cast<Acc>(g[i]);
+            if constexpr (decltype(has_v)::value) d = mu * static_cast<Acc>(v[i]) + d;
+            if constexpr (decltype(with_v)::value) vout[i] = static_cast<scalar_t>(d);
+            out[i] = static_cast<scalar_t>(static_cast<Acc>(th[i]) - step * d);
+          }
+        });
+      });
     });
   });
   return {theta_new, v_new};
