@@ -88,6 +88,7 @@ def test_param_match_loss_triton_some_gradients(small_blocks):
 
 
 @SGD
+@ADJ  # the backward runs adjoint_step's kernels
 @pytest.mark.parametrize("size", TINY_SIZES)
 @pytest.mark.parametrize("mode", SGD_MODES)
 def test_sgd_step_triton(small_blocks, size, mode):
@@ -95,6 +96,7 @@ def test_sgd_step_triton(small_blocks, size, mode):
 
 
 @SGD
+@ADJ
 def test_sgd_step_triton_fp16(small_blocks):
     _check_sgd(300, torch.float16, "momentum", seed=4)
 
@@ -131,6 +133,7 @@ def test_gpu_param_match_loss(size, dtype):
 
 
 @SGD
+@ADJ  # the backward runs adjoint_step's kernels
 @pytest.mark.gpu
 @pytest.mark.parametrize("size", GPU_SIZES)
 @pytest.mark.parametrize("dtype", GPU_DTYPES)
