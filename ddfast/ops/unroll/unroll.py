@@ -17,12 +17,14 @@ Three gradient modes with the same forward:
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .._validate import finite_number, real_number
+from ..adjoint_step import adjoint_step
+from ..sgd_step import sgd_step
 from .flat_model import FlatModel
 from .plan import StepPlan, plan_steps
 
@@ -52,10 +54,10 @@ def _unroll_autograd(fm, theta0, images, labels, lr, plan, momentum, augment, lo
     kept = {0: theta0.detach()} if 0 in keep else {}
     for n in range(len(plan.seeds)):
         g = _step_gradient(fm, theta, images, labels, plan, n, augment, loss_scale, create_graph=True)
-        if velocity is not None:
-            velocity = momentum * velocity + g
-            g = velocity
-        theta = theta - lr * g
+        if velocity is None:
+            theta = sgd_step(theta, g, lr)
+        else:
+            theta, velocity = sgd_step(theta, g, lr, velocity, momentum)
         if n + 1 in keep:
             kept[n + 1] = theta
     return theta, kept
@@ -77,11 +79,11 @@ class _Reverse(torch.autograd.Function):
             with torch.enable_grad():
                 g = _step_gradient(fm, theta.detach().requires_grad_(), images_d, labels_d, plan, n, augment,
                                    loss_scale, create_graph=False)
-            if velocity is not None:
-                velocities.append(velocity)
-                velocity = momentum * velocity + g
-                g = velocity
-            theta = theta - rate * g
+            if velocity is None:
+                theta = sgd_step(theta, g, rate)
+            else:
+                theta, velocity = sgd_step(theta, g, rate, velocity, momentum)
+                velocities.append(velocity)  # v_{n+1}: the direction of step n
         ctx.config, ctx.thetas, ctx.velocities = config, thetas, velocities
         ctx.save_for_backward(lr, images, labels)
         kept = [(thetas[k] if k < len(thetas) else theta).clone() for k in keep]
@@ -113,15 +115,17 @@ class _Reverse(torch.autograd.Function):
                 theta = ctx.thetas[n].detach().requires_grad_()
                 g = _step_gradient(fm, theta, images_leaf, labels_leaf, plan, n, augment, loss_scale,
                                    create_graph=True)
-                direction = g.detach() if nu is None else momentum * ctx.velocities[n] + g.detach()
-                d_lr = d_lr - torch.dot(lam, direction)
-                u = -rate * lam if nu is None else nu - rate * lam
+                if nu is None:
+                    u, d_lr_n = adjoint_step(lam, None, g.detach(), rate)
+                else:
+                    u, d_lr_n, nu_next = adjoint_step(lam, nu, ctx.velocities[n], rate, momentum)
+                d_lr = d_lr + d_lr_n
                 wanted = [theta] * exact + [images_leaf] * need_x + [labels_leaf] * need_y
                 vjp = list(torch.autograd.grad(g, wanted, grad_outputs=u, allow_unused=True)) if wanted else []
             if exact:
                 lam = lam + vjp.pop(0)  # lambda_n = lambda_{n+1} + H_n u
                 if nu is not None:
-                    nu = momentum * u
+                    nu = nu_next  # momentum * u
                 if n in injected:
                     lam = lam + injected.pop(n)
             for wanted_grad, acc in ((need_x, d_x), (need_y, d_y)):
@@ -177,8 +181,8 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
                                    or not 1 <= batch_size <= images.shape[0]):
         raise ValueError(f"batch_size must be None or an int in [1, {images.shape[0]}] (the set's size), got "
                          f"{batch_size!r}")
-    momentum = _finite(momentum, "momentum", minimum=0.0)
-    loss_scale = _finite(loss_scale, "loss_scale")
+    momentum = real_number(momentum, "momentum")
+    loss_scale = finite_number(loss_scale, "loss_scale")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     for k in return_steps:
@@ -221,12 +225,4 @@ def _learning_rate(lr, theta0) -> torch.Tensor:
         if not torch.compiler.is_compiling() and not math.isfinite(float(lr.detach())):
             raise ValueError(f"lr must be finite, got {float(lr.detach())}")
         return lr
-    return torch.tensor(_finite(lr, "lr"), dtype=theta0.dtype, device=theta0.device)
-
-
-def _finite(value, name: str, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return float(value)
+    return torch.tensor(finite_number(lr, "lr"), dtype=theta0.dtype, device=theta0.device)

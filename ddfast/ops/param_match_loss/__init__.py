@@ -1,0 +1,36 @@
+"""MTT's parameter-matching loss over flat parameter vectors (OPS.md section 3)."""
+
+from __future__ import annotations
+
+import torch
+
+from .._validate import flat_vector
+from ._op import DISPATCH, param_match_loss_op
+
+__all__ = ["param_match_loss", "DISPATCH"]
+
+
+def param_match_loss(theta_n: torch.Tensor, theta_start: torch.Tensor, theta_target: torch.Tensor) -> torch.Tensor:
+    """Trajectory-matching loss ``||theta_n - theta_target||^2 / ||theta_start - theta_target||^2``.
+
+    MTT's ``param_loss / param_dist`` (Cazenavette et al., CVPR 2022; GeorgeCazenavette/mtt-distillation
+    ``distill.py``), with both sums taken in ONE pass over the three vectors instead of two
+    ``mse_loss(..., reduction="sum")`` calls and a division.
+
+    Args:
+        theta_n: the student's flat parameters after N inner steps, 1-D of P elements.
+        theta_start: the expert checkpoint the unroll started from (MTT's ``starting_params``).
+        theta_target: the expert checkpoint to match (MTT's ``target_params``).
+        All three: 1-D, same length, dtype (fp16/bf16/fp32/fp64) and device.
+
+    Returns a 0-d tensor in the accumulate dtype (fp32 for fp16/bf16/fp32 inputs, fp64 for fp64),
+    differentiable w.r.t. all three vectors (closed-form gradients in the inputs' dtype; first order:
+    differentiating the gradient again raises). No epsilon: theta_start == theta_target gives inf or
+    NaN, as the formula does. Backends: ``auto`` runs the C++ kernel on CPU and, on CUDA, the Triton
+    kernels once recorded as validated on a GPU (``ddfast info``); the reference otherwise.
+    """
+    flat_vector(theta_n, "theta_n")
+    flat_vector(theta_start, "theta_start", theta_n, "theta_n")
+    flat_vector(theta_target, "theta_target", theta_n, "theta_n")
+    loss, _ = param_match_loss_op(theta_n.contiguous(), theta_start.contiguous(), theta_target.contiguous())
+    return loss
