@@ -62,7 +62,7 @@ def workload(mode: str, steps: int, device: str = "cpu", batch_syn: int = 50):
 
 def case_mtt(rec, device, quick):
     batch_syn = 100 if device.type == "cuda" else 50
-    sizes = (10, 20) if quick else (10, 20, 40)
+    sizes = (5, 10) if quick else (10, 20, 40)
     plan = [("mtt_autograd", n) for n in sizes] + [("adjoint", n) for n in sizes + ((80,) if not quick else ())]
     plan += [("tesla", n) for n in sizes]
     base = {}
