@@ -45,7 +45,7 @@ from .models import EVAL_POOL, NETWORKS, get_network
 from .synthetic import SyntheticSet
 
 __all__ = ["EvalResult", "evaluate", "cross_architecture", "random_real_baseline", "random_real_set",
-           "default_augment", "PRESETS", "MTT_FAMILY"]
+           "default_augment", "test_accuracy", "PRESETS", "MTT_FAMILY"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
