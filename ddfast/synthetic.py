@@ -64,8 +64,8 @@ class SyntheticSet:
 
     def __post_init__(self):
         if not isinstance(self.images, torch.Tensor) or not self.images.is_floating_point():
-            raise TypeError(f"images must be a floating-point torch.Tensor, got "
-                            f"{self.images.dtype if isinstance(self.images, torch.Tensor) else type(self.images).__name__}")
+            got = self.images.dtype if isinstance(self.images, torch.Tensor) else type(self.images).__name__
+            raise TypeError(f"images must be a floating-point torch.Tensor, got {got}")
         if self.images.dim() != 4 or self.images.shape[0] == 0:
             raise ValueError(f"images must be [N, C, H, W] with N >= 1, got shape {tuple(self.images.shape)}")
         if not isinstance(self.labels, torch.Tensor):
