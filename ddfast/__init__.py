@@ -5,6 +5,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .backends import BackendUnavailableError, use_backend
+from .data import load_dataset
+from .eval import evaluate
 from .experts import ExpertHooks, load_buffer, save_buffer, train_experts
 from .ops.adjoint_step import adjoint_step
 from .ops.bn_stat_loss import BNStatHooks, bn_stat_loss
@@ -15,7 +17,9 @@ from .ops.param_match_loss import param_match_loss
 from .ops.per_class_gradients import per_class_gradients
 from .ops.sgd_step import sgd_step
 from .ops.unroll import FlatModel, unroll
+from .synthetic import SyntheticSet
 
-__all__ = ["BackendUnavailableError", "BNStatHooks", "ExpertHooks", "FlatModel", "adjoint_step", "bn_stat_loss",
-           "class_mean_distance", "class_mmd", "grad_distance", "load_buffer", "mmd", "param_match_loss",
-           "per_class_gradients", "save_buffer", "sgd_step", "train_experts", "unroll", "use_backend", "__version__"]
+__all__ = ["BackendUnavailableError", "BNStatHooks", "ExpertHooks", "FlatModel", "SyntheticSet", "adjoint_step",
+           "bn_stat_loss", "class_mean_distance", "class_mmd", "evaluate", "grad_distance", "load_buffer",
+           "load_dataset", "mmd", "param_match_loss", "per_class_gradients", "save_buffer", "sgd_step",
+           "train_experts", "unroll", "use_backend", "__version__"]

@@ -17,16 +17,15 @@ write and read that file layout.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ._io import atomic_torch_save
 from .ops._validate import class_labels, positive_int, real_number
 from .ops.unroll import FlatModel
 
@@ -269,26 +268,7 @@ def save_buffer(path: str | os.PathLike, trajectories: Sequence[Trajectory]) -> 
     left untouched."""
     _check_buffer(trajectories, "trajectories")
     data = [[[p.detach().to("cpu") for p in snapshot] for snapshot in trajectory] for trajectory in trajectories]
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where directories can be fsynced
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    atomic_torch_save(data, path)
 
 
 def load_buffer(path: str | os.PathLike) -> list[Trajectory]:

@@ -1,0 +1,336 @@
+"""Evaluation of distilled sets: train fresh networks on the set, report test accuracy (METHODS.md,
+"Evaluation protocols").
+
+* DC protocol (``protocol="dc"``; DC's and MTT's ``evaluate_synset``): a fresh network trained on
+  the set for ``epochs`` epochs of minibatches of 256 (a fresh shuffle each epoch), cross-entropy
+  (soft labels: cross-entropy against the label distributions), SGD momentum 0.9, weight decay
+  5e-4, lr 0.01 or the set's learned lr, lr x 0.1 from epoch ``epochs // 2`` on (DC recreates the
+  optimiser there, so the momentum restarts; so does this). Epochs: 300, or 1000 for the MTT family
+  (a set with a learned lr or ``metadata["method"]`` in :data:`MTT_FAMILY`). DC's loop runs
+  ``epochs + 1`` epochs and decays after epoch ``epochs // 2 + 1``; here exactly ``epochs`` are run.
+* KD protocol (``protocol="kd"``; SRe2L's/DELT's relabel-and-train): the student is trained on
+  (augmented) synthetic images against a frozen ``teacher``'s soft labels of the same augmented
+  batch, ``KL(softmax(teacher / T) || softmax(student / T))`` with batch-mean reduction (SRe2L's
+  ``KLDivLoss(reduction="batchmean")`` on ``log_softmax(student / T)``, no T^2 factor), AdamW lr
+  1e-3, weight decay 0.01, cosine schedule over the epochs (per epoch), T = 20.
+
+Each result is the mean and (population, as DC's ``np.std``) standard deviation of the test
+accuracy over ``runs`` independent runs. Presets: ``"full"`` (5 runs, 300 / 1000 epochs) and
+``"quick"`` (2 runs, 60 / 200 epochs: for smoke runs and the quick start; results say which ran).
+
+Augmentation: ``augment(x, generator) -> x`` (the callable protocol of :func:`ddfast.unroll` and
+:func:`ddfast.train_experts`) transforms every training minibatch; default None (none). DC trains
+evaluation networks with DSA; :func:`default_augment` is the one place that picks the
+augmentation callers should pass for that.
+
+Randomness: everything draws from generators derived from ``seed`` (or ``generator``): per run a
+seed for the network initialisation (made under ``torch.random.fork_rng``, so the global RNG is
+left as it was) and a CPU generator for the minibatch order and ``augment``. The same seed gives
+the same accuracies on the same device and software.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageDataset
+from .models import EVAL_POOL, NETWORKS, get_network
+from .synthetic import SyntheticSet
+
+__all__ = ["EvalResult", "evaluate", "cross_architecture", "random_real_baseline", "random_real_set",
+           "default_augment", "test_accuracy", "PRESETS", "MTT_FAMILY"]
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+PRESETS = {"full": {"runs": 5, "epochs": 300, "epochs_mtt": 1000},
+           "quick": {"runs": 2, "epochs": 60, "epochs_mtt": 200}}
+MTT_FAMILY = frozenset({"mtt", "ftd", "datm", "tesla", "seqmatch", "ast"})
+PROTOCOLS = ("dc", "kd")
+
+
+def default_augment(protocol: str = "dc", dataset: ImageDataset | None = None) -> Augment | None:
+    """The augmentation to pass as ``augment=`` for ``protocol``: THE single place to point at
+    ddfast's fused DSA (DC protocol: DSA 'color_crop_cutout_flip_scale_rotate', unseeded, i.e. a
+    fresh draw per sample; KD protocol: random-resized-crop + flip) once it lands. Until then
+    this returns None (no augmentation)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return None
+
+
+@dataclass
+class EvalResult:
+    """Accuracies (fractions in [0, 1]) of ``runs`` networks ``model`` trained on one set."""
+
+    model: str
+    protocol: str
+    preset: str
+    accuracies: list
+    epochs: int
+    lr: float
+    seconds: float
+    seed: int | None
+    augmented: bool
+    images: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.accuracies) / len(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        m = self.mean
+        return math.sqrt(sum((a - m) ** 2 for a in self.accuracies) / len(self.accuracies))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(mean=self.mean, std=self.std, runs=self.runs)
+        return out
+
+    def __str__(self) -> str:
+        return (f"{self.model} ({self.protocol} protocol, {self.preset} preset, {self.epochs} epochs): "
+                f"{100 * self.mean:.2f} +- {100 * self.std:.2f} % over {self.runs} runs")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _as_set(syn) -> SyntheticSet:
+    if isinstance(syn, SyntheticSet):
+        return syn
+    if isinstance(syn, (tuple, list)) and len(syn) == 2:
+        return SyntheticSet(syn[0].detach(), syn[1].detach())
+    raise TypeError(f"syn must be a SyntheticSet or an (images, labels) pair, got {type(syn).__name__}")
+
+
+def _check_common(dataset, model, protocol, preset, augment, teacher):
+    if not isinstance(dataset, ImageDataset):
+        raise TypeError(f"dataset must be a ddfast.data.ImageDataset (load_dataset), got {type(dataset).__name__}")
+    if model not in NETWORKS:
+        raise ValueError(f"model must be one of {NETWORKS}, got {model!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be callable as augment(x, generator) or None, got {type(augment).__name__}")
+    if protocol == "kd" and not isinstance(teacher, nn.Module):
+        raise ValueError("protocol='kd' needs teacher= (a trained nn.Module giving the soft labels)")
+
+
+def _positive(value, name, kind=int):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
+            (kind is int and int(value) != value):
+        raise ValueError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
+    return kind(value)
+
+
+def _master_generator(seed, generator) -> tuple[torch.Generator, int | None]:
+    if generator is not None:
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise TypeError("generator must be a CPU torch.Generator")
+        return generator, None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return torch.Generator().manual_seed(seed), seed
+
+
+def _draw_seed(gen: torch.Generator) -> int:
+    return int(torch.randint(0, 2 ** 62, (1,), generator=gen))
+
+
+def _make_network(model, dataset, seed, device) -> nn.Module:
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        net = get_network(model, dataset.channels, dataset.num_classes, dataset.im_size)
+    return net.to(device)
+
+
+@torch.no_grad()
+def test_accuracy(net: nn.Module, dataset: ImageDataset, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``net`` (eval mode) on ``dataset``'s test split."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    correct, total = 0, 0
+    for x, y in dataset.loader("test", batch_size):
+        correct += int((net(x.to(device)).argmax(1) == y.to(device)).sum())
+        total += int(y.shape[0])
+    net.train(was_training)
+    return correct / max(total, 1)
+
+
+def _train(net, images, labels, *, protocol, epochs, lr, batch_size, augment, gen, teacher, temperature, bar):
+    net.train()
+    n = images.shape[0]
+    if protocol == "dc":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+    for epoch in range(epochs):
+        if protocol == "dc" and epoch == epochs // 2 and epochs > 1:
+            opt = torch.optim.SGD(net.parameters(), lr=lr * 0.1, momentum=0.9, weight_decay=5e-4)
+        elif protocol == "kd":
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * epoch / epochs))
+        order = torch.randperm(n, generator=gen).to(images.device)
+        for idx in torch.split(order, batch_size):
+            x, y = images[idx], labels[idx]
+            if augment is not None:
+                x = augment(x, gen)
+            out = net(x)
+            if protocol == "dc":
+                loss = F.cross_entropy(out, y)
+            else:
+                with torch.no_grad():
+                    target = F.softmax(teacher(x) / temperature, dim=1)
+                loss = F.kl_div(F.log_softmax(out / temperature, dim=1), target, reduction="batchmean")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if bar is not None:
+            bar.update(1)
+
+
+def _progress(total, desc, enabled):
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+    return None
+
+
+def _run_protocol(draw_set: Callable[[torch.Generator], tuple], dataset, model, *, protocol, preset, runs, epochs, lr,
+                  batch_size, augment, teacher, temperature, master, seed, device, progress, mtt_family, images):
+    cfg = PRESETS[preset]
+    runs = _positive(runs, "runs") or cfg["runs"]
+    epochs = _positive(epochs, "epochs") or (cfg["epochs_mtt"] if mtt_family else cfg["epochs"])
+    batch_size = _positive(batch_size, "batch_size")
+    temperature = _positive(temperature, "temperature", float)
+    device = dataset.device if device is None else torch.device(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    accuracies, start = [], time.perf_counter()
+    bar = _progress(runs * epochs, f"eval {model}", progress)
+    try:
+        for _ in range(runs):
+            run_gen = torch.Generator().manual_seed(_draw_seed(master))
+            x, y, run_lr = draw_set(run_gen)
+            run_lr = lr if lr is not None else run_lr
+            net = _make_network(model, dataset, _draw_seed(run_gen), device)
+            _train(net, x.to(device), y.to(device), protocol=protocol, epochs=epochs, lr=run_lr,
+                   batch_size=batch_size, augment=augment, gen=run_gen, teacher=teacher, temperature=temperature,
+                   bar=bar)
+            accuracies.append(test_accuracy(net, dataset))
+            if bar is not None:
+                bar.set_postfix(acc=f"{100 * sum(accuracies) / len(accuracies):.2f}%")
+    finally:
+        if bar is not None:
+            bar.close()
+    return EvalResult(model, protocol, preset, accuracies, epochs, float(run_lr), time.perf_counter() - start, seed,
+                      augment is not None, images, {"temperature": temperature} if protocol == "kd" else {})
+
+
+# ------------------------------------------------------------------------------------------ public
+
+def evaluate(syn, dataset: ImageDataset, model: str = "ConvNet", *, protocol: str = "dc", preset: str = "full",
+             runs: int | None = None, lr: float | None = None, epochs: int | None = None, batch_size: int = 256,
+             augment: Augment | None = None, teacher: nn.Module | None = None, temperature: float = 20.0,
+             seed: int = 0, generator: torch.Generator | None = None, device=None,
+             progress: bool = True) -> EvalResult:
+    """Train ``runs`` fresh ``model`` networks on ``syn`` (a :class:`SyntheticSet` or an
+    ``(images, labels)`` pair) and test them on ``dataset``'s test split (see the module docstring
+    for the protocols and presets).
+
+    ``lr``: default the set's learned lr, else 0.01 (DC) / 1e-3 (KD). ``epochs`` / ``runs``: default
+    from ``preset`` (MTT-family sets get the longer schedule). ``teacher``: the KD protocol's soft-label
+    source (required there). ``seed`` or ``generator`` (a CPU generator) fixes every random draw.
+    ``device``: default the dataset's."""
+    syn = _as_set(syn)
+    _check_common(dataset, model, protocol, preset, augment, teacher)
+    if tuple(syn.images.shape[1:]) != (dataset.channels, *dataset.im_size):
+        raise ValueError(f"syn has images of shape {tuple(syn.images.shape[1:])} but {dataset.name} has "
+                         f"{(dataset.channels, *dataset.im_size)}")
+    if syn.soft and syn.labels.shape[1] != dataset.num_classes:
+        raise ValueError(f"syn has soft labels over {syn.labels.shape[1]} classes but {dataset.name} has "
+                         f"{dataset.num_classes}")
+    if not syn.soft and int(syn.labels.max()) >= dataset.num_classes:
+        raise ValueError(f"syn has label {int(syn.labels.max())} but {dataset.name} has {dataset.num_classes} classes")
+    master, seed = _master_generator(seed, generator)
+    learned = syn.lr is not None
+    mtt_family = learned or str(syn.metadata.get("method", "")).lower() in MTT_FAMILY
+    default_lr = float(syn.lr) if learned else (0.01 if protocol == "dc" else 1e-3)
+    lr = _positive(lr, "lr", float)
+    images, labels = syn.images.detach(), syn.labels.detach()
+    return _run_protocol(lambda gen: (images, labels, default_lr), dataset, model, protocol=protocol, preset=preset,
+                         runs=runs, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, teacher=teacher,
+                         temperature=temperature, master=master, seed=seed, device=device, progress=progress,
+                         mtt_family=mtt_family, images=len(syn))
+
+
+def cross_architecture(syn, dataset: ImageDataset, models: Sequence[str] = EVAL_POOL, **kwargs) -> dict:
+    """:func:`evaluate` for each of ``models`` (default DC's pool: MLP, ConvNet, LeNet, AlexNet,
+    VGG11, ResNet18), same arguments and seed for each; returns ``{model: EvalResult}``."""
+    if isinstance(models, str):
+        models = [models]
+    for m in models:
+        if m not in NETWORKS:
+            raise ValueError(f"models has {m!r}; choose from {NETWORKS}")
+    return {m: evaluate(syn, dataset, m, **kwargs) for m in models}
+
+
+def random_real_set(dataset: ImageDataset, ipc: int, generator: torch.Generator | None = None) -> SyntheticSet:
+    """``ipc`` random training images per class (``min(ipc, available)``, without replacement),
+    hard labels, as a :class:`SyntheticSet` (metadata ``method="random"``)."""
+    ipc = _positive(ipc, "ipc")
+    xs, ys = [], []
+    for c in range(dataset.num_classes):
+        x = dataset.sample_class(c, ipc, generator)
+        xs.append(x)
+        ys.append(torch.full((x.shape[0],), c, dtype=torch.int64, device=x.device))
+    meta = {**dataset.metadata(), "method": "random", "ipc": ipc}
+    return SyntheticSet(torch.cat(xs), torch.cat(ys), None, meta)
+
+
+def random_real_baseline(dataset: ImageDataset, ipc: int, model: str = "ConvNet", *, protocol: str = "dc",
+                         preset: str = "full", runs: int | None = None, lr: float | None = None,
+                         epochs: int | None = None, batch_size: int = 256, augment: Augment | None = None,
+                         teacher: nn.Module | None = None, temperature: float = 20.0, seed: int = 0,
+                         generator: torch.Generator | None = None, device=None, progress: bool = True) -> EvalResult:
+    """The random-real-subset baseline: each run draws a fresh :func:`random_real_set` of ``ipc``
+    images per class (from the run's generator) and evaluates it with the same protocol, preset
+    and defaults as a DC-protocol set (lr 0.01, 300 / 60 epochs)."""
+    _check_common(dataset, model, protocol, preset, augment, teacher)
+    ipc = _positive(ipc, "ipc")
+    master, seed = _master_generator(seed, generator)
+    default_lr = 0.01 if protocol == "dc" else 1e-3
+
+    def draw(gen):
+        subset = random_real_set(dataset, ipc, gen)
+        return subset.images, subset.labels, default_lr
+
+    result = _run_protocol(draw, dataset, model, protocol=protocol, preset=preset, runs=runs, epochs=epochs,
+                           lr=_positive(lr, "lr", float), batch_size=batch_size, augment=augment, teacher=teacher,
+                           temperature=temperature, master=master, seed=seed, device=device, progress=progress,
+                           mtt_family=False, images=sum(min(ipc, len(i)) for i in dataset.indices_per_class))
+    result.extra["ipc"] = ipc
+    return result
