@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 
+from .._io import atomic_torch_save
 from ..models import get_network
 
 
@@ -47,25 +49,19 @@ def seeded_network(name: str, channels: int, num_classes: int, im_size, seed: in
 
 
 class ClassSampler:
-    """Per-class index lists of a labelled image tensor, for drawing real batches of one class."""
+    """Draws real images class by class from a dataset's per-class index lists (DC's ``get_images``)."""
 
-    def __init__(self, labels: torch.Tensor, num_classes: int):
-        labels = labels.detach().cpu()
-        self.num_classes = num_classes
-        order = torch.argsort(labels, stable=True)
-        counts = torch.bincount(labels, minlength=num_classes).tolist()
-        self.indices = list(torch.split(order, counts))
-        empty = [c for c, n in enumerate(counts) if n == 0]
+    def __init__(self, data):
+        self.data = data
+        self.num_classes = data.num_classes
+        self.counts = [len(ix) for ix in data.indices_per_class]
+        empty = [c for c, n in enumerate(self.counts) if n == 0]
         if empty:
-            raise ValueError(f"the real data has no images of classes {empty}")
-
-    def count(self, c: int) -> int:
-        return len(self.indices[c])
+            raise ValueError(f"{data.name}: no training images of classes {empty}")
 
     def sample(self, c: int, n: int, gen: torch.Generator) -> torch.Tensor:
-        """min(n, available) distinct indices of class ``c`` (DC's ``get_images``: a random permutation's head)."""
-        pool = self.indices[c]
-        return pool[torch.randperm(len(pool), generator=gen)[:n]]
+        """min(n, available) distinct training indices of class ``c`` (a random permutation's head)."""
+        return self.data.sample_class_indices(c, min(n, self.counts[c]), gen)
 
     def batch(self, images: torch.Tensor, n: int, seed: int, *purpose) -> tuple[torch.Tensor, torch.Tensor]:
         """A real batch with min(n, available) images of every class (class c's rows contiguous, classes
@@ -74,6 +70,12 @@ class ClassSampler:
         index = torch.cat(picks)
         labels = torch.cat([torch.full((len(p),), c, dtype=torch.long) for c, p in enumerate(picks)])
         return images[index.to(images.device)], labels.to(images.device)
+
+    def warn_if_short(self, n: int, what: str) -> None:
+        short = [c for c, count in enumerate(self.counts) if count < n]
+        if short:
+            warnings.warn(f"{self.data.name}: {what} asks for {n} real images per class; classes {short} have "
+                          f"fewer ({min(self.counts)} at least), so those batches take all of them", stacklevel=3)
 
 
 def initial_images(real_images: torch.Tensor, sampler: ClassSampler, ipc: int, init: str, seed: int) -> torch.Tensor:
@@ -127,21 +129,6 @@ class LoopState:
         self.seconds = float(state["seconds"])
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a reader never sees
-    a partial file, and a crash mid-write leaves the previous file intact."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 @dataclass
 class Checkpointing:
     """Write ``path`` every ``every`` iterations (and at the end); ``resume`` continues from it."""
@@ -176,7 +163,7 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float], *,
             if callback is not None:
                 callback(state.iteration, state)
             if checkpoint is not None and (state.iteration % checkpoint.every == 0 or state.iteration == iterations):
-                atomic_save({"method": method, "config": _plain(config), "state": state.state_dict()},
+                atomic_torch_save({"method": method, "config": _plain(config), "state": state.state_dict()},
                             checkpoint.path)
     finally:
         if bar is not None:
@@ -217,11 +204,13 @@ class RealData:
 
     @classmethod
     def of(cls, data, device=None) -> "RealData":
+        if data.train_images is None:
+            raise ValueError(f"{data.name} is streamed from disk (larger than its memory_limit); the distillation "
+                             f"methods need the training images in memory: load it with a larger memory_limit")
         device = torch.device(device) if device is not None else data.train_images.device
         images = data.train_images.to(device)
-        labels = data.train_labels.to(device)
-        return cls(images, labels, data.num_classes, images.shape[1], tuple(images.shape[2:]),
-                   ClassSampler(labels, data.num_classes))
+        return cls(images, data.train_labels.to(device), data.num_classes, images.shape[1],
+                   tuple(images.shape[2:]), ClassSampler(data))
 
 
 def result_set(method: str, data, config, images: torch.Tensor, labels: torch.Tensor, state: LoopState,
@@ -229,7 +218,7 @@ def result_set(method: str, data, config, images: torch.Tensor, labels: torch.Te
     """The distilled set as a :class:`ddfast.SyntheticSet`, with the run's metadata."""
     from ..synthetic import SyntheticSet
 
-    metadata = {"method": method, "dataset": getattr(data, "name", None), "ipc": config.ipc,
-                "iterations": state.iteration, "seconds": state.seconds, "config": _plain(config)}
-    return SyntheticSet.from_dataset(images.detach().cpu(), labels.detach().cpu(), data,
-                                     lr=None if lr is None else lr.detach().cpu(), metadata=metadata)
+    metadata = {**data.metadata(), "method": method, "ipc": config.ipc, "iterations": state.iteration,
+                "seconds": state.seconds, "config": _plain(config)}
+    return SyntheticSet(images.detach().cpu(), labels.detach().cpu(),
+                        lr=None if lr is None else lr.detach().cpu(), metadata=metadata)

@@ -95,6 +95,7 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
     images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
     images.requires_grad_(True)
     labels = common.class_labels(K, config.ipc, real.device)
+    real.sampler.warn_if_short(config.batch_real, "batch_real")
     optimizer = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum)
     siamese = ClassSiamese.from_strategy(config.dsa_strategy, K) if config.dsa else None
     train_augment = per_sample(config.dsa_strategy) if config.dsa else None

@@ -51,6 +51,7 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
     images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
     images.requires_grad_(True)
     labels = common.class_labels(real.num_classes, config.ipc, real.device)
+    real.sampler.warn_if_short(config.batch_real, "batch_real")
     optimizer = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum)
     augment = ClassSiamese.from_strategy(config.dsa_strategy, real.num_classes)
     state = common.LoopState({"images": images}, {"images": optimizer})
