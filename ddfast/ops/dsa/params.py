@@ -123,32 +123,33 @@ def parse_strategy(strategy, name: str = "strategy") -> tuple[str, ...]:
     return names
 
 
-def _draw(rows: int, config: DSAConfig, generator: torch.Generator) -> torch.Tensor:
-    """All twelve columns for ``rows`` sets, DC's distributions, from one uniform draw."""
-    u = torch.rand((rows, NUM_COLUMNS), generator=generator, device=generator.device, dtype=torch.float32)
-    r = config.ratio_scale
-    lo = 1.0 / r
-    cols = [
-        (u[:, BRIGHTNESS] - 0.5) * config.brightness,
-        u[:, SATURATION] * config.saturation,
-        u[:, CONTRAST] + config.contrast,
-        u[:, CROP_H], u[:, CROP_W], u[:, CUT_H], u[:, CUT_W],
-        torch.ones_like(u[:, CUT_ON]),
-        (u[:, FLIP] < config.prob_flip).float(),
-        u[:, SCALE_X] * (r - lo) + lo,
-        u[:, SCALE_Y] * (r - lo) + lo,
-        (u[:, ANGLE] - 0.5) * 2 * config.ratio_rotate / 180 * math.pi,
-    ]
-    return torch.stack(cols, dim=1)
+def _draw(rows: int, config: DSAConfig, generator: torch.Generator, identity_mask: torch.Tensor) -> torch.Tensor:
+    """All twelve columns for ``rows`` sets with DC's distributions, from one uniform draw: each column is
+    u * a + b (flip: u < prob_flip; cutout-on: 1), then IDENTITY where ``identity_mask`` says the row
+    does not apply the family. A handful of ops whatever the family count (each is a launch on a GPU)."""
+    device = generator.device
+    lo = 1.0 / config.ratio_scale
+    angle = 2 * config.ratio_rotate / 180 * math.pi
+    scale = [config.brightness, config.saturation, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, config.ratio_scale - lo,
+             config.ratio_scale - lo, angle]
+    shift = [-0.5 * config.brightness, 0.0, config.contrast, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, lo, lo, -0.5 * angle]
+    flip = [0.0] * NUM_COLUMNS
+    flip[FLIP] = 1.0
+    consts = torch.tensor([scale, shift, list(IDENTITY), flip], dtype=torch.float32).to(device, non_blocking=True)
+    u = torch.rand((rows, NUM_COLUMNS), generator=generator, device=device, dtype=torch.float32)
+    drawn = torch.addcmul(consts[1], u, consts[0])
+    drawn = torch.where(consts[3] > 0, (u < config.prob_flip).to(torch.float32), drawn)
+    return torch.where(identity_mask, drawn, consts[2])
 
 
 def family_mask(active: list[tuple[str, ...]], device) -> torch.Tensor:
     """[rows, 12] bool: which columns each row applies (the others take IDENTITY)."""
-    mask = torch.zeros((len(active), NUM_COLUMNS), dtype=torch.bool)
+    mask = [[False] * NUM_COLUMNS for _ in active]
     for i, fams in enumerate(active):
         for f in fams:
-            mask[i, list(COLUMNS[f])] = True
-    return mask.to(device)
+            for c in COLUMNS[f]:
+                mask[i][c] = True
+    return torch.tensor(mask).to(device, non_blocking=True)
 
 
 def dsa_sample(batch_size: int, strategy=DEFAULT_STRATEGY, generator: torch.Generator | None = None,
@@ -192,8 +193,6 @@ def dsa_sample(batch_size: int, strategy=DEFAULT_STRATEGY, generator: torch.Gene
         active = [(families[k],) for k in picks] if kind == "group" else [used] * rows
     else:
         used, active = families, [families] * rows
-    drawn = _draw(rows, config, generator)
-    identity = torch.tensor(IDENTITY, dtype=torch.float32, device=device).expand(rows, NUM_COLUMNS)
     mask = family_mask(active if kind == "group" else active[:1], device)
-    table = torch.where(mask, drawn, identity).contiguous()
+    table = _draw(rows, config, generator, mask).contiguous()
     return DSAParams(table, used, kind, config)
