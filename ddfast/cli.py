@@ -64,7 +64,8 @@ def _distill(args) -> int:
 
     results = distill_run(args.method, args.dataset, args.ipc, args.out, data_root=args.data_root,
                           iterations=args.iterations, seed=args.seed, device=args.device, backend=args.backend,
-                          eval_preset=args.eval_preset, eval_model=args.eval_model, buffer=args.buffer,
+                          eval_preset=args.eval_preset, eval_model=args.eval_model, eval_runs=args.eval_runs,
+                          eval_epochs=args.eval_epochs, buffer=args.buffer,
                           resume=args.resume, checkpoint_every=args.checkpoint_every,
                           settings=_settings(args.set), zca=args.zca, progress=not args.quiet)
     print_table([results])
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--backend", default="auto", help="ddfast backend for every op: auto, reference, cpp, cuda, triton")
     d.add_argument("--eval-preset", default="quick", choices=["quick", "full"])
     d.add_argument("--eval-model", default="ConvNet")
+    d.add_argument("--eval-runs", type=int, default=None, help="override the preset's number of runs")
+    d.add_argument("--eval-epochs", type=int, default=None, help="override the preset's training epochs")
     d.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
     d.add_argument("--checkpoint-every", type=int, default=50)
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (MTT's --zca)")

@@ -37,18 +37,21 @@ def _accuracy(result) -> dict:
 
 
 def evaluate_with_baseline(syn: SyntheticSet, data, *, model: str = "ConvNet", preset: str = "quick", seed: int = 0,
-                           device=None, progress: bool = True) -> dict:
-    """The DC protocol on ``syn`` and on random real subsets of the same size (same preset, seed, model)."""
-    augment = default_augment("dc", data)
-    ours = evaluate(syn, data, model, preset=preset, augment=augment, seed=seed, device=device, progress=progress)
-    baseline = random_real_baseline(data, syn.ipc, model, preset=preset, augment=augment, seed=seed, device=device,
-                                    progress=progress)
+                           runs: int | None = None, epochs: int | None = None, device=None,
+                           progress: bool = True) -> dict:
+    """The DC protocol on ``syn`` and on random real subsets of the same size (same preset, seed, model;
+    ``runs``/``epochs`` override the preset's)."""
+    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "augment": default_augment("dc", data), "seed": seed,
+              "device": device, "progress": progress}
+    ours = evaluate(syn, data, model, **kwargs)
+    baseline = random_real_baseline(data, syn.ipc, model, **kwargs)
     return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
 
 
 def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, data_root=None,
                 iterations: int | None = None, seed: int = 0, device: str | None = None, backend: str = "auto",
-                eval_preset: str = "quick", eval_model: str = "ConvNet", buffer=None, resume: bool = False,
+                eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
+                eval_epochs: int | None = None, buffer=None, resume: bool = False,
                 checkpoint_every: int = 50, settings: dict | None = None, zca: bool = False,
                 progress: bool = True, data=None) -> dict:
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict."""
@@ -78,8 +81,8 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     syn.save_grid(out / "set.png", zca=data.zca)
     if history:
         plot_curves(out / "loss.png", {f"{method} matching loss": history}, title=f"{method}, {data.name}, IPC {ipc}")
-    accuracy = evaluate_with_baseline(syn, data, model=eval_model, preset=eval_preset, seed=seed, device=device,
-                                      progress=progress)
+    accuracy = evaluate_with_baseline(syn, data, model=eval_model, preset=eval_preset, seed=seed, runs=eval_runs,
+                                      epochs=eval_epochs, device=device, progress=progress)
     results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
                "seconds": syn.metadata["seconds"], "wall_seconds": wall, "device": str(device), "backend": backend,
                "seed": seed, "config": syn.metadata["config"], **accuracy}

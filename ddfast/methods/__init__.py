@@ -31,9 +31,9 @@ METHODS = {
 # Settings for the embedded digits data (16x16x1, about 144 training images per class), chosen so the
 # quick start runs in minutes on 2 CPU cores; everything else keeps the papers' defaults.
 DATASET_DEFAULTS = {
-    ("dc", "digits"): {"iterations": 200},
-    ("dsa", "digits"): {"iterations": 200},
-    ("dm", "digits"): {"iterations": 500},
+    ("dc", "digits"): {"iterations": 100, "batch_real": 32},
+    ("dsa", "digits"): {"iterations": 100, "batch_real": 32},
+    ("dm", "digits"): {"iterations": 200, "batch_real": 64},
     ("mtt", "digits"): {"iterations": 200, "syn_steps": 20, "max_start_epoch": 5, "lr_img": 100.0},
 }
 

@@ -145,9 +145,10 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float], *,
     checkpoints and an optional ``callback(it, state)`` after each iteration (periodic evaluation)."""
     if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
         saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
-        if saved.get("method") != method or saved.get("config") != _plain(config):
+        if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
             raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method "
-                             f"{saved.get('method')!r} with another configuration; resume needs the same ones")
+                             f"{saved.get('method')!r} with another configuration; resume needs the same settings "
+                             f"(only iterations may change)")
         state.load_state_dict(saved["state"])
     bar = _bar(iterations, state.iteration, progress, method)
     try:
@@ -169,6 +170,11 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float], *,
         if bar is not None:
             bar.close()
     return state
+
+
+def _resumable(config: dict | None) -> dict | None:
+    """The settings a resumed run must share with the checkpoint: all but the iteration count."""
+    return None if config is None else {k: v for k, v in config.items() if k != "iterations"}
 
 
 def _plain(config) -> dict:
