@@ -11,6 +11,7 @@ from .experts import ExpertHooks, load_buffer, save_buffer, train_experts
 from .ops.adjoint_step import adjoint_step
 from .ops.bn_stat_loss import BNStatHooks, bn_stat_loss
 from .ops.class_mean_distance import class_mean_distance
+from .ops.dsa import DSAConfig, DSAParams, dsa, dsa_augment, dsa_sample
 from .ops.grad_distance import grad_distance
 from .ops.mmd import class_mmd, mmd
 from .ops.param_match_loss import param_match_loss
@@ -19,7 +20,7 @@ from .ops.sgd_step import sgd_step
 from .ops.unroll import FlatModel, unroll
 from .synthetic import SyntheticSet
 
-__all__ = ["BackendUnavailableError", "BNStatHooks", "ExpertHooks", "FlatModel", "SyntheticSet", "adjoint_step",
-           "bn_stat_loss", "class_mean_distance", "class_mmd", "evaluate", "grad_distance", "load_buffer",
-           "load_dataset", "mmd", "param_match_loss", "per_class_gradients", "save_buffer", "sgd_step",
-           "train_experts", "unroll", "use_backend", "__version__"]
+__all__ = ["BackendUnavailableError", "BNStatHooks", "DSAConfig", "DSAParams", "ExpertHooks", "FlatModel",
+           "SyntheticSet", "adjoint_step", "bn_stat_loss", "class_mean_distance", "class_mmd", "dsa", "dsa_augment",
+           "dsa_sample", "evaluate", "grad_distance", "load_buffer", "load_dataset", "mmd", "param_match_loss",
+           "per_class_gradients", "save_buffer", "sgd_step", "train_experts", "unroll", "use_backend", "__version__"]

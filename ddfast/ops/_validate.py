@@ -218,3 +218,32 @@ def flat_step_arguments(vectors: dict, state_name: str, lr, momentum) -> tuple[t
             flat_vector(t, name, ref, ref_name)
     momentum = finite_number(momentum, "momentum")
     return scalar_tensor(lr, "lr", ref, ref_name), momentum, vectors[state_name] is not None or momentum != 0.0
+
+
+def image_batch(x, name: str) -> torch.Tensor:
+    """A 4-D [N, C, H, W] floating-point image batch with C, H, W >= 1."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    float_dtype(x, name)
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"{name} must have C, H, W >= 1, got shape {tuple(x.shape)}")
+    return x
+
+
+def dsa_group_index(index, n: int, groups: int, device: torch.device) -> torch.Tensor:
+    """int64 [n] group numbers on ``device``, values in [0, groups) (checked in eager mode only)."""
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"group_index must be a torch.Tensor, got {type(index).__name__}")
+    if index.dtype != torch.int64:
+        raise TypeError(f"group_index must have dtype torch.int64, got {index.dtype}")
+    if index.dim() != 1 or index.shape[0] != n:
+        raise ValueError(f"group_index must be 1-D with one group per image ({n}), got shape {tuple(index.shape)}")
+    if index.device != device:
+        raise ValueError(f"group_index is on {index.device} but x is on {device}")
+    if not torch.compiler.is_compiling() and index.numel():
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= groups:
+            raise ValueError(f"group_index has group {lo if lo < 0 else hi} outside [0, groups={groups})")
+    return index
