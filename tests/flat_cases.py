@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 import ddfast
-from conftest import seeded
+from conftest import assert_close, seeded
 
 CONVNET3 = 320_010  # parameters of ConvNet-3 on CIFAR-10 (MTT's flat vector)
 CPU_SIZES = {"convnet3": CONVNET3, "one": 1, "seven": 7, "odd": 16_385 * 2 + 3}  # the last spans 3 C++ chunks
 TINY_SIZES = {"one": 1, "seven": 7, "odd": 300}  # Triton under the interpreter (with BLOCK = 64 in the tests)
+# Forms of the step: (velocity given, momentum). "first_momentum_step": momentum form without a velocity (v = 0).
+GPU_MODES = {"plain": (False, 0.0), "first_momentum_step": (False, 0.9), "momentum": (True, 0.9)}
 
 
 def vectors(count: int, numel: int, dtype: torch.dtype, seed: int = 0, device="cpu") -> list[torch.Tensor]:
@@ -42,3 +44,47 @@ def run_sgd_step(backend, theta, grad, lr, velocity, momentum, create_graph=Fals
         total = sum((o.to(torch.float64) * c.to(torch.float64)).sum() for o, c in zip(outs, cot))
         grads = torch.autograd.grad(total, leaves, create_graph=create_graph)
     return outs, grads
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# GPU backends (and Triton under the interpreter) against the fp64 reference on the same inputs.
+def check_param_match_loss(backend, numel, dtype, seed, need=(True, True, True), device="cpu", views=False):
+    """``views``: every input is x[1:] of a longer vector (not 16-byte aligned)."""
+    inputs = vectors(3, numel + views, dtype, seed=seed, device=device)
+    inputs = [x[1:] for x in inputs] if views else inputs
+    got = run_param_match_loss(backend, *inputs, need=need)
+    want = run_param_match_loss("reference", *(x.double() for x in inputs), need=need)
+    assert got[0].dtype == accumulate_dtype(dtype) and all(g.dtype == dtype for g in got[1:])
+    for g, w in zip(got, want):
+        assert_close(g, w, dtype, f"{backend} param_match_loss {numel} {dtype}")
+
+
+def check_sgd_step(backend, numel, dtype, mode, seed, device="cpu", views=False):
+    has_v, mu = GPU_MODES[mode]
+    theta, grad, velocity = vectors(3, numel + views, dtype, seed=seed, device=device)
+    if views:
+        theta, grad, velocity = theta[1:], grad[1:], velocity[1:]
+    lr = learning_rate(dtype, device=device, value=0.2)
+    got = run_sgd_step(backend, theta, grad, lr, velocity if has_v else None, mu)
+    want = run_sgd_step("reference", theta.double(), grad.double(), lr.double(), velocity.double() if has_v else None,
+                        mu)
+    for i, (g, w) in enumerate(zip(sum(got, ()), sum(want, ()))):
+        assert_close(g, w, dtype, f"{backend} sgd_step {mode} {numel} {dtype} output/gradient {i}")
+
+
+def check_adjoint_step(backend, numel, dtype, mode, seed, device="cpu", views=False):
+    has_nu, mu = GPU_MODES[mode]
+    lam, nu, direction = vectors(3, numel + views, dtype, seed=seed, device=device)
+    if views:
+        lam, nu, direction = lam[1:], nu[1:], direction[1:]
+    lr = learning_rate(dtype, device=device, value=0.2)
+    with ddfast.use_backend(backend):
+        got = ddfast.adjoint_step(lam, nu if has_nu else None, direction, lr, mu)
+    with ddfast.use_backend("reference"):
+        want = ddfast.adjoint_step(lam.double(), nu.double() if has_nu else None, direction.double(), lr.double(), mu)
+    assert len(got) == len(want) and got[1].dtype == accumulate_dtype(dtype) and got[0].dtype == dtype
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert_close(g, w, dtype, f"{backend} adjoint_step {mode} {numel} {dtype} output {i}")

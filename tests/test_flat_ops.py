@@ -1,16 +1,20 @@
 """param_match_loss, sgd_step and adjoint_step (the flat-vector ops of the trajectory-matching unroll),
 tiers 1-4 on CPU: the references against independent fp64 formulas, the C++ kernels against the
 references (ConvNet-3's 320,010 parameters and odd sizes), determinism across thread counts,
-gradcheck (and gradgradcheck for sgd_step), opcheck, torch.compile, and bad inputs."""
+gradcheck (and gradgradcheck for sgd_step), opcheck, torch.compile, bad inputs, and the cuda backend as seen
+from a CPU machine (registered, refuses CPU tensors, its source hash follows csrc/flat/). The CUDA kernels'
+GPU tests are in test_flat_ops_cuda.py."""
 
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
 
 import ddfast
+from ddfast._source_hash import REPO_DIR, cuda_source_hash
 from ddfast.ops.adjoint_step._op import adjoint_step_op
 from ddfast.ops.param_match_loss._op import param_match_loss_backward_op, param_match_loss_op
 from ddfast.ops.sgd_step._op import sgd_step_op
@@ -387,3 +391,35 @@ def test_bad_scalars(kwargs, error, message):
         ddfast.sgd_step(a, b, args["lr"], c, args["momentum"])
     with pytest.raises(error, match=message):
         ddfast.adjoint_step(a, c, b, args["lr"], args["momentum"])
+
+
+# ---- the cuda backend from a CPU machine -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn, op", [
+    (lambda a, b, c: ddfast.param_match_loss(a, b, c), "param_match_loss"),
+    (lambda a, b, c: ddfast.sgd_step(a, b, 0.1, c, 0.9), "sgd_step"),
+    (lambda a, b, c: ddfast.adjoint_step(a, b, c, 0.1), "adjoint_step"),
+])
+def test_forced_cuda_backend_on_cpu_tensors_is_a_clear_error(fn, op):
+    """The cuda backend is registered (it is not "not implemented for this op") and refuses CPU tensors."""
+    with ddfast.use_backend("cuda"), pytest.raises(ddfast.BackendUnavailableError,
+                                                   match=f"{op}: backend 'cuda' .* cannot run: the cuda backend runs "
+                                                         "CUDA tensors only"):
+        fn(*vectors(3, 5, torch.float32, seed=22))
+
+
+def test_cuda_source_hash_covers_the_shared_headers(tmp_path):
+    """The validation record of the flat ops' CUDA kernels follows csrc/flat/ (included by their .cu and glue)."""
+    csrc = tmp_path / "csrc"
+    shutil.copytree(REPO_DIR / "csrc", csrc)
+    flat_ops = ("param_match_loss", "sgd_step", "adjoint_step")
+    before = {op: cuda_source_hash(op, csrc) for op in (*flat_ops, "grad_distance")}
+    assert before == {op: cuda_source_hash(op) for op in before}  # a copy hashes the same
+    for header in ("flat_cuda.cuh", "flat_cuda.h", "flat.h"):
+        path = csrc / "flat" / header
+        original = path.read_text()
+        path.write_text(original + "// changed\n")
+        after = {op: cuda_source_hash(op, csrc) for op in before}
+        assert all(after[op] != before[op] for op in flat_ops), header
+        assert after["grad_distance"] == before["grad_distance"], header
+        path.write_text(original)
