@@ -23,27 +23,44 @@ def learning_rate(dtype: torch.dtype, device="cpu", value: float = 0.01) -> torc
     return torch.tensor(value, dtype=torch.float64 if dtype == torch.float64 else torch.float32, device=device)
 
 
-def run_param_match_loss(backend, n, s, t, need=(True, True, True)):
+def _leaf(x, requires_grad=True, misalign=False):
+    """(a fresh leaf holding x, the tensor to pass on): the leaf itself, or with ``misalign`` the view
+    leaf[1:] of a leaf one element longer, so the op sees a vector that is not 16-byte aligned."""
+    if not misalign:
+        leaf = x.detach().clone().requires_grad_(requires_grad)
+        return leaf, leaf
+    leaf = torch.cat([x.detach()[:1], x.detach()]).requires_grad_(requires_grad)
+    return leaf, leaf[1:]
+
+
+def _drop_pad(grads, leaves, passed):
+    """Gradients w.r.t. the leaves, cut back to the tensors passed on."""
+    return tuple(g[1:] if leaf is not arg else g for g, leaf, arg in zip(grads, leaves, passed))
+
+
+def run_param_match_loss(backend, n, s, t, need=(True, True, True), misalign=False):
     """The loss and 1.5 x its gradients w.r.t. the inputs flagged in ``need``."""
-    leaves = [x.detach().clone().requires_grad_(r) for x, r in zip((n, s, t), need)]
+    leaves, passed = zip(*(_leaf(x, r, misalign) for x, r in zip((n, s, t), need)))
     with ddfast.use_backend(backend):
-        loss = ddfast.param_match_loss(*leaves)
-        grads = torch.autograd.grad(loss * 1.5, [x for x in leaves if x.requires_grad])
-    return (loss, *grads)
+        loss = ddfast.param_match_loss(*passed)
+        wanted = [i for i, r in enumerate(need) if r]
+        grads = torch.autograd.grad(loss * 1.5, [leaves[i] for i in wanted])
+    return (loss, *_drop_pad(grads, [leaves[i] for i in wanted], [passed[i] for i in wanted]))
 
 
-def run_sgd_step(backend, theta, grad, lr, velocity, momentum, create_graph=False):
+def run_sgd_step(backend, theta, grad, lr, velocity, momentum, create_graph=False, misalign=False):
     """(outputs, gradients of (theta, grad, lr[, velocity])) for fixed random cotangents of the outputs."""
-    leaves = [x.detach().clone().requires_grad_() for x in (theta, grad, lr)]
+    pairs = [_leaf(theta, misalign=misalign), _leaf(grad, misalign=misalign), _leaf(lr)]
     if velocity is not None:
-        leaves.append(velocity.detach().clone().requires_grad_())
+        pairs.append(_leaf(velocity, misalign=misalign))
+    leaves, passed = zip(*pairs)
     with ddfast.use_backend(backend):
-        out = ddfast.sgd_step(*leaves[:3], leaves[3] if velocity is not None else None, momentum)
+        out = ddfast.sgd_step(*passed[:3], passed[3] if velocity is not None else None, momentum)
         outs = out if isinstance(out, tuple) else (out,)
         cot = vectors(len(outs), theta.numel(), theta.dtype, seed=99, device=theta.device)
         total = sum((o.to(torch.float64) * c.to(torch.float64)).sum() for o, c in zip(outs, cot))
         grads = torch.autograd.grad(total, leaves, create_graph=create_graph)
-    return outs, grads
+    return outs, _drop_pad(grads, leaves, passed)
 
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -52,10 +69,9 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # GPU backends (and Triton under the interpreter) against the fp64 reference on the same inputs.
 def check_param_match_loss(backend, numel, dtype, seed, need=(True, True, True), device="cpu", views=False):
-    """``views``: every input is x[1:] of a longer vector (not 16-byte aligned)."""
-    inputs = vectors(3, numel + views, dtype, seed=seed, device=device)
-    inputs = [x[1:] for x in inputs] if views else inputs
-    got = run_param_match_loss(backend, *inputs, need=need)
+    """``views``: the backend sees every vector as x[1:] of a longer one (not 16-byte aligned)."""
+    inputs = vectors(3, numel, dtype, seed=seed, device=device)
+    got = run_param_match_loss(backend, *inputs, need=need, misalign=views)
     want = run_param_match_loss("reference", *(x.double() for x in inputs), need=need)
     assert got[0].dtype == accumulate_dtype(dtype) and all(g.dtype == dtype for g in got[1:])
     for g, w in zip(got, want):
@@ -64,11 +80,9 @@ def check_param_match_loss(backend, numel, dtype, seed, need=(True, True, True),
 
 def check_sgd_step(backend, numel, dtype, mode, seed, device="cpu", views=False):
     has_v, mu = GPU_MODES[mode]
-    theta, grad, velocity = vectors(3, numel + views, dtype, seed=seed, device=device)
-    if views:
-        theta, grad, velocity = theta[1:], grad[1:], velocity[1:]
+    theta, grad, velocity = vectors(3, numel, dtype, seed=seed, device=device)
     lr = learning_rate(dtype, device=device, value=0.2)
-    got = run_sgd_step(backend, theta, grad, lr, velocity if has_v else None, mu)
+    got = run_sgd_step(backend, theta, grad, lr, velocity if has_v else None, mu, misalign=views)
     want = run_sgd_step("reference", theta.double(), grad.double(), lr.double(), velocity.double() if has_v else None,
                         mu)
     for i, (g, w) in enumerate(zip(sum(got, ()), sum(want, ()))):
