@@ -102,3 +102,19 @@ def check_adjoint_step(backend, numel, dtype, mode, seed, device="cpu", views=Fa
     assert len(got) == len(want) and got[1].dtype == accumulate_dtype(dtype) and got[0].dtype == dtype
     for i, (g, w) in enumerate(zip(got, want)):
         assert_close(g, w, dtype, f"{backend} adjoint_step {mode} {numel} {dtype} output {i}")
+
+
+def compile_workload(device="cpu"):
+    """(fn, args) for the torch.compile(fullgraph=True) tests: a momentum step, a plain step, an adjoint step
+    and MTT's loss; fn returns (loss, u, dlr, nu_next), and the loss is differentiable w.r.t. grad and lr."""
+    theta, grad, velocity, start, target = vectors(5, 301, torch.float32, seed=19, device=device)
+    lr = learning_rate(torch.float32, device=device).requires_grad_()
+    grad.requires_grad_()
+
+    def fn(theta, grad, velocity, lr):
+        theta1, v1 = ddfast.sgd_step(theta, grad, lr, velocity, 0.5)
+        theta2 = ddfast.sgd_step(theta1, v1, lr)
+        u, dlr, nu = ddfast.adjoint_step(theta2.detach(), v1.detach(), grad.detach(), lr.detach(), 0.5)
+        return ddfast.param_match_loss(theta2, start, target), u, dlr, nu
+
+    return fn, (theta, grad, velocity, lr)

@@ -20,7 +20,8 @@ from ddfast.ops.param_match_loss._op import param_match_loss_backward_op, param_
 from ddfast.ops.sgd_step._op import sgd_step_op
 
 from conftest import assert_close, cpu_backends, seeded
-from flat_cases import CPU_SIZES, learning_rate, run_param_match_loss as _pml, run_sgd_step as _sgd, vectors
+from flat_cases import (CPU_SIZES, compile_workload, learning_rate, run_param_match_loss as _pml, run_sgd_step as _sgd,
+                        vectors)
 
 COMPILED = [b for b in cpu_backends() if b != "reference"]
 ALL_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -308,20 +309,12 @@ def test_opcheck_adjoint_step(mode):
 def test_torch_compile_fullgraph():
     """One momentum step, a plain step, MTT's loss and an adjoint step under torch.compile(fullgraph=True)
     (aot_eager: dynamo, the fake kernels and AOT autograd around the real kernels)."""
-    theta, grad, velocity, start, target = vectors(5, 301, torch.float32, seed=19)
-    lr = learning_rate(torch.float32).requires_grad_()
-    grad.requires_grad_()
-
-    def fn(theta, grad, velocity, lr):
-        theta1, v1 = ddfast.sgd_step(theta, grad, lr, velocity, 0.5)
-        theta2 = ddfast.sgd_step(theta1, v1, lr)
-        u, dlr, nu = ddfast.adjoint_step(theta2.detach(), v1.detach(), grad.detach(), lr.detach(), 0.5)
-        return ddfast.param_match_loss(theta2, start, target), u, dlr, nu
-
-    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(theta, grad, velocity, lr)
-    want = fn(theta, grad, velocity, lr)
+    fn, args = compile_workload()
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(*args)
+    want = fn(*args)
     for i, (g, w) in enumerate(zip(got, want)):
         assert_close(g, w, torch.float32, f"compiled output {i}")
+    grad, lr = args[1], args[3]
     for g, w in zip(torch.autograd.grad(got[0], (grad, lr)), torch.autograd.grad(want[0], (grad, lr))):
         assert_close(g, w, torch.float32, "compiled backward")
 

@@ -18,7 +18,7 @@ from ddfast.ops.sgd_step._op import sgd_step_op
 
 from conftest import assert_close
 from flat_cases import (CONVNET3, GPU_MODES, check_adjoint_step, check_param_match_loss, check_sgd_step,
-                        learning_rate, run_param_match_loss, run_sgd_step, vectors)
+                        compile_workload, learning_rate, run_param_match_loss, run_sgd_step, vectors)
 
 pytestmark = pytest.mark.gpu
 SIZES = {"convnet3": CONVNET3, "one": 1, "seven": 7, "p1023": 1023, "p4097": 4097}
@@ -164,19 +164,11 @@ def test_cuda_opcheck():
 @SGD
 @ADJ
 def test_cuda_torch_compile_fullgraph():
-    theta, grad, velocity, start, target = vectors(5, 4097, torch.float32, seed=34, device="cuda")
-    lr = learning_rate(torch.float32, device="cuda").requires_grad_()
-    grad.requires_grad_()
-
-    def fn(theta, grad, velocity, lr):
-        theta1, v1 = ddfast.sgd_step(theta, grad, lr, velocity, 0.5)
-        theta2 = ddfast.sgd_step(theta1, v1, lr)
-        u, dlr, nu = ddfast.adjoint_step(theta2.detach(), v1.detach(), grad.detach(), lr.detach(), 0.5)
-        return ddfast.param_match_loss(theta2, start, target), u, dlr, nu
-
+    fn, args = compile_workload("cuda")
+    grad, lr = args[1], args[3]
     with ddfast.use_backend("cuda"):
-        got = torch.compile(fn, fullgraph=True)(theta, grad, velocity, lr)
-        want = fn(theta, grad, velocity, lr)
+        got = torch.compile(fn, fullgraph=True)(*args)
+        want = fn(*args)
         got_grads = torch.autograd.grad(got[0], (grad, lr))
         want_grads = torch.autograd.grad(want[0], (grad, lr))
     for i, (g, w) in enumerate(zip(got + got_grads, want + want_grads)):

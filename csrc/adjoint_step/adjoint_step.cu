@@ -96,7 +96,8 @@ cudaError_t launch(DType dtype, const void* lam, const void* nu, const void* dir
         });
         if (err != cudaSuccess || !direction) return err;
       }
-      finalize_kernel<Acc><<<1, kThreads, 0, stream>>>(static_cast<const Acc*>(partials), blocks, static_cast<Acc*>(dlr));
+      finalize_kernel<Acc><<<1, kThreads, 0, stream>>>(static_cast<const Acc*>(partials), blocks,
+                                                        static_cast<Acc*>(dlr));
       return cudaGetLastError();
     });
   });

@@ -20,9 +20,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> adjoint_cuda(const at::Tensor& la
                                                             const c10::optional<at::Tensor>& direction,
                                                             const at::Tensor& lr, double momentum,
                                                             bool with_velocity) {
-  flat::check_vector(lam, lam, kOp, "lam", at::kCUDA);
-  if (nu.has_value()) flat::check_vector(*nu, lam, kOp, "nu", at::kCUDA);
-  if (direction.has_value()) flat::check_vector(*direction, lam, kOp, "direction", at::kCUDA);
+  flat::check_vectors(kOp,
+                      {{"lam", &lam}, {"nu", flat::optional_ptr(nu)}, {"direction", flat::optional_ptr(direction)}},
+                      at::kCUDA);
   TORCH_CHECK(lr.dim() == 0, kOp, ": lr must be a 0-d floating-point tensor");
   flat::check_scalar(lr, lam, kOp, "lr");
   const c10::cuda::CUDAGuard guard(lam.device());
@@ -31,15 +31,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> adjoint_cuda(const at::Tensor& la
   at::Tensor nu_next = with_velocity ? at::empty_like(lam) : lam.new_empty({0});
   at::Tensor dlr = at::empty({}, acc);
   at::Tensor partials = at::empty({direction.has_value() ? flat::num_blocks(lam.numel()) : 0}, acc);
-  const at::Tensor none;
   C10_CUDA_CHECK(launch(flat::kernel_dtype(lam.scalar_type(), kOp), lam.const_data_ptr(),
                         nu.has_value() ? nu->const_data_ptr() : nullptr,
                         direction.has_value() ? direction->const_data_ptr() : nullptr, lr.const_data_ptr(),
                         flat::kernel_dtype(lr.scalar_type(), kOp), momentum, lam.numel(), u.data_ptr(),
                         with_velocity ? nu_next.data_ptr() : nullptr, partials.data_ptr(), dlr.data_ptr(),
-                        flat::aligned16({&lam, nu.has_value() ? &*nu : &none,
-                                         direction.has_value() ? &*direction : &none, &u,
-                                         with_velocity ? &nu_next : &none}),
+                        flat::aligned16({&lam, flat::optional_ptr(nu), flat::optional_ptr(direction), &u, &nu_next}),
                         c10::cuda::getCurrentCUDAStream()));
   return {u, dlr, nu_next};
 }

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/hd.h"
@@ -38,6 +39,16 @@ inline void check_vector(const at::Tensor& t, const at::Tensor& ref, const char*
               ": ", name, " must match the first vector's dtype, length and device");
 }
 
+// check_vector for each named vector against the first one; a null pointer is an absent optional vector.
+inline void check_vectors(const char* op, std::initializer_list<std::pair<const char*, const at::Tensor*>> vectors,
+                          at::DeviceType device = at::kCPU) {
+  const at::Tensor& ref = *vectors.begin()->second;
+  for (const auto& [name, t] : vectors)
+    if (t != nullptr) check_vector(*t, ref, op, name, device);
+}
+
+inline const at::Tensor* optional_ptr(const c10::optional<at::Tensor>& t) { return t.has_value() ? &*t : nullptr; }
+
 // A 0-d floating-point tensor on ref's device (a learning rate or an upstream gradient, read in-kernel by
 // the CUDA kernels).
 inline void check_scalar(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
@@ -56,11 +67,11 @@ inline DType kernel_dtype(at::ScalarType t, const char* op) {
   }
 }
 
-// Whether every given tensor (undefined ones are skipped) starts on a 16-byte boundary: the CUDA kernels
+// Whether every given tensor (null pointers are skipped) starts on a 16-byte boundary: the CUDA kernels
 // then use 16-byte vector accesses.
 inline bool aligned16(std::initializer_list<const at::Tensor*> tensors) {
   for (const at::Tensor* t : tensors)
-    if (t->defined() && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 != 0) return false;
+    if (t != nullptr && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 != 0) return false;
   return true;
 }
 

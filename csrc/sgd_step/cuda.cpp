@@ -18,23 +18,20 @@ constexpr const char* kOp = "sgd_step";
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& theta, const at::Tensor& grad, const at::Tensor& lr,
                                                 const c10::optional<at::Tensor>& velocity, double momentum,
                                                 bool with_velocity) {
-  flat::check_vector(theta, theta, kOp, "theta", at::kCUDA);
-  flat::check_vector(grad, theta, kOp, "grad", at::kCUDA);
+  flat::check_vectors(kOp, {{"theta", &theta}, {"grad", &grad}, {"velocity", flat::optional_ptr(velocity)}},
+                      at::kCUDA);
   const bool has_v = velocity.has_value();
-  if (has_v) flat::check_vector(*velocity, theta, kOp, "velocity", at::kCUDA);
   TORCH_CHECK(with_velocity || !has_v, kOp, ": a velocity needs with_velocity");
   TORCH_CHECK(lr.dim() == 0, kOp, ": lr must be a 0-d floating-point tensor");
   flat::check_scalar(lr, theta, kOp, "lr");
   const c10::cuda::CUDAGuard guard(theta.device());
   at::Tensor theta_new = at::empty_like(theta);
   at::Tensor v_new = with_velocity ? at::empty_like(theta) : theta.new_empty({0});
-  const at::Tensor none;
   C10_CUDA_CHECK(launch_forward(flat::kernel_dtype(theta.scalar_type(), kOp), theta.const_data_ptr(),
                                 grad.const_data_ptr(), has_v ? velocity->const_data_ptr() : nullptr,
                                 lr.const_data_ptr(), flat::kernel_dtype(lr.scalar_type(), kOp), momentum,
                                 theta.numel(), theta_new.data_ptr(), with_velocity ? v_new.data_ptr() : nullptr,
-                                flat::aligned16({&theta, &grad, has_v ? &*velocity : &none, &theta_new,
-                                                 with_velocity ? &v_new : &none}),
+                                flat::aligned16({&theta, &grad, flat::optional_ptr(velocity), &theta_new, &v_new}),
                                 c10::cuda::getCurrentCUDAStream()));
   return {theta_new, v_new};
 }
