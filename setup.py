@@ -25,7 +25,7 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 BUILD_INFO = ROOT / "ddfast" / "build_info.json"
-CUDA_OPS = ["grad_distance"]  # ops with CUDA kernels; each has csrc/<op>/<op>.cu and cuda.cpp
+CUDA_OPS = ["grad_distance", "param_match_loss", "sgd_step", "adjoint_step"]  # each: csrc/<op>/<op>.cu + cuda.cpp
 
 
 def _load_source_hash():

@@ -33,7 +33,7 @@ MOMENTUM = 0.9
 
 
 def op_backends(device: torch.device) -> list[str]:
-    names = ["reference", "cpp"] if device.type == "cpu" else ["reference", "triton"]
+    names = ["reference", "cpp"] if device.type == "cpu" else ["reference", "cuda", "triton"]
     return [n for n in names if backends.availability(n, device.type) is None]
 
 

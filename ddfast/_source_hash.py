@@ -8,6 +8,7 @@ imports beyond the standard library so that ``setup.py`` can load it before ddfa
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -24,12 +25,29 @@ def _digest(paths: list[Path], root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+_LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def _with_local_includes(files: list[Path], csrc: Path) -> list[Path]:
+    """``files`` plus every csrc/ header they #include "..." (transitively): a kernel that includes a
+    shared header elsewhere in csrc/ (csrc/flat/flat_cuda.cuh) is hashed with it."""
+    seen, todo = set(files), list(files)
+    while todo:
+        for name in _LOCAL_INCLUDE.findall(todo.pop().read_text(errors="replace")):
+            path = csrc / name
+            if path.is_file() and path not in seen:
+                seen.add(path)
+                todo.append(path)
+    return list(seen)
+
+
 def cuda_source_hash(op: str, csrc_dir: Path | None = None) -> str:
-    """Hash of an op's CUDA kernels and glue plus the shared helpers (computed at build time)."""
+    """Hash of an op's CUDA kernels and glue, the shared helpers, and the csrc/ headers they include
+    (computed at build time)."""
     csrc = csrc_dir or REPO_DIR / "csrc"
     files = [p for p in (csrc / op).iterdir() if p.suffix in {".cu", ".cuh", ".h"} or p.name == "cuda.cpp"]
     files += [p for p in (csrc / "common").iterdir() if p.is_file()]
-    return _digest(files, csrc)
+    return _digest(_with_local_includes(files, csrc), csrc)
 
 
 def triton_source_hash(op: str) -> str:

@@ -24,6 +24,10 @@ ARCHS = (80, 90)
 # Every op with ddfast/ops/<op>/triton.py; each exposes aot_specs().
 TRITON_OPS = sorted(p.parent.name for p in (ROOT / "ddfast" / "ops").glob("*/triton.py"))
 VECTOR_LOAD = re.compile(r"ld\.global(?:\.nc)?\.v[24]\.")
+# Hot kernels instantiated with ALIGNED=true (the only bool template argument; other flags are ints):
+# reductions (*_partials_kernel), backward passes (*_backward_kernel) and elementwise forward passes
+# without a reduction (*_forward_kernel, sgd_step).
+HOT_ALIGNED = re.compile(r"(partials|backward|forward)_kernel.*Lb1E")
 
 
 def _nvcc() -> str:
@@ -46,8 +50,7 @@ def test_cuda_kernels_compile(source, arch, tmp_path):
     subprocess.run([*common, "-c", str(source), "-o", str(tmp_path / "k.o")], check=True, capture_output=True,
                    text=True)
     ptx = subprocess.run([*common, "-ptx", str(source), "-o", "-"], check=True, capture_output=True, text=True).stdout
-    aligned_hot = {name: body for name, body in _entries(ptx).items()
-                   if re.search(r"(partials|backward)_kernel.*Lb1E", name)}
+    aligned_hot = {name: body for name, body in _entries(ptx).items() if HOT_ALIGNED.search(name)}
     assert aligned_hot, "no 16-byte-aligned hot kernels found in the PTX"
     scalar = [name for name, body in aligned_hot.items() if not VECTOR_LOAD.search(body)]
     assert not scalar, f"aligned kernels without 16-byte vector loads: {scalar[:3]}"

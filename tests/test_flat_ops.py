@@ -1,22 +1,27 @@
 """param_match_loss, sgd_step and adjoint_step (the flat-vector ops of the trajectory-matching unroll),
 tiers 1-4 on CPU: the references against independent fp64 formulas, the C++ kernels against the
 references (ConvNet-3's 320,010 parameters and odd sizes), determinism across thread counts,
-gradcheck (and gradgradcheck for sgd_step), opcheck, torch.compile, and bad inputs."""
+gradcheck (and gradgradcheck for sgd_step), opcheck, torch.compile, bad inputs, and the cuda backend as seen
+from a CPU machine (registered, refuses CPU tensors, its source hash follows csrc/flat/). The CUDA kernels'
+GPU tests are in test_flat_ops_cuda.py."""
 
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
 
 import ddfast
+from ddfast._source_hash import REPO_DIR, cuda_source_hash
 from ddfast.ops.adjoint_step._op import adjoint_step_op
 from ddfast.ops.param_match_loss._op import param_match_loss_backward_op, param_match_loss_op
 from ddfast.ops.sgd_step._op import sgd_step_op
 
 from conftest import assert_close, cpu_backends, seeded
-from flat_cases import CPU_SIZES, learning_rate, run_param_match_loss as _pml, run_sgd_step as _sgd, vectors
+from flat_cases import (CPU_SIZES, compile_workload, learning_rate, run_param_match_loss as _pml, run_sgd_step as _sgd,
+                        vectors)
 
 COMPILED = [b for b in cpu_backends() if b != "reference"]
 ALL_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -304,20 +309,12 @@ def test_opcheck_adjoint_step(mode):
 def test_torch_compile_fullgraph():
     """One momentum step, a plain step, MTT's loss and an adjoint step under torch.compile(fullgraph=True)
     (aot_eager: dynamo, the fake kernels and AOT autograd around the real kernels)."""
-    theta, grad, velocity, start, target = vectors(5, 301, torch.float32, seed=19)
-    lr = learning_rate(torch.float32).requires_grad_()
-    grad.requires_grad_()
-
-    def fn(theta, grad, velocity, lr):
-        theta1, v1 = ddfast.sgd_step(theta, grad, lr, velocity, 0.5)
-        theta2 = ddfast.sgd_step(theta1, v1, lr)
-        u, dlr, nu = ddfast.adjoint_step(theta2.detach(), v1.detach(), grad.detach(), lr.detach(), 0.5)
-        return ddfast.param_match_loss(theta2, start, target), u, dlr, nu
-
-    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(theta, grad, velocity, lr)
-    want = fn(theta, grad, velocity, lr)
+    fn, args = compile_workload()
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(*args)
+    want = fn(*args)
     for i, (g, w) in enumerate(zip(got, want)):
         assert_close(g, w, torch.float32, f"compiled output {i}")
+    grad, lr = args[1], args[3]
     for g, w in zip(torch.autograd.grad(got[0], (grad, lr)), torch.autograd.grad(want[0], (grad, lr))):
         assert_close(g, w, torch.float32, "compiled backward")
 
@@ -387,3 +384,35 @@ def test_bad_scalars(kwargs, error, message):
         ddfast.sgd_step(a, b, args["lr"], c, args["momentum"])
     with pytest.raises(error, match=message):
         ddfast.adjoint_step(a, c, b, args["lr"], args["momentum"])
+
+
+# ---- the cuda backend from a CPU machine -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn, op", [
+    (lambda a, b, c: ddfast.param_match_loss(a, b, c), "param_match_loss"),
+    (lambda a, b, c: ddfast.sgd_step(a, b, 0.1, c, 0.9), "sgd_step"),
+    (lambda a, b, c: ddfast.adjoint_step(a, b, c, 0.1), "adjoint_step"),
+])
+def test_forced_cuda_backend_on_cpu_tensors_is_a_clear_error(fn, op):
+    """The cuda backend is registered (it is not "not implemented for this op") and refuses CPU tensors."""
+    with ddfast.use_backend("cuda"), pytest.raises(ddfast.BackendUnavailableError,
+                                                   match=f"{op}: backend 'cuda' .* cannot run: the cuda backend runs "
+                                                         "CUDA tensors only"):
+        fn(*vectors(3, 5, torch.float32, seed=22))
+
+
+def test_cuda_source_hash_covers_the_shared_headers(tmp_path):
+    """The validation record of the flat ops' CUDA kernels follows csrc/flat/ (included by their .cu and glue)."""
+    csrc = tmp_path / "csrc"
+    shutil.copytree(REPO_DIR / "csrc", csrc)
+    flat_ops = ("param_match_loss", "sgd_step", "adjoint_step")
+    before = {op: cuda_source_hash(op, csrc) for op in (*flat_ops, "grad_distance")}
+    assert before == {op: cuda_source_hash(op) for op in before}  # a copy hashes the same
+    for header in ("flat_cuda.cuh", "flat_cuda.h", "flat.h"):
+        path = csrc / "flat" / header
+        original = path.read_text()
+        path.write_text(original + "// changed\n")
+        after = {op: cuda_source_hash(op, csrc) for op in before}
+        assert all(after[op] != before[op] for op in flat_ops), header
+        assert after["grad_distance"] == before["grad_distance"], header
+        path.write_text(original)

@@ -6,6 +6,7 @@ determinism and opcheck on CUDA."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import pytest
@@ -17,12 +18,12 @@ from ddfast.ops.param_match_loss._op import param_match_loss_op
 from ddfast.ops.sgd_step._op import sgd_step_op
 
 from conftest import HAS_CUDA, assert_close
-from flat_cases import CONVNET3, TINY_SIZES, learning_rate, run_param_match_loss as _pml, run_sgd_step, vectors
+from flat_cases import (CONVNET3, GPU_MODES, TINY_SIZES, check_adjoint_step, check_param_match_loss, check_sgd_step,
+                        learning_rate, run_param_match_loss as _pml, run_sgd_step, vectors)
 
 pytestmark = pytest.mark.triton
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 GPU_SIZES = {"convnet3": CONVNET3, "resnet18": 11_173_962}
-SGD_MODES = {"plain": (False, 0.0), "first_momentum_step": (False, 0.9), "momentum": (True, 0.9)}
 PML = pytest.mark.validates("param_match_loss", "triton")
 SGD = pytest.mark.validates("sgd_step", "triton")
 ADJ = pytest.mark.validates("adjoint_step", "triton")
@@ -41,37 +42,9 @@ def small_blocks(monkeypatch):
             monkeypatch.setattr(module, "FINALIZE_BLOCK", 2)
 
 
-def _check_pml(numel, dtype, seed, need=(True, True, True), device=DEVICE):
-    inputs = vectors(3, numel, dtype, seed=seed, device=device)
-    got = _pml("triton", *inputs, need=need)
-    want = _pml("reference", *(x.double() for x in inputs), need=need)
-    assert got[0].dtype == torch.float32
-    for g, w in zip(got, want):
-        assert_close(g, w, dtype, f"param_match_loss {numel} {dtype}")
-
-
-def _check_sgd(numel, dtype, mode, seed, device=DEVICE):
-    has_v, mu = SGD_MODES[mode]
-    theta, grad, velocity = vectors(3, numel, dtype, seed=seed, device=device)
-    lr = learning_rate(dtype, device=device, value=0.2)
-    got = run_sgd_step("triton", theta, grad, lr, velocity if has_v else None, mu)
-    want = run_sgd_step("reference", theta.double(), grad.double(), lr.double(), velocity.double() if has_v else None,
-                        mu)
-    for i, (g, w) in enumerate(zip(sum(got, ()), sum(want, ()))):
-        assert_close(g, w, dtype, f"sgd_step {mode} {numel} {dtype} output/gradient {i}")
-
-
-def _check_adjoint(numel, dtype, mode, seed, device=DEVICE):
-    has_nu, mu = SGD_MODES[mode]
-    lam, nu, direction = vectors(3, numel, dtype, seed=seed, device=device)
-    lr = learning_rate(dtype, device=device, value=0.2)
-    with ddfast.use_backend("triton"):
-        got = ddfast.adjoint_step(lam, nu if has_nu else None, direction, lr, mu)
-    with ddfast.use_backend("reference"):
-        want = ddfast.adjoint_step(lam.double(), nu.double() if has_nu else None, direction.double(), lr.double(), mu)
-    assert len(got) == len(want) and got[1].dtype == torch.float32
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert_close(g, w, dtype, f"adjoint_step {mode} {numel} {dtype} output {i}")
+_check_pml = functools.partial(check_param_match_loss, "triton", device=DEVICE)
+_check_sgd = functools.partial(check_sgd_step, "triton", device=DEVICE)
+_check_adjoint = functools.partial(check_adjoint_step, "triton", device=DEVICE)
 
 
 # Tier 5 (interpreter on CPU, or a GPU).
@@ -90,7 +63,7 @@ def test_param_match_loss_triton_some_gradients(small_blocks):
 @SGD
 @ADJ  # the backward runs adjoint_step's kernels
 @pytest.mark.parametrize("size", TINY_SIZES)
-@pytest.mark.parametrize("mode", SGD_MODES)
+@pytest.mark.parametrize("mode", GPU_MODES)
 def test_sgd_step_triton(small_blocks, size, mode):
     _check_sgd(TINY_SIZES[size], torch.float32, mode, seed=3)
 
@@ -103,7 +76,7 @@ def test_sgd_step_triton_fp16(small_blocks):
 
 @ADJ
 @pytest.mark.parametrize("size", TINY_SIZES)
-@pytest.mark.parametrize("mode", SGD_MODES)
+@pytest.mark.parametrize("mode", GPU_MODES)
 def test_adjoint_step_triton(small_blocks, size, mode):
     _check_adjoint(TINY_SIZES[size], torch.float32, mode, seed=5)
 
@@ -137,7 +110,7 @@ def test_gpu_param_match_loss(size, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("size", GPU_SIZES)
 @pytest.mark.parametrize("dtype", GPU_DTYPES)
-@pytest.mark.parametrize("mode", SGD_MODES)
+@pytest.mark.parametrize("mode", GPU_MODES)
 def test_gpu_sgd_step(size, dtype, mode):
     _check_sgd(GPU_SIZES[size], dtype, mode, seed=11, device="cuda")
 
@@ -146,7 +119,7 @@ def test_gpu_sgd_step(size, dtype, mode):
 @pytest.mark.gpu
 @pytest.mark.parametrize("size", GPU_SIZES)
 @pytest.mark.parametrize("dtype", GPU_DTYPES)
-@pytest.mark.parametrize("mode", SGD_MODES)
+@pytest.mark.parametrize("mode", GPU_MODES)
 def test_gpu_adjoint_step(size, dtype, mode):
     _check_adjoint(GPU_SIZES[size], dtype, mode, seed=12, device="cuda")
 

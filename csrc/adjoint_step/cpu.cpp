@@ -19,9 +19,8 @@ constexpr const char* kOp = "adjoint_step";
 std::tuple<at::Tensor, at::Tensor, at::Tensor> adjoint_cpu(const at::Tensor& lam, const c10::optional<at::Tensor>& nu,
                                                            const c10::optional<at::Tensor>& direction,
                                                            const at::Tensor& lr, double momentum, bool with_velocity) {
-  flat::check_vector(lam, lam, kOp, "lam");
-  if (nu.has_value()) flat::check_vector(*nu, lam, kOp, "nu");
-  if (direction.has_value()) flat::check_vector(*direction, lam, kOp, "direction");
+  flat::check_vectors(kOp,
+                      {{"lam", &lam}, {"nu", flat::optional_ptr(nu)}, {"direction", flat::optional_ptr(direction)}});
   const auto acc_type = flat::accumulate_type(lam.scalar_type());
   at::Tensor u = at::empty_like(lam);
   at::Tensor nu_next = with_velocity ? at::empty_like(lam) : lam.new_empty({0});

@@ -1,5 +1,6 @@
 // Helpers of the flat-vector ops (param_match_loss, sgd_step, adjoint_step): input checks for direct
-// torch.ops calls (user-facing validation happens once in Python) and a deterministic parallel loop.
+// torch.ops calls (user-facing validation happens once in Python; shared by the CPU kernels and the
+// CUDA glue) and a deterministic parallel loop for the CPU kernels.
 //
 // for_chunks() splits [0, n) into FIXED chunks of kChunk elements (independent of the thread count),
 // runs them with at::parallel_for, lets each chunk write NSUMS partial sums, and adds the partials in
@@ -14,9 +15,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
+#include <utility>
 #include <vector>
+
+#include "common/hd.h"
 
 namespace ddfast {
 namespace flat {
@@ -25,11 +31,48 @@ constexpr int64_t kChunk = 1 << 14;  // elements per parallel task (64 KiB of fp
 
 inline at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-inline void check_vector(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
-  TORCH_CHECK(t.dim() == 1 && t.is_contiguous() && t.device().is_cpu(), op, ": ", name,
-              " must be a contiguous 1-D CPU tensor");
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type() && t.numel() == ref.numel(), op, ": ", name,
-              " must match the first vector's dtype and length");
+inline void check_vector(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
+                         at::DeviceType device = at::kCPU) {
+  TORCH_CHECK(t.dim() == 1 && t.is_contiguous() && t.device().type() == device, op, ": ", name,
+              " must be a contiguous 1-D ", c10::DeviceTypeName(device), " tensor");
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type() && t.numel() == ref.numel() && t.device() == ref.device(), op,
+              ": ", name, " must match the first vector's dtype, length and device");
+}
+
+// check_vector for each named vector against the first one; a null pointer is an absent optional vector.
+inline void check_vectors(const char* op, std::initializer_list<std::pair<const char*, const at::Tensor*>> vectors,
+                          at::DeviceType device = at::kCPU) {
+  const at::Tensor& ref = *vectors.begin()->second;
+  for (const auto& [name, t] : vectors)
+    if (t != nullptr) check_vector(*t, ref, op, name, device);
+}
+
+inline const at::Tensor* optional_ptr(const c10::optional<at::Tensor>& t) { return t.has_value() ? &*t : nullptr; }
+
+// A 0-d floating-point tensor on ref's device (a learning rate or an upstream gradient, read in-kernel by
+// the CUDA kernels).
+inline void check_scalar(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
+  TORCH_CHECK(t.numel() == 1 && at::isFloatingType(t.scalar_type()) && t.device() == ref.device(), op, ": ", name,
+              " must be a one-element floating-point tensor on the vectors' device");
+}
+
+// The element type of the CUDA kernels (csrc/common/hd.h) for a tensor dtype.
+inline DType kernel_dtype(at::ScalarType t, const char* op) {
+  switch (t) {
+    case at::kHalf: return DType::kFloat16;
+    case at::kBFloat16: return DType::kBFloat16;
+    case at::kFloat: return DType::kFloat32;
+    case at::kDouble: return DType::kFloat64;
+    default: TORCH_CHECK(false, op, ": unsupported dtype ", t);
+  }
+}
+
+// Whether every given tensor (null pointers are skipped) starts on a 16-byte boundary: the CUDA kernels
+// then use 16-byte vector accesses.
+inline bool aligned16(std::initializer_list<const at::Tensor*> tensors) {
+  for (const at::Tensor* t : tensors)
+    if (t != nullptr && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 != 0) return false;
+  return true;
 }
 
 // The value of a 0-d floating-point tensor (a learning rate), in the accumulate type.

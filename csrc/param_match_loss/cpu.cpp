@@ -16,9 +16,7 @@ namespace {
 constexpr const char* kOp = "param_match_loss";
 
 void check_inputs(const at::Tensor& n, const at::Tensor& s, const at::Tensor& t) {
-  flat::check_vector(n, n, kOp, "theta_n");
-  flat::check_vector(s, n, kOp, "theta_start");
-  flat::check_vector(t, n, kOp, "theta_target");
+  flat::check_vectors(kOp, {{"theta_n", &n}, {"theta_start", &s}, {"theta_target", &t}});
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& theta_n, const at::Tensor& theta_start,

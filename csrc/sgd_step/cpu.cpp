@@ -17,10 +17,8 @@ constexpr const char* kOp = "sgd_step";
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& theta, const at::Tensor& grad, const at::Tensor& lr,
                                                const c10::optional<at::Tensor>& velocity, double momentum,
                                                bool with_velocity) {
-  flat::check_vector(theta, theta, kOp, "theta");
-  flat::check_vector(grad, theta, kOp, "grad");
+  flat::check_vectors(kOp, {{"theta", &theta}, {"grad", &grad}, {"velocity", flat::optional_ptr(velocity)}});
   const bool has_v = velocity.has_value();
-  if (has_v) flat::check_vector(*velocity, theta, kOp, "velocity");
   TORCH_CHECK(with_velocity || !has_v, kOp, ": a velocity needs with_velocity");
   at::Tensor theta_new = at::empty_like(theta);
   at::Tensor v_new = with_velocity ? at::empty_like(theta) : theta.new_empty({0});

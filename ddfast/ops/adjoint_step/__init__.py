@@ -31,8 +31,9 @@ def adjoint_step(lam: torch.Tensor, nu: torch.Tensor | None, direction: torch.Te
     Returns ``(u, dlr)`` for plain SGD (``nu is None`` and ``momentum == 0``), else
     ``(u, dlr, nu_next)`` - like sgd_step, plain SGD returns only what it computes. u and nu_next come
     in the inputs' dtype. Not differentiable (it runs inside a backward pass): differentiating through
-    it raises RuntimeError. Backends: ``auto`` runs the C++ kernel on CPU and, on CUDA, the Triton
-    kernels once recorded as validated on a GPU; the reference otherwise.
+    it raises RuntimeError. Backends: ``auto`` runs the C++ kernel on CPU and, on CUDA, the CUDA
+    kernels (fp16/bf16/fp32/fp64), else the Triton kernels (fp16/bf16/fp32), whichever is first
+    recorded as validated on a GPU; the reference otherwise.
     """
     lr, momentum, with_velocity = flat_step_arguments({"lam": lam, "direction": direction, "nu": nu}, "nu", lr,
                                                       momentum)

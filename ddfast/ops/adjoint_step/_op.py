@@ -18,8 +18,9 @@ from .reference import accumulate_dtype
 
 DISPATCH = OpDispatch(
     "adjoint_step",
-    impls={"reference": reference, "cpp": compiled, "triton": LazyModule("ddfast.ops.adjoint_step.triton")},
-    cuda_preference=("triton",),
+    impls={"reference": reference, "cpp": compiled, "cuda": compiled,
+           "triton": LazyModule("ddfast.ops.adjoint_step.triton")},
+    cuda_preference=("cuda", "triton"),
     dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
 )
 

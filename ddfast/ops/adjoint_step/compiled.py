@@ -1,5 +1,6 @@
-"""The ``cpp`` backend: the private op of ddfast._C (csrc/adjoint_step/cpu.cpp). Same contract as
-reference.py."""
+"""The ``cpp`` and ``cuda`` backends: the private op of ddfast._C (csrc/adjoint_step/), which the torch
+dispatcher routes to the CPU kernel (cpu.cpp) or the CUDA kernels (adjoint_step.cu) by device. Same
+contract as reference.py."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ the step's gradient input, dlr that of lr, nu_next that of the incoming velocity
 backward runs these kernels. u and nu_next are rounded to the inputs' dtype after computing in the
 accumulate dtype (fp32 for fp16/bf16/fp32, fp64 for fp64); dlr is a 0-d tensor in the accumulate dtype.
 
-Backend contract (shared by cpp and triton):
+Backend contract (shared by cpp, cuda and triton):
 ``forward(lam, nu, direction, lr, momentum, with_velocity)`` returns ``(u, dlr, nu_next)``;
 ``nu`` may be None (treated as 0); ``direction`` may be None (then dlr is 0 and not computed);
 nu_next is an empty tensor unless ``with_velocity``.

@@ -107,6 +107,17 @@ def _sample_point(i, j, H, W, a00, a01, a10, a11):
 
 
 @triton.jit
+def _bilinear(i, j, H, W, a00, a01, a10, a11):
+    """Top-left tap (y0, x0) of output pixel (i, j) and its bilinear weights wx0, wx1, wy0, wy1."""
+    ix, iy = _sample_point(i, j, H, W, a00, a01, a10, a11)
+    fx = tl.floor(ix)
+    fy = tl.floor(iy)
+    wx1 = ix - fx
+    wy1 = iy - fy
+    return fx.to(tl.int32), fy.to(tl.int32), 1.0 - wx1, wx1, 1.0 - wy1, wy1
+
+
+@triton.jit
 def _tap(img, ti, tj, w, ok, cs, cmask, C, H, W, shift_h, shift_w, cut_h0, cut_w0, cut_h, cut_w, cut_on, flip,
          bright, sat, con, mean_all, COLOR: tl.constexpr, IDX0: tl.constexpr, IDX1: tl.constexpr,
          IDX2: tl.constexpr):
@@ -163,15 +174,7 @@ def pass_forward_kernel(x_ptr, out_ptr, table_ptr, index_ptr, row_stride, C, H, 
         i = p // W
         j = p % W
         if AFF0 != 0:
-            ix, iy = _sample_point(i, j, H, W, a00, a01, a10, a11)
-            fx = tl.floor(ix)
-            fy = tl.floor(iy)
-            x0 = fx.to(tl.int32)
-            y0 = fy.to(tl.int32)
-            wx1 = ix - fx
-            wy1 = iy - fy
-            wx0 = 1.0 - wx1
-            wy0 = 1.0 - wy1
+            x0, y0, wx0, wx1, wy0, wy1 = _bilinear(i, j, H, W, a00, a01, a10, a11)
             acc = _tap(img, y0, x0, wy0 * wx0, pmask, cs, cmask, C, H, W, shift_h, shift_w, cut_h0, cut_w0, cut_h,
                        cut_w, cut_on, flip, bright, sat, con, mean_all, COLOR, IDX0, IDX1, IDX2)
             acc += _tap(img, y0, x0 + 1, wy0 * wx1, pmask, cs, cmask, C, H, W, shift_h, shift_w, cut_h0, cut_w0,
@@ -214,15 +217,7 @@ def pass_backward_kernel(g_ptr, dx_ptr, table_ptr, index_ptr, row_stride, C, H, 
             gsum = tl.sum(tl.load(g + cs * HW + p[None, :], mask=cmask & pmask[None, :], other=0.0).to(tl.float32),
                           axis=0)
             if AFF0 != 0:
-                ix, iy = _sample_point(i, j, H, W, a00, a01, a10, a11)
-                fx = tl.floor(ix)
-                fy = tl.floor(iy)
-                x0 = fx.to(tl.int32)
-                y0 = fy.to(tl.int32)
-                wx1 = ix - fx
-                wy1 = iy - fy
-                wx0 = 1.0 - wx1
-                wy0 = 1.0 - wy1
+                x0, y0, wx0, wx1, wy0, wy1 = _bilinear(i, j, H, W, a00, a01, a10, a11)
                 wsum = _tap_weight(y0, x0, wy0 * wx0, pmask, H, W, shift_h, shift_w, cut_h0, cut_w0, cut_h, cut_w,
                                    cut_on, flip, IDX0, IDX1, IDX2)
                 wsum += _tap_weight(y0, x0 + 1, wy0 * wx1, pmask, H, W, shift_h, shift_w, cut_h0, cut_w0, cut_h,
@@ -269,13 +264,9 @@ def pass_backward_kernel(g_ptr, dx_ptr, table_ptr, index_ptr, row_stride, C, H, 
                     pi = i0 + di
                     pj = j0 + dj
                     inside = ok & (pi >= 0) & (pi < H) & (pj >= 0) & (pj < W)
-                    ix, iy = _sample_point(pi, pj, H, W, a00, a01, a10, a11)
-                    fx = tl.floor(ix)
-                    fy = tl.floor(iy)
-                    x0 = fx.to(tl.int32)
-                    y0 = fy.to(tl.int32)
-                    wx = tl.where(tj == x0, 1.0 - (ix - fx), tl.where(tj == x0 + 1, ix - fx, 0.0))
-                    wy = tl.where(ti == y0, 1.0 - (iy - fy), tl.where(ti == y0 + 1, iy - fy, 0.0))
+                    x0, y0, wx0, wx1, wy0, wy1 = _bilinear(pi, pj, H, W, a00, a01, a10, a11)  # forward's weights
+                    wx = tl.where(tj == x0, wx0, tl.where(tj == x0 + 1, wx1, 0.0))
+                    wy = tl.where(ti == y0, wy0, tl.where(ti == y0 + 1, wy1, 0.0))
                     w = tl.where(inside, wy * wx, 0.0)
                     m = cmask & (inside & (w != 0.0))[None, :]
                     gv = tl.load(g + cs * HW + (pi * W + pj)[None, :], mask=m, other=0.0).to(tl.float32)

@@ -26,8 +26,10 @@ def param_match_loss(theta_n: torch.Tensor, theta_start: torch.Tensor, theta_tar
     Returns a 0-d tensor in the accumulate dtype (fp32 for fp16/bf16/fp32 inputs, fp64 for fp64),
     differentiable w.r.t. all three vectors (closed-form gradients in the inputs' dtype; first order:
     differentiating the gradient again raises). No epsilon: theta_start == theta_target gives inf or
-    NaN, as the formula does. Backends: ``auto`` runs the C++ kernel on CPU and, on CUDA, the Triton
-    kernels once recorded as validated on a GPU (``ddfast info``); the reference otherwise.
+    NaN, as the formula does. Backends: ``auto`` runs the C++ kernel on CPU and, on CUDA, the CUDA
+    kernels (fp16/bf16/fp32/fp64), else the Triton kernels (fp16/bf16/fp32), whichever is first recorded
+    as validated on a GPU (``ddfast info``); the reference otherwise. CUDA is preferred for its lower host
+    overhead per launch at these launch-bound sizes; the order is a default to confirm by benchmark.
     """
     flat_vector(theta_n, "theta_n")
     flat_vector(theta_start, "theta_start", theta_n, "theta_n")

@@ -16,8 +16,9 @@ from .reference import accumulate_dtype
 
 DISPATCH = OpDispatch(
     "param_match_loss",
-    impls={"reference": reference, "cpp": compiled, "triton": LazyModule("ddfast.ops.param_match_loss.triton")},
-    cuda_preference=("triton",),
+    impls={"reference": reference, "cpp": compiled, "cuda": compiled,
+           "triton": LazyModule("ddfast.ops.param_match_loss.triton")},
+    cuda_preference=("cuda", "triton"),
     dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
 )
 

@@ -1,5 +1,6 @@
-"""The ``cpp`` backend: the private ops of ddfast._C (csrc/param_match_loss/cpu.cpp). Same contract as
-reference.py."""
+"""The ``cpp`` and ``cuda`` backends: the private ops of ddfast._C (csrc/param_match_loss/), which the torch
+dispatcher routes to the CPU kernels (cpu.cpp) or the CUDA kernels (param_match_loss.cu) by device. Same
+contract as reference.py."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ MTT's trajectory-matching loss (Cazenavette et al., CVPR 2022; GeorgeCazenavette
 Both sums and the quotient are in the accumulate dtype (fp32 for fp16/bf16/fp32 inputs, fp64 for
 fp64). There is no epsilon: a zero denominator gives inf or NaN, exactly as the formula (and MTT).
 
-Backend contract (shared by cpp and triton):
+Backend contract (shared by cpp, cuda and triton):
 
 * ``forward(theta_n, theta_start, theta_target)`` returns ``(loss, sums)``: loss 0-d and
   sums = [A, B] = [||theta_n - theta_target||^2, ||theta_start - theta_target||^2], both in the

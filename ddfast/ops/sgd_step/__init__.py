@@ -32,8 +32,9 @@ def sgd_step(theta: torch.Tensor, grad: torch.Tensor, lr, velocity: torch.Tensor
     runs adjoint_step's fused kernel (the lr gradient -<g_theta', direction> is reduced in the same
     pass that writes the gradient of ``grad``); it supports double backward (create_graph=True
     unrolls), where the backward runs as differentiable torch ops. Backends: ``auto`` runs the C++
-    kernel on CPU and, on CUDA, the Triton kernels once recorded as validated on a GPU
-    (``ddfast info``); the reference otherwise.
+    kernel on CPU and, on CUDA, the CUDA kernels (fp16/bf16/fp32/fp64), else the Triton kernels
+    (fp16/bf16/fp32), whichever is first recorded as validated on a GPU (``ddfast info``); the
+    reference otherwise.
     """
     lr, momentum, with_velocity = flat_step_arguments({"theta": theta, "grad": grad, "velocity": velocity},
                                                       "velocity", lr, momentum)

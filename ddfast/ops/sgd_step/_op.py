@@ -22,8 +22,9 @@ from . import compiled, reference
 
 DISPATCH = OpDispatch(
     "sgd_step",
-    impls={"reference": reference, "cpp": compiled, "triton": LazyModule("ddfast.ops.sgd_step.triton")},
-    cuda_preference=("triton",),
+    impls={"reference": reference, "cpp": compiled, "cuda": compiled,
+           "triton": LazyModule("ddfast.ops.sgd_step.triton")},
+    cuda_preference=("cuda", "triton"),
     dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
 )
 

@@ -1,5 +1,6 @@
-"""The ``cpp`` backend: the private op of ddfast._C (csrc/sgd_step/cpu.cpp). Same contract as
-reference.py; the backward is adjoint_step's cpp kernel."""
+"""The ``cpp`` and ``cuda`` backends: the private op of ddfast._C (csrc/sgd_step/), which the torch
+dispatcher routes to the CPU kernel (cpu.cpp) or the CUDA kernel (sgd_step.cu) by device. Same contract as
+reference.py; the backward is adjoint_step's kernel of the same backend."""
 
 from __future__ import annotations
 

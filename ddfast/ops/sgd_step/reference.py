@@ -6,7 +6,7 @@ One inner step of MTT's unrolled SGD (GeorgeCazenavette/mtt-distillation ``disti
 the accumulate dtype (fp32 for fp16/bf16/fp32, fp64 for fp64); with momentum, theta' uses v' before
 it is rounded to the inputs' dtype. A missing velocity is 0 (the first momentum step: v' = g).
 
-Backend contract (shared by cpp and triton):
+Backend contract (shared by cpp, cuda and triton):
 ``forward(theta, grad, lr, velocity, momentum, with_velocity)`` returns ``(theta_new, v_new)``; v_new
 is an empty tensor unless ``with_velocity``. The backward is adjoint_step's forward (the step's
 vector-Jacobian product; ddfast/ops/adjoint_step/reference.py).
