@@ -47,6 +47,8 @@ def test_make_config_applies_dataset_defaults_then_overrides():
     assert config.ipc == 10 and config.iterations == 200  # digits default
     assert make_config("dm", "cifar10", ipc=10).iterations == 20000  # DM's own default
     assert make_config("dm", "digits", ipc=1, iterations=7).iterations == 7
+    assert make_config("dc", "digits", ipc=10).loops() == (10, 10)  # digits ipc-10 default
+    assert make_config("dc", "digits", ipc=10, inner_loop=50).loops() == (10, 50)
     assert make_config("dsa", "digits", ipc=1).dsa is True and make_config("dc", "digits", ipc=1).dsa is False
 
 
@@ -60,7 +62,7 @@ def test_make_config_rejects_unknown_settings_by_name():
 
 
 def test_dc_loops_follow_dc_table_and_reject_unknown_ipc():
-    assert make_config("dc", "digits", ipc=10).loops() == (10, 50)
+    assert make_config("dc", "cifar10", ipc=10).loops() == (10, 50)
     with pytest.raises(ValueError, match="outer_loop"):
         make_config("dc", "digits", ipc=7).loops()
     assert make_config("dc", "digits", ipc=7, outer_loop=3, inner_loop=2).loops() == (3, 2)

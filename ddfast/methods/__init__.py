@@ -29,27 +29,34 @@ METHODS = {
 }
 
 # Settings for the embedded digits data (16x16x1, about 144 training images per class), chosen so the
-# quick start runs in minutes on 2 CPU cores; everything else keeps the papers' defaults.
+# quick start and `make results` run in minutes on 2 CPU cores; keys (method, dataset) apply to every
+# ipc, (method, dataset, ipc) on top. Everything else keeps the papers' defaults.
 DATASET_DEFAULTS = {
     ("dc", "digits"): {"iterations": 100, "batch_real": 32},
+    ("dc", "digits", 10): {"iterations": 50, "inner_loop": 10},
     ("dsa", "digits"): {"iterations": 100, "batch_real": 32},
+    ("dsa", "digits", 10): {"iterations": 50, "inner_loop": 10},
     ("dm", "digits"): {"iterations": 200, "batch_real": 64},
     ("mtt", "digits"): {"iterations": 200, "syn_steps": 20, "max_start_epoch": 5, "lr_img": 100.0},
+    ("mtt", "digits", 10): {"iterations": 100},
 }
 
 
 def make_config(method: str, dataset: str, **overrides):
-    """The config of ``method`` with its dataset defaults, then ``overrides`` (None values ignored)."""
+    """The config of ``method`` with its dataset (and dataset + ipc) defaults, then ``overrides`` (None values
+    ignored)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     spec = METHODS[method]
     names = {f.name for f in fields(spec.config)}
-    settings = {**DATASET_DEFAULTS.get((method, dataset), {}),
-                **{k: v for k, v in overrides.items() if v is not None}}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    ipc = overrides.get("ipc", spec.config().ipc)
+    settings = {**DATASET_DEFAULTS.get((method, dataset), {}), **DATASET_DEFAULTS.get((method, dataset, ipc), {}),
+                **overrides}
     unknown = sorted(set(settings) - names)
     if unknown:
         raise ValueError(f"method {method!r} has no settings {unknown}")
-    clash = {k for k in spec.fixed if k in overrides and overrides[k] is not None and overrides[k] != spec.fixed[k]}
+    clash = {k for k in spec.fixed if k in overrides and overrides[k] != spec.fixed[k]}
     if clash:
         raise ValueError(f"method {method!r} fixes {sorted(clash)}")
     return replace(spec.config(), **settings, **spec.fixed)

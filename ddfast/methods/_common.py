@@ -184,7 +184,10 @@ def _plain(config) -> dict:
 def _bar(total: int, done: int, enabled: bool, method: str):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress bars are optional (pip install ddfast[cli])
+        return None
 
     return tqdm(total=total, initial=done, desc=method, unit="it", dynamic_ncols=True)
 
