@@ -8,11 +8,21 @@ import tempfile
 
 import torch
 
-__all__ = ["atomic_torch_save"]
+__all__ = ["atomic_torch_save", "atomic_write_text"]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> str:
-    """``torch.save(obj)`` to ``path`` atomically; returns the path as a str.
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`_atomic_write`); returns the path as a str."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`_atomic_write`); returns the path."""
+    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _atomic_write(path: str | os.PathLike, write) -> str:
+    """Call ``write(binary_file)`` and put the result at ``path`` atomically.
 
     The data goes to a temporary file in the same folder (created if missing), is flushed and
     fsynced, then renamed onto ``path`` with ``os.replace``; on any error the temporary file is
@@ -24,7 +34,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -1,6 +1,7 @@
-"""The ``ddfast`` command line. Subcommands: ``info`` (what loaded and why not) and ``bench``
-(runs the benchmarks in bench/ from a source checkout). Distillation commands arrive with the
-methods (ddfast distill / eval / buffer)."""
+"""The ``ddfast`` command line: ``distill`` (a DD method on a dataset, evaluated against a random real
+subset), ``eval`` (a saved set, ddfast's or DC's/MTT's), ``buffer`` (MTT expert trajectories),
+``quickstart`` (the README's first command: DM and DC on digits with the quick evaluation preset),
+``info`` (what loaded and why not) and ``bench`` (the benchmarks of a source checkout)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+QUICKSTART = (("dm", 1), ("dm", 10), ("dc", 1))  # (method, ipc) runs of `ddfast quickstart`
 
 
 def _info(_args) -> int:
@@ -27,12 +29,152 @@ def _bench(args) -> int:
     return subprocess.call([sys.executable, str(script), *args.rest])
 
 
+def _settings(pairs: list[str]) -> dict:
+    """``--set key=value`` pairs, values parsed as Python literals where they are one."""
+    import ast
+
+    settings = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"ddfast: --set expects key=value, got {pair!r}")
+        try:
+            settings[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            settings[key] = value
+    return settings
+
+
+def _percent(entry: dict) -> str:
+    return f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
+
+
+def print_table(rows: list[dict]) -> None:
+    """Distilled vs random-real accuracy, one line per run (markdown)."""
+    print("| method | dataset | IPC | iterations | distill s | distilled acc % | random real acc % | eval |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        d, b = r["distilled"], r["random_real"]
+        print(f"| {r['method']} | {r['dataset']} | {r['ipc']} | {r['iterations']} | {r['seconds']:.0f} | {_percent(d)} "
+              f"| {_percent(b)} | {d['preset']}, {d['runs']} runs |")
+
+
+def _distill(args) -> int:
+    from .runner import distill_run
+
+    results = distill_run(args.method, args.dataset, args.ipc, args.out, data_root=args.data_root,
+                          iterations=args.iterations, seed=args.seed, device=args.device, backend=args.backend,
+                          eval_preset=args.eval_preset, eval_model=args.eval_model, eval_runs=args.eval_runs,
+                          eval_epochs=args.eval_epochs, buffer=args.buffer,
+                          resume=args.resume, checkpoint_every=args.checkpoint_every,
+                          settings=_settings(args.set), zca=args.zca, progress=not args.quiet)
+    print_table([results])
+    print(f"written to {args.out}: set.pt, set.png, loss.png, results.json")
+    return 0
+
+
+def _eval(args) -> int:
+    from .runner import eval_run
+
+    results = eval_run(args.path, args.dataset, data_root=args.data_root, models=args.models.split(","),
+                       preset=args.preset, seed=args.seed, device=args.device, source=args.source, lr=args.lr,
+                       baseline=not args.no_baseline, progress=not args.quiet)
+    print("| model | distilled acc % | random real acc % |")
+    print("|---|---|---|")
+    for model, entry in results["models"].items():
+        base = _percent(entry["random_real"]) if "random_real" in entry else "-"
+        print(f"| {model} | {_percent(entry['distilled'])} | {base} |")
+    return 0
+
+
+def _buffer(args) -> int:
+    from .runner import buffer_run
+
+    paths = buffer_run(args.dataset, args.out, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
+                       lr=args.lr, batch_size=args.batch_size, model=args.model, dsa_strategy=args.dsa_strategy,
+                       seed=args.seed, device=args.device, zca=args.zca, progress=not args.quiet)
+    print("\n".join(paths))
+    return 0
+
+
+def _quickstart(args) -> int:
+    from .runner import distill_run
+
+    rows = []
+    for method, ipc in QUICKSTART:
+        rows.append(distill_run(method, "digits", ipc, Path(args.out) / f"{method}_ipc{ipc}", seed=args.seed,
+                                device=args.device, eval_preset="quick", progress=not args.quiet))
+    print("\nDistillation on sklearn's digits (16x16), evaluated with the QUICK preset (2 runs, 60 epochs); "
+          "`ddfast distill --eval-preset full` runs the full protocol.")
+    print_table(rows)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
+    if dataset:
+        p.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, cifar100, mnist, "
+                       "fashion_mnist, imagefolder")
+        p.add_argument("--data-root", default=None, help="folder holding the dataset's files (never downloaded)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def main(argv: list[str] | None = None) -> None:
+    from .methods import METHODS
+
     parser = argparse.ArgumentParser(prog="ddfast", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, backends and why any did not load").set_defaults(func=_info)
+
+    d = sub.add_parser("distill", help="distil a dataset with a DD method, then evaluate it")
+    d.add_argument("--method", required=True, choices=sorted(METHODS))
+    d.add_argument("--ipc", type=int, required=True, help="synthetic images per class")
+    d.add_argument("--iterations", type=int, default=None, help="outer iterations (default: the method's)")
+    d.add_argument("--out", required=True, help="run folder")
+    d.add_argument("--buffer", default=None, help="folder of replay_buffer_<n>.pt expert files (mtt)")
+    d.add_argument("--backend", default="auto", help="ddfast backend for every op: auto, reference, cpp, cuda, triton")
+    d.add_argument("--eval-preset", default="quick", choices=["quick", "full"])
+    d.add_argument("--eval-model", default="ConvNet")
+    d.add_argument("--eval-runs", type=int, default=None, help="override the preset's number of runs")
+    d.add_argument("--eval-epochs", type=int, default=None, help="override the preset's training epochs")
+    d.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
+    d.add_argument("--checkpoint-every", type=int, default=50)
+    d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (MTT's --zca)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of the method's config")
+    _common(d)
+    d.set_defaults(func=_distill)
+
+    e = sub.add_parser("eval", help="evaluate a saved synthetic set")
+    e.add_argument("path", help="set.pt (ddfast), res_*.pt (DC) or MTT's folder / images_best.pt")
+    e.add_argument("--source", default="ddfast", choices=["ddfast", "dc", "mtt"])
+    e.add_argument("--models", default="ConvNet", help="comma-separated networks (e.g. MLP,ConvNet,LeNet,AlexNet,"
+                   "VGG11,ResNet18)")
+    e.add_argument("--preset", default="full", choices=["quick", "full"])
+    e.add_argument("--lr", type=float, default=None, help="MTT's learned lr when its files do not hold it")
+    e.add_argument("--no-baseline", action="store_true", help="skip the random-real baseline")
+    _common(e)
+    e.set_defaults(func=_eval)
+
+    b = sub.add_parser("buffer", help="train MTT expert trajectories (replay_buffer_<n>.pt)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--experts", type=int, default=10)
+    b.add_argument("--epochs", type=int, default=50)
+    b.add_argument("--lr", type=float, default=0.01)
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--model", default="ConvNet")
+    b.add_argument("--dsa-strategy", default=None, help="DSA families ('none': no augmentation)")
+    b.add_argument("--zca", action="store_true")
+    _common(b)
+    b.set_defaults(func=_buffer)
+
+    q = sub.add_parser("quickstart", help="DM (IPC 1, 10) and DC (IPC 1) on digits, quick evaluation, one table")
+    q.add_argument("--out", default="runs/quickstart")
+    _common(q, dataset=False)
+    q.set_defaults(func=_quickstart)
+
     bench = sub.add_parser("bench", help="run a benchmark of bench/ (source checkout)")
-    bench.add_argument("op", choices=["grad_distance"], help="which op to benchmark")
+    bench.add_argument("op", help="which benchmark (bench/bench_<op>.py)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
     bench.set_defaults(func=_bench)
     args = parser.parse_args(argv)

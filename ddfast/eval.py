@@ -56,12 +56,16 @@ PROTOCOLS = ("dc", "kd")
 
 
 def default_augment(protocol: str = "dc", dataset: ImageDataset | None = None) -> Augment | None:
-    """The augmentation to pass as ``augment=`` for ``protocol``: THE single place to point at
-    ddfast's fused DSA (DC protocol: DSA 'color_crop_cutout_flip_scale_rotate', unseeded, i.e. a
-    fresh draw per sample; KD protocol: random-resized-crop + flip) once it lands. Until then
-    this returns None (no augmentation)."""
+    """The augmentation to pass as ``augment=`` for ``protocol``. DC protocol: ddfast's fused DSA with
+    DC's default strategy 'color_crop_cutout_flip_scale_rotate' in 'S' mode, unseeded (a fresh
+    parameter set per image, as DC's ``evaluate_synset`` calls DiffAugment). KD protocol: None for
+    now (SRe2L's random-resized-crop + flip arrives with the SRe2L/DELT methods)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "dc":
+        from .ops.dsa import dsa_augment
+
+        return dsa_augment("color_crop_cutout_flip_scale_rotate", mode="S")
     return None
 
 

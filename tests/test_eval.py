@@ -60,7 +60,17 @@ def test_augment_is_called_with_the_run_generator(digits):
     syn = random_real_set(digits, 3, torch.Generator().manual_seed(0))
     result = evaluate(syn, digits, "MLP", epochs=2, runs=2, batch_size=16, augment=augment, progress=False)
     assert calls == [16, 14] * 4 and result.augmented
-    assert default_augment("dc") is None  # until ddfast's DSA lands
+
+
+def test_default_augment_is_per_image_dsa_for_the_dc_protocol():
+    augment = default_augment("dc")
+    x = torch.randn(6, 1, 16, 16)
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+    assert default_augment("kd") is None
+    with pytest.raises(ValueError, match="protocol"):
+        default_augment("nope")
 
 
 def test_kd_protocol(digits):

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 
 def unroll_and_match(fm, start, target, images, labels, syn_lr, steps: int, batch_syn: int,
-                     generator: torch.Generator) -> torch.Tensor:
-    """MTT's param_loss / param_dist after ``steps`` student updates from the expert's ``start``."""
+                     generator: torch.Generator, augment=None) -> torch.Tensor:
+    """MTT's param_loss / param_dist after ``steps`` student updates from the expert's ``start``;
+    ``augment(x)`` (MTT's unseeded DiffAugment) transforms each step's minibatch when given."""
     student_params = [start.detach().clone().requires_grad_(True)]
     indices_chunks = []
     for _ in range(steps):
@@ -22,6 +23,8 @@ def unroll_and_match(fm, start, target, images, labels, syn_lr, steps: int, batc
             indices_chunks = list(torch.split(indices, batch_syn))
         these_indices = indices_chunks.pop()
         x = images[these_indices]
+        if augment is not None:
+            x = augment(x)
         y = labels[these_indices]
         output = fm(student_params[-1], x)
         ce_loss = F.cross_entropy(output, y)

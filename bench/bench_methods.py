@@ -1,0 +1,148 @@
+"""Benchmark one outer iteration of the DD methods: ddfast's method code vs the reference structure.
+
+Cases (issue: distillation end to end, item 8), ConvNet-3 on CIFAR-10 shapes (random data), 10 classes:
+  dc    one DSA matching step (DC's outer_loop body: all classes' real and synthetic gradients with
+        Siamese DSA, the layer-wise distance, one image step) at IPC 1 and 10; ddfast = ddfast.methods.dc
+        (per_class_gradients + one grad_distance call + fused DSA) with outer_loop = 1.
+  dm    one DM iteration (fresh network, Siamese DSA per class, embeddings, class-mean loss, image step)
+        at IPC 10; ddfast = ddfast.methods.dm (fused DSA, class_mean_distance, per-device forward).
+  mtt   one MTT iteration (N student steps on the whole IPC 10 set with per-image DSA, matching loss,
+        image and lr step); ddfast = ddfast.methods.mtt (adjoint unroll) vs MTT's create_graph unroll.
+Both sides run the same hyperparameters; the time is the median per iteration after one warm-up.
+Results: bench/results/<device>.jsonl (op "methods").
+
+Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,mtt] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ddfast.data import ImageDataset  # noqa: E402
+from ddfast.methods import METHODS, make_config  # noqa: E402
+from ddfast.methods import _common as common  # noqa: E402
+from ddfast.models import get_network  # noqa: E402
+from ddfast.ops.unroll import FlatModel  # noqa: E402
+
+from bench.baselines import method_steps  # noqa: E402
+from bench.common import bench_main, synchronize  # noqa: E402
+
+OP = "methods"
+CLASSES = 10
+
+
+def fake_cifar(device, per_class: int) -> ImageDataset:
+    g = torch.Generator().manual_seed(0)
+    n = CLASSES * per_class
+    labels = torch.arange(CLASSES).repeat_interleave(per_class)
+    return ImageDataset(name="random-cifar10-shapes", train_images=torch.randn(n, 3, 32, 32, generator=g).to(device),
+                        train_labels=labels.to(device), test_images=torch.zeros(0, 3, 32, 32, device=device),
+                        test_labels=torch.zeros(0, dtype=torch.long, device=device), num_classes=CLASSES, channels=3,
+                        im_size=(32, 32), class_names=[str(c) for c in range(CLASSES)], mean=(0.0,) * 3,
+                        std=(1.0,) * 3, device=torch.device(device))
+
+
+def ddfast_iteration_seconds(method: str, data, repeats: int, *args, **settings) -> float:
+    """Median seconds per iteration of the method's own loop (the first iteration is the warm-up)."""
+    marks = []
+
+    def mark(_it, state):
+        synchronize(data.device)
+        marks.append(state.seconds)
+
+    config = make_config(method, "cifar10", iterations=repeats + 1, **settings)
+    METHODS[method].distill(data, config, *args, device=data.device, progress=False, callback=mark)
+    return statistics.median(b - a for a, b in zip(marks, marks[1:]))
+
+
+def reference_iteration_seconds(step, repeats: int, device) -> float:
+    times = []
+    for it in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        step(it)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def _real_per_class(data, n: int, it: int):
+    return [data.train_images[data.indices_per_class[c][:n].to(data.device)] for c in range(CLASSES)]
+
+
+def _record(rec, case, size, ours_s, reference_s, **extra):
+    row = rec.record(op=OP, case=case, backend="ddfast", strategy="method", size=size, median_ms=1000 * ours_s,
+                     baseline="reference structure", baseline_ms=1000 * reference_s, speedup=reference_s / ours_s,
+                     **extra)
+    print(f"{case:4s} {size:28s} ddfast {row['median_ms']:9.1f} ms   reference {row['baseline_ms']:9.1f} ms   "
+          f"x{row['speedup']:.2f}")
+
+
+def bench_dc(rec, device, quick):
+    batch_real = 64 if quick else 256
+    data = fake_cifar(device, batch_real)
+    repeats = 2 if quick else 3
+    for ipc in (1, 10):
+        ours = ddfast_iteration_seconds("dsa", data, repeats, ipc=ipc, batch_real=batch_real, outer_loop=1,
+                                        inner_loop=1)
+        syn = torch.randn(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
+        opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
+
+        def step(it):
+            net = common.seeded_network("ConvNet", 3, CLASSES, (32, 32), it, device)
+            method_steps.dc_matching_step(net, _real_per_class(data, batch_real, it), syn, ipc, opt, True, it)
+        _record(rec, "dc", f"ipc{ipc}-real{batch_real}", ours, reference_iteration_seconds(step, repeats, device),
+                ipc=ipc, batch_real=batch_real)
+
+
+def bench_dm(rec, device, quick):
+    batch_real = 64 if quick else 256
+    data = fake_cifar(device, batch_real)
+    repeats = 2 if quick else 3
+    ipc = 10
+    ours = ddfast_iteration_seconds("dm", data, repeats, ipc=ipc, batch_real=batch_real)
+    syn = torch.randn(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
+    opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
+
+    def step(it):
+        net = common.seeded_network("ConvNet", 3, CLASSES, (32, 32), it, device)
+        method_steps.dm_step(net, _real_per_class(data, batch_real, it), syn, ipc, opt, it)
+    _record(rec, "dm", f"ipc{ipc}-real{batch_real}", ours, reference_iteration_seconds(step, repeats, device),
+            ipc=ipc, batch_real=batch_real)
+
+
+def bench_mtt(rec, device, quick):
+    steps = 5 if quick else 20
+    ipc = 10
+    data = fake_cifar(device, ipc)
+    repeats = 2 if quick else 3
+    net = get_network("ConvNet", 3, CLASSES, (32, 32))
+    snapshot = [p.detach().clone() for p in net.parameters()]
+    trajectory = [[p + 0.01 * k * torch.randn_like(p) for p in snapshot] for k in range(3)]
+    ours = ddfast_iteration_seconds("mtt", data, repeats, [trajectory], ipc=ipc, syn_steps=steps, max_start_epoch=1,
+                                    expert_epochs=2)
+    fm = FlatModel(net.to(device))
+    start = fm.flatten(trajectory[0]).to(device)
+    target = fm.flatten(trajectory[2]).to(device)
+    syn = torch.randn(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
+    labels = torch.arange(CLASSES, device=device).repeat_interleave(ipc)
+    lr = torch.tensor(0.01, device=device, requires_grad=True)
+    opt_img = torch.optim.SGD([syn], lr=1000.0, momentum=0.5)
+    opt_lr = torch.optim.SGD([lr], lr=1e-5, momentum=0.5)
+
+    def step(it):
+        method_steps.mtt_step(fm, start, target, syn, labels, lr, steps, opt_img, opt_lr, it)
+    _record(rec, "mtt", f"ipc{ipc}-steps{steps}", ours, reference_iteration_seconds(step, repeats, device),
+            ipc=ipc, syn_steps=steps)
+
+
+if __name__ == "__main__":
+    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "mtt": bench_mtt},
+               lambda rec, device: f"methods on {rec.common['device']}, torch {rec.common['torch']}")

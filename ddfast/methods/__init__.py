@@ -1,0 +1,65 @@
+"""Reference implementations of the DD methods on ddfast's public ops (METHODS.md).
+
+Each method module has a config dataclass with the paper's defaults and ``distill(data, config, ...)``
+returning a :class:`ddfast.SyntheticSet`. :data:`METHODS` maps the CLI's method names to them, and
+:data:`DATASET_DEFAULTS` holds the per-dataset settings that differ from the papers' CIFAR defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Callable
+
+from . import dc, dm, mtt
+
+
+@dataclass(frozen=True)
+class Method:
+    config: type
+    distill: Callable
+    fixed: dict  # settings that define the method (DSA is DC with dsa=True)
+    needs_buffer: bool = False
+
+
+METHODS = {
+    "dc": Method(dc.DCConfig, dc.distill, {"dsa": False}),
+    "dsa": Method(dc.DCConfig, dc.distill, {"dsa": True}),
+    "dm": Method(dm.DMConfig, dm.distill, {}),
+    "mtt": Method(mtt.MTTConfig, mtt.distill, {}, needs_buffer=True),
+}
+
+# Settings for the embedded digits data (16x16x1, about 144 training images per class), chosen so the
+# quick start and `make results` run in minutes on 2 CPU cores; keys (method, dataset) apply to every
+# ipc, (method, dataset, ipc) on top. Everything else keeps the papers' defaults.
+DATASET_DEFAULTS = {
+    ("dc", "digits"): {"iterations": 100, "batch_real": 32},
+    ("dc", "digits", 10): {"iterations": 50, "inner_loop": 10},
+    ("dsa", "digits"): {"iterations": 100, "batch_real": 32},
+    ("dsa", "digits", 10): {"iterations": 50, "inner_loop": 10},
+    ("dm", "digits"): {"iterations": 200, "batch_real": 64},
+    ("mtt", "digits"): {"iterations": 200, "syn_steps": 20, "max_start_epoch": 5, "lr_img": 100.0},
+    ("mtt", "digits", 10): {"iterations": 100},
+}
+
+
+def make_config(method: str, dataset: str, **overrides):
+    """The config of ``method`` with its dataset (and dataset + ipc) defaults, then ``overrides`` (None values
+    ignored)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    spec = METHODS[method]
+    names = {f.name for f in fields(spec.config)}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    ipc = overrides.get("ipc", spec.config().ipc)
+    settings = {**DATASET_DEFAULTS.get((method, dataset), {}), **DATASET_DEFAULTS.get((method, dataset, ipc), {}),
+                **overrides}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise ValueError(f"method {method!r} has no settings {unknown}")
+    clash = {k for k in spec.fixed if k in overrides and overrides[k] != spec.fixed[k]}
+    if clash:
+        raise ValueError(f"method {method!r} fixes {sorted(clash)}")
+    return replace(spec.config(), **settings, **spec.fixed)
+
+
+__all__ = ["DATASET_DEFAULTS", "METHODS", "Method", "dc", "dm", "make_config", "mtt"]

@@ -1,0 +1,233 @@
+"""Pieces every distillation method shares: seeded generators per purpose, real-batch sampling per
+class, synthetic-set initialisation, networks built from a seed, and the checkpointed outer loop.
+
+Reproducibility rule (the end-to-end issue): every random draw of iteration ``it`` comes from a
+generator derived from ``(seed, purpose, it[, class])``, never from a global RNG stream that runs
+across iterations. A resumed run, or a run whose classes are sharded across processes, therefore
+draws exactly what a single uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .._io import atomic_torch_save
+from ..models import get_network
+
+
+def derive_seed(seed: int, *purpose) -> int:
+    """A 63-bit seed determined by ``seed`` and the purpose tags (strings and ints)."""
+    text = "/".join(str(p) for p in (seed, *purpose)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+def generator(seed: int, *purpose, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` on ``device`` seeded by :func:`derive_seed`."""
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(seed, *purpose))
+    return g
+
+
+def seeded_network(name: str, channels: int, num_classes: int, im_size, seed: int, device) -> nn.Module:
+    """``get_network(...)`` initialised under a forked RNG seeded with ``seed`` (the caller's global RNG
+    state is left as it was)."""
+    device = torch.device(device)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        net = get_network(name, channels, num_classes, tuple(im_size))
+    return net.to(device)
+
+
+class ClassSampler:
+    """Draws real images class by class from a dataset's per-class index lists (DC's ``get_images``)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.num_classes = data.num_classes
+        self.counts = [len(ix) for ix in data.indices_per_class]
+        empty = [c for c, n in enumerate(self.counts) if n == 0]
+        if empty:
+            raise ValueError(f"{data.name}: no training images of classes {empty}")
+
+    def sample(self, c: int, n: int, gen: torch.Generator) -> torch.Tensor:
+        """min(n, available) distinct training indices of class ``c`` (a random permutation's head)."""
+        return self.data.sample_class_indices(c, min(n, self.counts[c]), gen)
+
+    def batch(self, images: torch.Tensor, n: int, seed: int, *purpose) -> tuple[torch.Tensor, torch.Tensor]:
+        """A real batch with min(n, available) images of every class (class c's rows contiguous, classes
+        in order), drawn with one generator per class, and its labels."""
+        picks = [self.sample(c, n, generator(seed, *purpose, c)) for c in range(self.num_classes)]
+        index = torch.cat(picks)
+        labels = torch.cat([torch.full((len(p),), c, dtype=torch.long) for c, p in enumerate(picks)])
+        return images[index.to(images.device)], labels.to(images.device)
+
+    def warn_if_short(self, n: int, what: str) -> None:
+        short = [c for c, count in enumerate(self.counts) if count < n]
+        if short:
+            warnings.warn(f"{self.data.name}: {what} asks for {n} real images per class; classes {short} have "
+                          f"fewer ({min(self.counts)} at least), so those batches take all of them", stacklevel=3)
+
+
+def initial_images(real_images: torch.Tensor, sampler: ClassSampler, ipc: int, init: str, seed: int) -> torch.Tensor:
+    """The starting synthetic set, ``ipc`` images per class with class c in rows c*ipc..(c+1)*ipc-1:
+    ``init="real"`` takes random real images of the class (DC/DM/MTT's ``--init real``; with fewer real
+    images than ``ipc`` some repeat), ``"noise"`` draws standard normal pixels (``--init noise``)."""
+    if init == "noise":
+        g = generator(seed, "init", "noise")
+        return torch.randn((sampler.num_classes * ipc, *real_images.shape[1:]), generator=g).to(real_images)
+    if init != "real":
+        raise ValueError(f"init must be 'real' or 'noise', got {init!r}")
+    rows = []
+    for c in range(sampler.num_classes):
+        g = generator(seed, "init", c)
+        idx = sampler.sample(c, ipc, g)
+        if len(idx) < ipc:
+            idx = idx[torch.randint(len(idx), (ipc,), generator=g)]
+        rows.append(idx)
+    return real_images[torch.cat(rows).to(real_images.device)].detach().clone()
+
+
+def class_labels(num_classes: int, ipc: int, device) -> torch.Tensor:
+    """Hard labels of a synthetic set laid out class by class."""
+    return torch.arange(num_classes, device=device).repeat_interleave(ipc)
+
+
+@dataclass
+class LoopState:
+    """What a method's outer loop needs to resume: the learnable tensors, their optimisers, the next
+    iteration and the loss history."""
+
+    tensors: dict[str, torch.Tensor]
+    optimizers: dict[str, torch.optim.Optimizer]
+    iteration: int = 0
+    history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        return {"tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "iteration": self.iteration, "history": list(self.history), "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state["tensors"].items():
+            with torch.no_grad():
+                self.tensors[k].copy_(v)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.iteration = int(state["iteration"])
+        self.history = list(state["history"])
+        self.seconds = float(state["seconds"])
+
+
+@dataclass
+class Checkpointing:
+    """Write ``path`` every ``every`` iterations (and at the end); ``resume`` continues from it."""
+
+    path: str | os.PathLike
+    every: int = 50
+    resume: bool = False
+
+
+def run_loop(state: LoopState, iterations: int, step: Callable[[int], float], *, config, method: str,
+             checkpoint: Checkpointing | None = None, progress: bool = True,
+             callback: Callable[[int, LoopState], None] | None = None) -> LoopState:
+    """Run ``step(it)`` for it = state.iteration .. iterations-1 (each returns its loss), with a tqdm bar,
+    checkpoints and an optional ``callback(it, state)`` after each iteration (periodic evaluation)."""
+    if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
+        saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
+        if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
+            raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method "
+                             f"{saved.get('method')!r} with another configuration; resume needs the same settings "
+                             f"(only iterations may change)")
+        state.load_state_dict(saved["state"])
+    bar = _bar(iterations, state.iteration, progress, method)
+    try:
+        while state.iteration < iterations:
+            start = time.perf_counter()
+            loss = float(step(state.iteration))
+            state.seconds += time.perf_counter() - start
+            state.history.append(loss)
+            state.iteration += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if callback is not None:
+                callback(state.iteration, state)
+            if checkpoint is not None and (state.iteration % checkpoint.every == 0 or state.iteration == iterations):
+                atomic_torch_save({"method": method, "config": _plain(config), "state": state.state_dict()},
+                            checkpoint.path)
+    finally:
+        if bar is not None:
+            bar.close()
+    return state
+
+
+def _resumable(config: dict | None) -> dict | None:
+    """The settings a resumed run must share with the checkpoint: all but the iteration count."""
+    return None if config is None else {k: v for k, v in config.items() if k != "iterations"}
+
+
+def _plain(config) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def _bar(total: int, done: int, enabled: bool, method: str):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress bars are optional (pip install ddfast[cli])
+        return None
+
+    return tqdm(total=total, initial=done, desc=method, unit="it", dynamic_ncols=True)
+
+
+def has_batchnorm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+@dataclass
+class RealData:
+    """The training split of a dataset on the device the method runs on, with its class sampler."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    channels: int
+    im_size: tuple[int, int]
+    sampler: ClassSampler
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @classmethod
+    def of(cls, data, device=None) -> "RealData":
+        if data.train_images is None:
+            raise ValueError(f"{data.name} is streamed from disk (larger than its memory_limit); the distillation "
+                             f"methods need the training images in memory: load it with a larger memory_limit")
+        device = torch.device(device) if device is not None else data.train_images.device
+        images = data.train_images.to(device)
+        return cls(images, data.train_labels.to(device), data.num_classes, images.shape[1],
+                   tuple(images.shape[2:]), ClassSampler(data))
+
+
+def result_set(method: str, data, config, images: torch.Tensor, labels: torch.Tensor, state: LoopState,
+               lr: torch.Tensor | None = None):
+    """The distilled set as a :class:`ddfast.SyntheticSet`, with the run's metadata."""
+    from ..synthetic import SyntheticSet
+
+    metadata = {**data.metadata(), "method": method, "ipc": config.ipc, "iterations": state.iteration,
+                "seconds": state.seconds, "config": _plain(config)}
+    return SyntheticSet(images.detach().cpu(), labels.detach().cpu(),
+                        lr=None if lr is None else lr.detach().cpu(), metadata=metadata)

@@ -1,0 +1,143 @@
+"""What the ``ddfast distill / eval / buffer / quickstart`` commands do, as functions (the CLI parses
+arguments and calls these; tests call them directly).
+
+A distill run writes into its folder: ``set.pt`` (the :class:`ddfast.SyntheticSet`), ``set.png`` (one
+row per class), ``loss.png`` (the matching loss per iteration), ``checkpoint.pt`` (every
+``checkpoint_every`` iterations; ``resume=True`` continues from it) and ``results.json``: method,
+dataset, ipc, iterations, seconds, and the accuracy (mean, std, runs, preset) of the distilled set and
+of a random real subset of the same size under the same evaluation protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ._io import atomic_write_text
+from .backends import use_backend
+from .data import load_dataset
+from .eval import default_augment, evaluate, random_real_baseline
+from .experts import next_buffer_path, save_buffer, train_experts
+from .methods import METHODS, make_config
+from .methods._augment import per_sample
+from .methods._common import Checkpointing, derive_seed
+from .models import get_network
+from .synthetic import SyntheticSet, plot_curves
+
+EXPERTS_PER_FILE = 10  # MTT buffer.py's save_interval: experts per replay_buffer_{n}.pt
+
+
+def _accuracy(result) -> dict:
+    return {"mean": result.mean, "std": result.std, "runs": result.runs, "preset": result.preset,
+            "model": result.model, "epochs": result.epochs, "accuracies": list(result.accuracies)}
+
+
+def evaluate_with_baseline(syn: SyntheticSet, data, *, model: str = "ConvNet", preset: str = "quick", seed: int = 0,
+                           runs: int | None = None, epochs: int | None = None, device=None,
+                           progress: bool = True) -> dict:
+    """The DC protocol on ``syn`` and on random real subsets of the same size (same preset, seed, model;
+    ``runs``/``epochs`` override the preset's)."""
+    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "augment": default_augment("dc", data), "seed": seed,
+              "device": device, "progress": progress}
+    ours = evaluate(syn, data, model, **kwargs)
+    baseline = random_real_baseline(data, syn.ipc, model, **kwargs)
+    return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
+
+
+def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, data_root=None,
+                iterations: int | None = None, seed: int = 0, device: str | None = None, backend: str = "auto",
+                eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
+                eval_epochs: int | None = None, buffer=None, resume: bool = False,
+                checkpoint_every: int = 50, settings: dict | None = None, zca: bool = False,
+                progress: bool = True, data=None) -> dict:
+    """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    spec = METHODS[method]
+    if spec.needs_buffer and buffer is None:
+        raise ValueError(f"method {method!r} needs expert trajectories: pass --buffer DIR (made by `ddfast buffer`)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = data if data is not None else load_dataset(dataset, data_root, zca=zca, device=device)
+    config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **(settings or {}))
+    checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume)
+    history: list[float] = []
+
+    def keep_history(_it, state):
+        history[:] = state.history
+
+    start = time.perf_counter()
+    with use_backend(backend):
+        extra = (buffer,) if spec.needs_buffer else ()
+        syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
+                           callback=keep_history)
+    wall = time.perf_counter() - start
+    syn.save(out / "set.pt")
+    syn.save_grid(out / "set.png", zca=data.zca)
+    if history:
+        plot_curves(out / "loss.png", {f"{method} matching loss": history}, title=f"{method}, {data.name}, IPC {ipc}")
+    accuracy = evaluate_with_baseline(syn, data, model=eval_model, preset=eval_preset, seed=seed, runs=eval_runs,
+                                      epochs=eval_epochs, device=device, progress=progress)
+    results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
+               "seconds": syn.metadata["seconds"], "wall_seconds": wall, "device": str(device), "backend": backend,
+               "seed": seed, "config": syn.metadata["config"], **accuracy}
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("ConvNet",), preset: str = "full",
+             seed: int = 0, device: str | None = None, source: str = "ddfast", lr: float | None = None,
+             baseline: bool = True, progress: bool = True) -> dict:
+    """Evaluate a saved set (ddfast's ``set.pt``, DC's ``res_*.pt`` with ``source="dc"``, or MTT's
+    images/labels files with ``source="mtt"``) on each of ``models``, with the random-real baseline."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = load_dataset(dataset, data_root, device=device)
+    if source == "ddfast":
+        syn = SyntheticSet.load(path)
+    elif source == "dc":
+        syn = SyntheticSet.from_dc(path, dataset=data)
+    elif source == "mtt":
+        syn = SyntheticSet.from_mtt(path, lr=lr, dataset=data)
+    else:
+        raise ValueError(f"source must be 'ddfast', 'dc' or 'mtt', got {source!r}")
+    augment = default_augment("dc", data)
+    results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "models": {}}
+    for model in models:
+        ours = evaluate(syn, data, model, preset=preset, augment=augment, seed=seed, device=device, progress=progress)
+        entry = {"distilled": _accuracy(ours)}
+        if baseline:
+            entry["random_real"] = _accuracy(random_real_baseline(data, syn.ipc, model, preset=preset, augment=augment,
+                                                                  seed=seed, device=device, progress=progress))
+        results["models"][model] = entry
+    return results
+
+
+def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts: int = 10, epochs: int = 50,
+               lr: float = 0.01, batch_size: int = 256, model: str = "ConvNet", dsa_strategy: str | None = None,
+               seed: int = 0, device: str | None = None, zca: bool = False, progress: bool = True) -> list[str]:
+    """Train expert trajectories (MTT buffer.py's defaults: SGD lr 0.01, no momentum, batch 256, DSA) and
+    write them as ``replay_buffer_{n}.pt`` files of up to 10 experts each; returns the paths written."""
+    from .methods._augment import DEFAULT_STRATEGY
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = load_dataset(dataset, data_root, zca=zca, device=device)
+    if data.train_images is None:
+        raise ValueError(f"{data.name} is streamed from disk; expert training needs it in memory")
+    augment = per_sample(DEFAULT_STRATEGY if dsa_strategy is None else dsa_strategy)
+    written = []
+    for first in range(0, experts, EXPERTS_PER_FILE):
+        count = min(EXPERTS_PER_FILE, experts - first)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "experts", first))
+        trajectories = train_experts(
+            lambda: get_network(model, data.channels, data.num_classes, data.im_size),
+            data.train_images, data.train_labels, count, epochs, lr=lr, batch_size=batch_size, augment=augment,
+            generator=gen, device=device, progress=progress)
+        path = next_buffer_path(out)
+        save_buffer(path, trajectories)
+        written.append(path)
+    return written

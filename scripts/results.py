@@ -1,0 +1,77 @@
+"""Distil and evaluate the README's results grid, record it, and regenerate the README tables.
+
+For each method and IPC: `ddfast.runner.distill_run` into runs/results/<dataset>/<method>_ipc<k>/ (a run
+whose results.json exists is reused unless --force), with the chosen evaluation preset (full: 5 runs of
+the DC protocol, 300 epochs, 1000 for MTT) and the random-real baseline of the same size. MTT's expert
+buffer is trained first (runs/results/<dataset>/buffer). Each result is appended as one JSON line
+(op "distill") to bench/results/<device>.jsonl, and bench/report.py renders the README section.
+
+Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt] [--ipcs 1,10] [--preset full]
+       [--experts 5] [--expert-epochs 15] [--force] [--device cpu]   (make results)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import Recorder  # noqa: E402
+from ddfast.experts import expert_files  # noqa: E402
+from ddfast.runner import buffer_run, distill_run  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--methods", default="dc,dm,mtt")
+    parser.add_argument("--ipcs", default="1,10")
+    parser.add_argument("--preset", default="full", choices=["quick", "full"])
+    parser.add_argument("--experts", type=int, default=5)
+    parser.add_argument("--expert-epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "results")
+    parser.add_argument("--force", action="store_true", help="rerun runs that already have results.json")
+    args = parser.parse_args(argv)
+    folder = args.out / args.dataset
+    methods = args.methods.split(",")
+    buffer = folder / "buffer"
+    if "mtt" in methods and (args.force or not expert_files(buffer) if buffer.is_dir() else True):
+        print(f"training {args.experts} experts for {args.expert_epochs} epochs into {buffer}")
+        for old in expert_files(buffer) if buffer.is_dir() else []:
+            Path(old).unlink()
+        buffer_run(args.dataset, buffer, data_root=args.data_root, experts=args.experts, epochs=args.expert_epochs,
+                   seed=args.seed, device=args.device)
+    rec = Recorder(torch.device(args.device), quick=args.preset != "full")
+    for method in methods:
+        for ipc in (int(k) for k in args.ipcs.split(",")):
+            run = folder / f"{method}_ipc{ipc}"
+            done = run / "results.json"
+            if done.exists() and not args.force:
+                results = json.loads(done.read_text())
+                print(f"reusing {done}")
+            else:
+                results = distill_run(method, args.dataset, ipc, run, data_root=args.data_root, seed=args.seed,
+                                      device=args.device, eval_preset=args.preset,
+                                      buffer=buffer if method == "mtt" else None)
+            d, b = results["distilled"], results["random_real"]
+            rec.record(op="distill", case=method, backend="ddfast", strategy=d["preset"],
+                       size=f"{results['dataset']}-ipc{ipc}", dataset=results["dataset"], ipc=ipc,
+                       iterations=results["iterations"], seconds=results["seconds"], distilled=d, random_real=b,
+                       seed=results["seed"])
+            print(f"{method} ipc {ipc}: distilled {100 * d['mean']:.1f} ± {100 * d['std']:.1f} %, random real "
+                  f"{100 * b['mean']:.1f} ± {100 * b['std']:.1f} % ({d['preset']}, {d['runs']} runs)")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py")], check=True)
+
+
+if __name__ == "__main__":
+    main()
