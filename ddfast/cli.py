@@ -66,7 +66,7 @@ def _distill(args) -> int:
                           iterations=args.iterations, seed=args.seed, device=args.device, backend=args.backend,
                           eval_preset=args.eval_preset, eval_model=args.eval_model, eval_runs=args.eval_runs,
                           eval_epochs=args.eval_epochs, buffer=args.buffer,
-                          resume=args.resume, checkpoint_every=args.checkpoint_every,
+                          resume=args.resume, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                           settings=_settings(args.set), zca=args.zca, progress=not args.quiet)
     print_table([results])
     print(f"written to {args.out}: set.pt, set.png, loss.png, results.json")
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--eval-epochs", type=int, default=None, help="override the preset's training epochs")
     d.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
     d.add_argument("--checkpoint-every", type=int, default=50)
+    d.add_argument("--eval-every", type=int, default=0, help="evaluate the set every K iterations (1 quick run; "
+                   "accuracy.png)")
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (MTT's --zca)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of the method's config")
     _common(d)

@@ -2,7 +2,7 @@
 arguments and calls these; tests call them directly).
 
 A distill run writes into its folder: ``set.pt`` (the :class:`ddfast.SyntheticSet`), ``set.png`` (one
-row per class), ``loss.png`` (the matching loss per iteration), ``checkpoint.pt`` (every
+row per class), ``loss.png`` (the matching loss per iteration), ``accuracy.png`` (with ``eval_every``), ``checkpoint.pt`` (every
 ``checkpoint_every`` iterations; ``resume=True`` continues from it) and ``results.json``: method,
 dataset, ipc, iterations, seconds, and the accuracy (mean, std, runs, preset) of the distilled set and
 of a random real subset of the same size under the same evaluation protocol.
@@ -24,7 +24,7 @@ from .eval import default_augment, evaluate, random_real_baseline
 from .experts import next_buffer_path, save_buffer, train_experts
 from .methods import METHODS, make_config
 from .methods._augment import per_sample
-from .methods._common import Checkpointing, derive_seed
+from .methods._common import Checkpointing, class_labels, derive_seed
 from .models import get_network
 from .synthetic import SyntheticSet, plot_curves
 
@@ -52,9 +52,12 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                 iterations: int | None = None, seed: int = 0, device: str | None = None, backend: str = "auto",
                 eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
                 eval_epochs: int | None = None, buffer=None, resume: bool = False,
-                checkpoint_every: int = 50, settings: dict | None = None, zca: bool = False,
+                checkpoint_every: int = 50, eval_every: int = 0, settings: dict | None = None, zca: bool = False,
                 progress: bool = True, data=None) -> dict:
-    """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict."""
+    """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
+
+    ``eval_every`` > 0 evaluates the current set every that many iterations (one run of the quick
+    preset, ``eval_epochs`` if given, seed ``seed``) and plots the curve to ``accuracy.png``; results.json keeps it as ``curve``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     spec = METHODS[method]
@@ -67,25 +70,39 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **(settings or {}))
     checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume)
     history: list[float] = []
+    curve: list[tuple[int, float]] = []
+    labels = class_labels(data.num_classes, ipc, "cpu")
 
-    def keep_history(_it, state):
+    def observe(it, state):
         history[:] = state.history
+        if eval_every and it % eval_every == 0:
+            lr = state.tensors.get("lr")
+            current = SyntheticSet(state.tensors["images"].detach().cpu(), labels,
+                                   lr=None if lr is None else lr.detach().cpu(),
+                                   metadata={**data.metadata(), "method": method, "ipc": ipc})
+            result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs,
+                              augment=default_augment("dc", data), seed=seed, device=device, progress=False)
+            curve.append((it, result.mean))
 
     start = time.perf_counter()
     with use_backend(backend):
         extra = (buffer,) if spec.needs_buffer else ()
         syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
-                           callback=keep_history)
+                           callback=observe)
     wall = time.perf_counter() - start
     syn.save(out / "set.pt")
     syn.save_grid(out / "set.png", zca=data.zca)
     if history:
         plot_curves(out / "loss.png", {f"{method} matching loss": history}, title=f"{method}, {data.name}, IPC {ipc}")
+    if curve:
+        plot_curves(out / "accuracy.png", {"distilled set, quick preset, 1 run": [100 * a for _, a in curve]},
+                    steps=[it for it, _ in curve], ylabel="test accuracy %", title=f"{method}, {data.name}, IPC {ipc}")
     accuracy = evaluate_with_baseline(syn, data, model=eval_model, preset=eval_preset, seed=seed, runs=eval_runs,
                                       epochs=eval_epochs, device=device, progress=progress)
     results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
                "seconds": syn.metadata["seconds"], "wall_seconds": wall, "device": str(device), "backend": backend,
-               "seed": seed, "config": syn.metadata["config"], **accuracy}
+               "seed": seed, "config": syn.metadata["config"], **accuracy,
+               "curve": [{"iteration": it, "accuracy": a} for it, a in curve]}
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 

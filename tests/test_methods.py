@@ -194,8 +194,10 @@ def test_cli_distill_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
     _cli("distill", "--method", "dm", "--ipc", "1", "--iterations", "2", "--out", str(out), "--quiet",
          "--set", "model='ConvNetD2'", "--set", "batch_real=8", "--eval-runs", "1", "--eval-epochs", "2",
-         "--device", "cpu")
+         "--device", "cpu", "--eval-every", "1", "--set", "dsa_strategy='none'")
     results = json.loads((out / "results.json").read_text())
+    assert [p["iteration"] for p in results["curve"]] == [1, 2]
+    assert (out / "accuracy.png").stat().st_size > 0
     assert results["method"] == "dm" and results["ipc"] == 1 and results["iterations"] == 2
     for key in ("distilled", "random_real"):
         assert results[key]["runs"] == 1 and 0.0 <= results[key]["mean"] <= 1.0
