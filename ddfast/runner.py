@@ -109,7 +109,7 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
 
 def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("ConvNet",), preset: str = "full",
              seed: int = 0, device: str | None = None, source: str = "ddfast", lr: float | None = None,
-             baseline: bool = True, progress: bool = True) -> dict:
+             baseline: bool = True, runs: int | None = None, epochs: int | None = None, progress: bool = True) -> dict:
     """Evaluate a saved set (ddfast's ``set.pt``, DC's ``res_*.pt`` with ``source="dc"``, or MTT's
     images/labels files with ``source="mtt"``) on each of ``models``, with the random-real baseline."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -122,14 +122,13 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
         syn = SyntheticSet.from_mtt(path, lr=lr, dataset=data)
     else:
         raise ValueError(f"source must be 'ddfast', 'dc' or 'mtt', got {source!r}")
-    augment = default_augment("dc", data)
+    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "augment": default_augment("dc", data), "seed": seed,
+              "device": device, "progress": progress}
     results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "models": {}}
     for model in models:
-        ours = evaluate(syn, data, model, preset=preset, augment=augment, seed=seed, device=device, progress=progress)
-        entry = {"distilled": _accuracy(ours)}
+        entry = {"distilled": _accuracy(evaluate(syn, data, model, **kwargs))}
         if baseline:
-            entry["random_real"] = _accuracy(random_real_baseline(data, syn.ipc, model, preset=preset, augment=augment,
-                                                                  seed=seed, device=device, progress=progress))
+            entry["random_real"] = _accuracy(random_real_baseline(data, syn.ipc, model, **kwargs))
         results["models"][model] = entry
     return results
 

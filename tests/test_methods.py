@@ -207,6 +207,16 @@ def test_cli_distill_writes_the_run_folder(tmp_path):
     assert syn.images.shape == (10, 1, 16, 16) and syn.metadata["method"] == "dm"
 
 
+def test_cli_eval_of_a_saved_set(tmp_path, capsys):
+    data = load_dataset("digits")
+    syn = ddfast.eval.random_real_set(data, 1, torch.Generator().manual_seed(0))
+    syn.save(tmp_path / "set.pt")
+    _cli("eval", str(tmp_path / "set.pt"), "--models", "MLP,LeNet", "--runs", "1", "--epochs", "2", "--quiet",
+         "--device", "cpu")
+    table = capsys.readouterr().out
+    assert "| MLP |" in table and "| LeNet |" in table
+
+
 def test_cli_buffer_then_mtt(tmp_path):
     _cli("buffer", "--out", str(tmp_path / "buf"), "--experts", "1", "--epochs", "3", "--model", "ConvNetD2",
          "--quiet", "--device", "cpu", "--dsa-strategy", "none")
