@@ -104,19 +104,22 @@ def class_labels(num_classes: int, ipc: int, device) -> torch.Tensor:
 
 @dataclass
 class LoopState:
-    """What a method's outer loop needs to resume: the learnable tensors, their optimisers, the next
-    iteration and the loss history."""
+    """What a method's outer loop needs to resume: the learnable tensors (and any other tensor state, such
+    as an EMA of the set), their optimisers, the next iteration, the loss history and further per-iteration
+    series (``series``: name -> values, e.g. one loss term)."""
 
     tensors: dict[str, torch.Tensor]
     optimizers: dict[str, torch.optim.Optimizer]
     iteration: int = 0
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    series: dict[str, list[float]] = field(default_factory=dict)
 
     def state_dict(self) -> dict:
         return {"tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "iteration": self.iteration, "history": list(self.history), "seconds": self.seconds}
+                "iteration": self.iteration, "history": list(self.history), "seconds": self.seconds,
+                "series": {k: list(v) for k, v in self.series.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state["tensors"].items():
@@ -127,6 +130,7 @@ class LoopState:
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
         self.seconds = float(state["seconds"])
+        self.series = {k: list(v) for k, v in state.get("series", {}).items()}
 
 
 @dataclass
@@ -138,11 +142,14 @@ class Checkpointing:
     resume: bool = False
 
 
-def run_loop(state: LoopState, iterations: int, step: Callable[[int], float], *, config, method: str,
+def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | dict], *, config, method: str,
              checkpoint: Checkpointing | None = None, progress: bool = True,
-             callback: Callable[[int, LoopState], None] | None = None) -> LoopState:
-    """Run ``step(it)`` for it = state.iteration .. iterations-1 (each returns its loss), with a tqdm bar,
-    checkpoints and an optional ``callback(it, state)`` after each iteration (periodic evaluation)."""
+             callback: Callable[[int, LoopState], None] | None = None,
+             stop: Callable[[LoopState], bool] | None = None) -> LoopState:
+    """Run ``step(it)`` for it = state.iteration .. iterations-1, with a tqdm bar, checkpoints and an
+    optional ``callback(it, state)`` after each iteration (periodic evaluation). ``step`` returns its loss,
+    or a dict with ``"loss"`` and further named values appended to ``state.series``. ``stop(state)``, checked
+    before every iteration (so a resumed run that had stopped stays stopped), ends the loop early."""
     if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
         saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
         if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
@@ -152,20 +159,25 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float], *,
         state.load_state_dict(saved["state"])
     bar = _bar(iterations, state.iteration, progress, method)
     try:
-        while state.iteration < iterations:
+        while state.iteration < iterations and not (stop is not None and stop(state)):
             start = time.perf_counter()
-            loss = float(step(state.iteration))
+            out = step(state.iteration)
             state.seconds += time.perf_counter() - start
+            values = dict(out) if isinstance(out, dict) else {"loss": out}
+            loss = float(values.pop("loss"))
             state.history.append(loss)
+            for name, value in values.items():
+                state.series.setdefault(name, []).append(float(value))
             state.iteration += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}")
             if callback is not None:
                 callback(state.iteration, state)
-            if checkpoint is not None and (state.iteration % checkpoint.every == 0 or state.iteration == iterations):
+            last = state.iteration == iterations or (stop is not None and stop(state))
+            if checkpoint is not None and (state.iteration % checkpoint.every == 0 or last):
                 atomic_torch_save({"method": method, "config": _plain(config), "state": state.state_dict()},
-                            checkpoint.path)
+                                  checkpoint.path)
     finally:
         if bar is not None:
             bar.close()
@@ -223,11 +235,11 @@ class RealData:
 
 
 def result_set(method: str, data, config, images: torch.Tensor, labels: torch.Tensor, state: LoopState,
-               lr: torch.Tensor | None = None):
+               lr: torch.Tensor | None = None, extra: dict | None = None):
     """The distilled set as a :class:`ddfast.SyntheticSet`, with the run's metadata."""
     from ..synthetic import SyntheticSet
 
     metadata = {**data.metadata(), "method": method, "ipc": config.ipc, "iterations": state.iteration,
-                "seconds": state.seconds, "config": _plain(config)}
+                "seconds": state.seconds, "config": _plain(config), **(extra or {})}
     return SyntheticSet(images.detach().cpu(), labels.detach().cpu(),
                         lr=None if lr is None else lr.detach().cpu(), metadata=metadata)
