@@ -5,7 +5,8 @@
 // against tiles of kCentroidTile centroids; each tile's Gram block is one at::mm into a fixed workspace
 // (threaded GEMM), then a plain loop under at::parallel_for keeps the running minimum: per row (assign,
 // lowest centroid on ties) or per centroid across row blocks in row order (nearest, lowest row on ties).
-// No N x k matrix exists; memory is the workspace plus one converted row block.
+// No N x k matrix exists; memory is the workspace plus one converted row block. The distance of the chosen
+// centroid (row) is then computed directly as ||x - c||^2.
 // update: segment sums in the accumulate type, parallel over blocks of feature columns, every element
 // summed in row order by one thread (deterministic whatever the thread count), then means.
 #include <ATen/ATen.h>
@@ -47,6 +48,13 @@ void check_inputs(const at::Tensor& x, const at::Tensor& centroids) {
               "kmeans: centroids must be contiguous [K, k, D] with x's D");
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   TORCH_CHECK(centroids.scalar_type() == acc, "kmeans: centroids must be in the accumulate dtype of x (", acc, ")");
+}
+
+template <typename Acc>
+inline Acc squared_distance(const Acc* a, const Acc* b, int64_t dim) {
+  Acc s(0);
+  for (int64_t d = 0; d < dim; ++d) s += (a[d] - b[d]) * (a[d] - b[d]);
+  return s;
 }
 
 // Squared norms of the rows of a contiguous [n, D] accumulate-type matrix.
@@ -100,12 +108,16 @@ void assign_impl(const at::Tensor& x, const at::Tensor& centroids, const std::ve
           }
         });
       }
-      const auto xn = row_norms<Acc>(rows);
-      for (int64_t i = 0; i < rb; ++i) {
-        out_a[r0 + i] = idx[i];
-        const Acc d = xn[i] + best[i];
-        out_d[r0 + i] = d < Acc(0) ? Acc(0) : d;  // NaN stays NaN
-      }
+      // The chosen centroid's distance directly (the expanded form loses digits of small distances).
+      const Acc* rp = rows.const_data_ptr<Acc>();
+      const Acc* cp = cents.const_data_ptr<Acc>();
+      const int64_t dim = x.size(1);
+      at::parallel_for(0, rb, 64, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          out_a[r0 + i] = idx[i];
+          out_d[r0 + i] = squared_distance(rp + i * dim, cp + idx[i] * dim, dim);
+        }
+      });
     }
   }
 }
@@ -183,7 +195,6 @@ void nearest_impl(const at::Tensor& x, const at::Tensor& centroids, const std::v
   auto gram = at::empty({std::min(kCentroidTile, k), std::min(kRowBlock, x.size(0))}, centroids.options());
   for (size_t c = 0; c + 1 < off.size(); ++c) {
     const auto cents = centroids[c];
-    const auto cn = row_norms<Acc>(cents);
     std::vector<Acc> best(k, std::numeric_limits<Acc>::infinity());
     std::vector<int64_t> idx(k, -1);
     for (int64_t r0 = off[c]; r0 < off[c + 1]; r0 += kRowBlock) {
@@ -210,10 +221,16 @@ void nearest_impl(const at::Tensor& x, const at::Tensor& centroids, const std::v
         });
       }
     }
+    const int64_t dim = x.size(1);
     for (int64_t j = 0; j < k; ++j) {
       out_i[c * k + j] = idx[j];
-      const Acc d = idx[j] < 0 ? std::numeric_limits<Acc>::infinity() : best[j] + cn[j];
-      out_d[c * k + j] = d < Acc(0) ? Acc(0) : d;
+      if (idx[j] < 0) {
+        out_d[c * k + j] = std::numeric_limits<Acc>::infinity();
+      } else {
+        const auto row = x[idx[j]].to(acc_type).contiguous();
+        out_d[c * k + j] = squared_distance(row.template const_data_ptr<Acc>(),
+                                            cents.template const_data_ptr<Acc>() + j * dim, dim);
+      }
     }
   }
 }

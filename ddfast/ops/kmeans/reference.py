@@ -8,8 +8,10 @@ ever compared with the centroids of its own class. The plain (one-class) call is
 Distances are squared euclidean. The assignment minimises, over the class's centroids j,
 ``s_j = ||c_j||^2 - 2 <x, c_j>`` (the GEMM form, like torch.cdist's matmul path; ||x||^2 is the same
 for every j), taking the first (lowest) j on ties; a NaN score counts as the minimum (as
-torch.argmin does), so NaN propagates. The row's distance is ``max(||x||^2 + s_min, 0)``. Products
-and sums are in the accumulate dtype.
+torch.argmin does), so NaN propagates. The row's distance is then computed directly,
+``||x - c_j||^2`` for the chosen j: the expanded form loses the digits of a small distance between
+large vectors in fp32 (rows near their centroid: the inertia, k-means++ weights). Products and sums
+are in the accumulate dtype.
 
 Backend contract (shared by cpp and triton):
 
@@ -54,8 +56,7 @@ def assign(x: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor):
         scores = _scores(rows, centroids[c])
         best = torch.argmin(scores, dim=1)  # first index on ties; NaN is the minimum
         assignment[lo:hi] = best
-        s_min = scores.gather(1, best[:, None])[:, 0]
-        distance[lo:hi] = ((rows * rows).sum(1) + s_min).clamp(min=0)
+        distance[lo:hi] = (rows - centroids[c][best]).square().sum(1)
     return assignment, distance
 
 
@@ -91,5 +92,5 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor, exc
         scores = (xr * xr).sum(1)[:, None] - 2.0 * (xr @ cents.T)  # [rows, k]
         best = torch.argmin(scores, dim=0)  # lowest row on ties; NaN is the minimum
         index[c] = rows[best]
-        distance[c] = (scores.gather(0, best[None, :])[0] + (cents * cents).sum(1)).clamp(min=0)
+        distance[c] = (xr[best] - cents).square().sum(1)
     return index, distance

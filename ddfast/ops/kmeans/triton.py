@@ -7,17 +7,19 @@ Rows arrive grouped by class (``offsets`` [K + 1]); every kernel handles all cla
   the grid is the bound cdiv(N, BLOCK_R) + K and surplus programs idle. A program streams its class's
   centroids in tiles of BLOCK_C: the [BLOCK_R, BLOCK_C] block of <x, c> is tl.dot over feature chunks
   (rows converted to fp32, ``input_precision="ieee"``: no TF32), scores ||c||^2 - 2<x, c> feed a
-  running (minimum, first index) per row. No N x k matrix is stored.
+  running (minimum, first index) per row. No N x k matrix is stored. The chosen centroid's distance
+  is then computed directly, ||x - c||^2 (one more pass over the program's rows).
 * ``update``: rows are sorted once per call by (class, cluster) with a stable torch.sort and the
   cluster offsets found by searchsorted; one program per (cluster, block of feature columns) sums
   its cluster's rows in a fixed order (gathered through the sorted order) and writes the mean, or the
   previous centroid for an empty cluster. Deterministic, no atomics.
 * ``nearest``: one program per (class, tile of BLOCK_C centroids) streams its class's rows in tiles,
-  keeping a running (minimum, lowest row) per centroid; ``excluded`` rows are skipped.
+  keeping a running (minimum, lowest row) per centroid; ``excluded`` rows are skipped; the chosen
+  row's distance is computed directly.
 
 Rows are fp16, bf16 or fp32; products, sums and centroids are fp32 (fp64 runs on reference and cpp).
-NaN counts as the minimum (torch.argmin's rule): the selection key maps NaN to -inf and the value
-kept is the score itself, so NaN reaches the distance.
+NaN counts as the minimum (torch.argmin's rule): the selection key maps NaN to -inf; the distance
+computed directly from the chosen pair carries the NaN.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ def _class_of_tile(tiles_ptr, num_classes, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _dot_tile(x_ptr, c_ptr, rows, row_mask, cents, cent_mask, D, BLOCK_D: tl.constexpr):
-    """<x_i, c_j> for a [rows, cents] tile and ||x_i||^2, in fp32 (int64 row offsets)."""
+def _dot_tile(x_ptr, c_ptr, rows, row_mask, cents, cent_mask, D, BLOCK_D: tl.constexpr, NORMS: tl.constexpr):
+    """<x_i, c_j> for a [rows, cents] tile and (NORMS) ||x_i||^2, in fp32 (int64 row offsets)."""
     g = tl.zeros([rows.shape[0], cents.shape[0]], dtype=tl.float32)
     xn = tl.zeros([rows.shape[0]], dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
@@ -62,8 +64,23 @@ def _dot_tile(x_ptr, c_ptr, rows, row_mask, cents, cent_mask, D, BLOCK_D: tl.con
                     other=0.0).to(tl.float32)
         b = tl.load(c_ptr + cents[None, :] * D + dk[:, None], mask=dmask[:, None] & cent_mask[None, :], other=0.0)
         g += tl.dot(a, b, input_precision="ieee")
-        xn += tl.sum(a * a, axis=1)
+        if NORMS:
+            xn += tl.sum(a * a, axis=1)
     return g, xn
+
+
+@triton.jit
+def _direct_distance(x_ptr, c_ptr, rows, cents, mask, D, BLOCK_D: tl.constexpr):
+    """||x_rows[i] - c_cents[i]||^2 in fp32 for pairs (rows[i], cents[i]) (int64 offsets)."""
+    acc = tl.zeros([rows.shape[0]], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        dk = d0 + tl.arange(0, BLOCK_D)
+        m = mask[:, None] & (dk < D)[None, :]
+        a = tl.load(x_ptr + rows[:, None] * D + dk[None, :], mask=m, other=0.0).to(tl.float32)
+        b = tl.load(c_ptr + cents[:, None] * D + dk[None, :], mask=m, other=0.0)
+        diff = a - b
+        acc += tl.sum(diff * diff, axis=1)
+    return acc
 
 
 @triton.jit
@@ -83,26 +100,21 @@ def assign_kernel(x_ptr, c_ptr, cn_ptr, off_ptr, tiles_ptr, assign_ptr, dist_ptr
     rows = lo + (tl.program_id(0) - tl.load(tiles_ptr + cls)) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     row_mask = rows < hi
     best_key = tl.full([BLOCK_R], float("inf"), tl.float32)
-    best_val = tl.full([BLOCK_R], float("inf"), tl.float32)
     best_idx = tl.zeros([BLOCK_R], dtype=tl.int64)
-    xn = tl.zeros([BLOCK_R], dtype=tl.float32)
     for t0 in range(0, k, BLOCK_C):
         cols = t0 + tl.arange(0, BLOCK_C)
         col_mask = cols < k
         cents = cls.to(tl.int64) * k + cols
-        g, xn = _dot_tile(x_ptr, c_ptr, rows, row_mask, cents, col_mask, D, BLOCK_D)
+        g, _ = _dot_tile(x_ptr, c_ptr, rows, row_mask, cents, col_mask, D, BLOCK_D, False)
         cn = tl.load(cn_ptr + cents, mask=col_mask, other=0.0)
         s = cn[None, :] - 2.0 * g
         key = tl.where(col_mask[None, :], _select_key(s), float("inf"))
         m = tl.min(key, axis=1)
         j = tl.min(tl.where(col_mask[None, :] & (key == m[:, None]), cols[None, :], BLOCK_C + k), axis=1)
-        v = tl.sum(tl.where(cols[None, :] == j[:, None], s, 0.0), axis=1)
         take = (m < best_key) | (t0 == 0)  # strict: earlier tiles (lower indices) win ties
         best_key = tl.where(take, m, best_key)
-        best_val = tl.where(take, v, best_val)
         best_idx = tl.where(take, j.to(tl.int64), best_idx)
-    d = xn + best_val
-    d = tl.where(d < 0.0, 0.0, d)  # NaN stays NaN
+    d = _direct_distance(x_ptr, c_ptr, rows, cls.to(tl.int64) * k + best_idx, row_mask, D, BLOCK_D)
     tl.store(assign_ptr + rows, best_idx, mask=row_mask)
     tl.store(dist_ptr + rows, d, mask=row_mask)
 
@@ -133,7 +145,7 @@ def update_kernel(x_ptr, order_ptr, seg_ptr, prev_ptr, out_ptr, counts_ptr, D, B
 
 
 @triton.jit
-def nearest_kernel(x_ptr, c_ptr, cn_ptr, off_ptr, excl_ptr, index_ptr, dist_ptr, k, D, HAS_EXCL: tl.constexpr,
+def nearest_kernel(x_ptr, c_ptr, off_ptr, excl_ptr, index_ptr, dist_ptr, k, D, HAS_EXCL: tl.constexpr,
                    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
     cls = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -142,12 +154,11 @@ def nearest_kernel(x_ptr, c_ptr, cn_ptr, off_ptr, excl_ptr, index_ptr, dist_ptr,
     lo = tl.load(off_ptr + cls)
     hi = tl.load(off_ptr + cls + 1)
     best_key = tl.full([BLOCK_C], float("inf"), tl.float32)
-    best_val = tl.full([BLOCK_C], float("inf"), tl.float32)
     best_idx = tl.full([BLOCK_C], -1, tl.int64)
     for r0 in range(lo, hi, BLOCK_R):
         rows = r0 + tl.arange(0, BLOCK_R).to(tl.int64)
         row_mask = rows < hi
-        g, xn = _dot_tile(x_ptr, c_ptr, rows, row_mask, cents, col_mask, D, BLOCK_D)
+        g, xn = _dot_tile(x_ptr, c_ptr, rows, row_mask, cents, col_mask, D, BLOCK_D, True)
         eligible = row_mask
         if HAS_EXCL:
             eligible = eligible & (tl.load(excl_ptr + rows, mask=row_mask, other=1) == 0)
@@ -156,15 +167,12 @@ def nearest_kernel(x_ptr, c_ptr, cn_ptr, off_ptr, excl_ptr, index_ptr, dist_ptr,
         ok = eligible[:, None] & col_mask[None, :]
         m = tl.min(tl.where(ok, key, float("inf")), axis=0)
         i = tl.min(tl.where(ok & (key == m[None, :]), rows[:, None], BIG), axis=0)
-        v = tl.sum(tl.where(rows[:, None] == i[None, :], t, 0.0), axis=0)
         take = (i < BIG) & ((best_idx < 0) | (m < best_key))  # strict: earlier rows win ties
         best_key = tl.where(take, m, best_key)
-        best_val = tl.where(take, v, best_val)
         best_idx = tl.where(take, i, best_idx)
-    cn = tl.load(cn_ptr + cents, mask=col_mask, other=0.0)
-    d = best_val + cn
-    d = tl.where(d < 0.0, 0.0, d)
-    d = tl.where(best_idx < 0, float("inf"), d)
+    found = best_idx >= 0
+    d = _direct_distance(x_ptr, c_ptr, tl.where(found, best_idx, 0), cents, col_mask & found, D, BLOCK_D)
+    d = tl.where(found, d, float("inf"))
     tl.store(index_ptr + cents, best_idx, mask=col_mask)
     tl.store(dist_ptr + cents, d, mask=col_mask)
 
@@ -223,7 +231,7 @@ def nearest(x, centroids, offsets, excluded):
     if num_classes and k:
         has_excl = excluded.numel() > 0
         nearest_kernel[(num_classes, triton.cdiv(k, BLOCK_C))](
-            x, centroids, _norms(centroids), offsets, excluded.view(torch.uint8) if has_excl else index, index,
+            x, centroids, offsets, excluded.view(torch.uint8) if has_excl else index, index,
             distance, k, dim, HAS_EXCL=has_excl, BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C, BLOCK_D=BLOCK_D,
             num_warps=NUM_WARPS)
     return index, distance
@@ -246,7 +254,7 @@ def aot_specs():
                       {"BLOCK_ROWS": UPDATE_ROWS, "BLOCK_COLS": UPDATE_COLS}))
         for has_excl in (False, True):
             specs.append((f"nearest[{sig},excluded={has_excl}]", nearest_kernel,
-                          {"x_ptr": f"*{sig}", "c_ptr": "*fp32", "cn_ptr": "*fp32", "off_ptr": "*i64",
-                           "excl_ptr": "*u8", "index_ptr": "*i64", "dist_ptr": "*fp32", "k": "i32", "D": "i32"},
+                          {"x_ptr": f"*{sig}", "c_ptr": "*fp32", "off_ptr": "*i64", "excl_ptr": "*u8",
+                           "index_ptr": "*i64", "dist_ptr": "*fp32", "k": "i32", "D": "i32"},
                           {**tiles, "HAS_EXCL": has_excl}))
     return specs
