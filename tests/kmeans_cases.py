@@ -30,9 +30,11 @@ def blobs(sizes, k, dim, seed=0, spread=0.05, dtype=torch.float64):
 
 
 def brute_distances(x, cents):
-    """[n, m] squared distances in fp64 as sum((x - c)^2), no expansion."""
+    """[n, m] squared distances in fp64 as sum((x - c)^2), no expansion (in row chunks: bounded memory)."""
     x, cents = x.double(), cents.double()
-    return ((x[:, None, :] - cents[None, :, :]) ** 2).sum(-1)
+    chunk = max(1, (1 << 24) // max(1, cents.numel()))
+    return torch.cat([((x[i:i + chunk, None, :] - cents[None, :, :]) ** 2).sum(-1)
+                      for i in range(0, x.shape[0], chunk)]) if x.shape[0] else x.new_zeros(0, cents.shape[0])
 
 
 def check_assignment(x, labels, cents, assignment, distance, rtol):

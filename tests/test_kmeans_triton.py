@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import ddfast
-from ddfast.ops.kmeans import reference
 from ddfast.ops.kmeans._op import kmeans_assign_op, kmeans_nearest_op, kmeans_update_op
 
 from conftest import HAS_CUDA, assert_close, seeded
@@ -100,10 +99,9 @@ def test_gpu_odd_shapes_and_many_centroids():
 def test_gpu_kmeans_matches_cpu_reference_and_is_deterministic():
     x, labels = blobs([2000] * 4, 10, 256, seed=35, dtype=torch.float32)
     with ddfast.use_backend("reference"):
-        want = ddfast.kmeans(x, 10, iters=10, labels=labels, num_classes=4, generator=seeded(36))
-    with ddfast.use_backend("triton"):
-        init = want.centroids  # same start on both devices
+        init = ddfast.kmeans(x, 10, iters=1, labels=labels, num_classes=4, generator=seeded(36)).centroids
         want = ddfast.kmeans(x, 10, iters=10, labels=labels, num_classes=4, init=init)
+    with ddfast.use_backend("triton"):
         a = ddfast.kmeans(x.cuda(), 10, iters=10, labels=labels.cuda(), num_classes=4, init=init.cuda())
         b = ddfast.kmeans(x.cuda(), 10, iters=10, labels=labels.cuda(), num_classes=4, init=init.cuda())
     assert all(torch.equal(u, v) for u, v in zip(a[:4], b[:4]))
@@ -122,4 +120,3 @@ def test_gpu_opcheck():
                          (kmeans_nearest_op, (xs, cents, offsets, torch.zeros(79, dtype=torch.bool, device="cuda")))):
             result = torch.library.opcheck(op, args)
             assert set(result.values()) == {"SUCCESS"}, (op, result)
-    assert reference.accumulate_dtype(torch.float16) == torch.float32
