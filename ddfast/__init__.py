@@ -13,6 +13,7 @@ from .ops.bn_stat_loss import BNStatHooks, bn_stat_loss
 from .ops.class_mean_distance import class_mean_distance
 from .ops.dsa import DSAConfig, DSAParams, dsa, dsa_augment, dsa_sample
 from .ops.grad_distance import grad_distance
+from .ops.kmeans import KMeansResult, kmeans, nearest_to_centroids
 from .ops.mmd import class_mmd, mmd
 from .ops.param_match_loss import param_match_loss
 from .ops.per_class_gradients import per_class_gradients
@@ -21,6 +22,7 @@ from .ops.unroll import FlatModel, unroll
 from .synthetic import SyntheticSet
 
 __all__ = ["BackendUnavailableError", "BNStatHooks", "DSAConfig", "DSAParams", "ExpertHooks", "FlatModel",
-           "SyntheticSet", "adjoint_step", "bn_stat_loss", "class_mean_distance", "class_mmd", "dsa", "dsa_augment",
-           "dsa_sample", "evaluate", "grad_distance", "load_buffer", "load_dataset", "mmd", "param_match_loss",
-           "per_class_gradients", "save_buffer", "sgd_step", "train_experts", "unroll", "use_backend", "__version__"]
+           "KMeansResult", "SyntheticSet", "adjoint_step", "bn_stat_loss", "class_mean_distance", "class_mmd", "dsa",
+           "dsa_augment", "dsa_sample", "evaluate", "grad_distance", "kmeans", "load_buffer", "load_dataset", "mmd",
+           "nearest_to_centroids", "param_match_loss", "per_class_gradients", "save_buffer", "sgd_step",
+           "train_experts", "unroll", "use_backend", "__version__"]

@@ -247,3 +247,10 @@ def dsa_group_index(index, n: int, groups: int, device: torch.device) -> torch.T
         if lo < 0 or hi >= groups:
             raise ValueError(f"group_index has group {lo if lo < 0 else hi} outside [0, groups={groups})")
     return index
+
+
+def optional_generator(value, name: str = "generator"):
+    """None or a torch.Generator."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(value).__name__}")
+    return value
