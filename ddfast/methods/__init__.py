@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from . import dc, dm, lcs_gm, mtt
+from . import dc, dm, dream, lcs_gm, mtt
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ METHODS = {
     "dm": Method(dm.DMConfig, dm.distill, {}),
     "mtt": Method(mtt.MTTConfig, mtt.distill, {}, needs_buffer=True),
     "lcs_gm": Method(lcs_gm.LCSGMConfig, lcs_gm.distill, {}),
+    "dream": Method(dream.DREAMConfig, dream.distill, {}),
 }
 
 # Settings for the embedded digits data (16x16x1, about 144 training images per class), chosen so the
@@ -41,6 +42,7 @@ DATASET_DEFAULTS = {
     ("mtt", "digits"): {"iterations": 200, "syn_steps": 20, "max_start_epoch": 5, "lr_img": 100.0},
     ("mtt", "digits", 10): {"iterations": 100},
     ("lcs_gm", "digits"): {"iterations": 100, "batch_real": 32},
+    ("dream", "digits"): {"iterations": 10, "inner_steps": 20, "batch_real": 32, "net_samples": 500},
 }
 
 
@@ -64,4 +66,4 @@ def make_config(method: str, dataset: str, **overrides):
     return replace(spec.config(), **settings, **spec.fixed)
 
 
-__all__ = ["DATASET_DEFAULTS", "METHODS", "Method", "dc", "dm", "lcs_gm", "make_config", "mtt"]
+__all__ = ["DATASET_DEFAULTS", "METHODS", "Method", "dc", "dm", "dream", "lcs_gm", "make_config", "mtt"]

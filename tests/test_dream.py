@@ -1,0 +1,62 @@
+"""DREAM+: multi-formation decoding, the gradient-term weights, representative sampling, and short runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddfast.data import load_dataset
+from ddfast.methods import METHODS, dream, make_config
+from ddfast.methods import _common as common
+from ddfast.models import get_network
+
+SMALL = {"model": "ConvNetD2", "batch_real": 4, "inner_steps": 2, "interval": 1, "net_samples": 64,
+         "pretrain_epochs": 0, "kmeans_iters": 3}
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    return load_dataset("digits", im_size=8)
+
+
+def test_decode_upsamples_each_tile_in_row_major_order():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    out = dream.decode(x, 2)
+    assert out.shape == (8, 1, 4, 4)
+    top_right = x[1:2, :, :2, 2:]
+    torch.testing.assert_close(out[5:6], F.interpolate(top_right, size=(4, 4), mode="bilinear", align_corners=False))
+    assert dream.decode(x, 1) is x
+
+
+def test_gradient_term_weights_only_conv_weights():
+    net = get_network("ConvNetD2", 1, 10, (8, 8))
+    weights = dream.conv_weights(net)
+    assert weights == [1.0 if p.dim() == 4 else 0.0 for p in net.parameters()] and sum(weights) == 2
+
+
+def test_representative_batch_takes_k_rows_of_every_class(digits8):
+    real = common.RealData.of(digits8)
+    net = get_network("ConvNetD2", 1, 10, (8, 8))
+    config = dream.DREAMConfig(kmeans_iters=5)
+    x, y = dream.representative_batch(net, real, 6, config, torch.Generator().manual_seed(0))
+    assert x.shape == (60, 1, 8, 8) and torch.equal(y, torch.arange(10).repeat_interleave(6))
+    for row, c in zip(x, y.tolist()):  # every chosen image is a real image of its class
+        pool = real.images[real.labels == c]
+        assert (pool - row).abs().flatten(1).amax(1).min() == 0
+
+
+@pytest.mark.parametrize("settings", [{}, {"plain": True}, {"factor": 2}])
+def test_short_runs_move_the_images(digits8, settings):
+    config = make_config("dream", "digits", ipc=1, iterations=1, **{**SMALL, **settings})
+    syn = METHODS["dream"].distill(digits8, config, progress=False)
+    factor = settings.get("factor", 1)
+    assert syn.images.shape == (10 * factor ** 2, 1, 8, 8) and torch.isfinite(syn.images).all()
+    start = common.initial_images(digits8.train_images, common.ClassSampler(digits8), 1, "real", 0)
+    assert not torch.equal(dream.decode(start, factor), syn.images)
+
+
+def test_bad_settings_raise(digits8):
+    config = make_config("dream", "digits", ipc=1, iterations=1, **{**SMALL, "interval": 0})
+    with pytest.raises(ValueError, match="interval"):
+        METHODS["dream"].distill(digits8, config, progress=False)
