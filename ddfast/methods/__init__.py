@@ -42,7 +42,7 @@ DATASET_DEFAULTS = {
     ("mtt", "digits"): {"iterations": 200, "syn_steps": 20, "max_start_epoch": 5, "lr_img": 100.0},
     ("mtt", "digits", 10): {"iterations": 100},
     ("lcs_gm", "digits"): {"iterations": 100, "batch_real": 32},
-    ("dream", "digits"): {"iterations": 10, "inner_steps": 20, "batch_real": 32, "net_samples": 500},
+    ("dream", "digits"): {"iterations": 10, "inner_steps": 10, "batch_real": 32, "net_samples": 256},
 }
 
 
