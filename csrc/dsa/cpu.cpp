@@ -1,9 +1,16 @@
 // C++ CPU kernels of one fused DSA pass (semantics: ddfast/ops/dsa/reference.py, passes: plan.py).
-// A pass is [color] [crop|cutout|flip]* [scale|rotate]*: for every output pixel, the bilinear taps of the
-// pass's affine (align_corners=False, zero padding) are mapped back through the index maps to an input
-// pixel, whose colour transform (per-pixel channel mean, per-image mean from a pre-pass) is computed on
-// the fly. Backward: per image, the same taps scatter the gradient into an image-sized buffer (one thread
-// per image: deterministic), then the colour adjoint. at::parallel_for over images.
+// A pass is [color] [crop|cutout|flip]* [scale|rotate]*. Per image (at::parallel_for over images, per-thread
+// scratch allocated once per chunk, so results do not depend on the thread count):
+//  1. the index maps (crop, cutout, flip) act on rows and columns separately, so they become two small
+//     tables: the source row of every row and the source column of every column (-1: crop fill) plus
+//     whether the row / column lies in the cutout square (a pixel is cut when both do);
+//  2. colour, if any, is computed once into a per-thread [C, HW + 1] buffer (per-image mean pre-pass, then
+//     one pass with the per-pixel channel mean); each plane ends with a zero slot (see 3);
+//  3. without an affine, output rows are gathered from a source row through the column table; with one,
+//     a tap plan (4 offsets into one plane, 4 bilinear weights; taps that are outside the image, in the
+//     crop fill or in the cutout point at the zero slot) is built once and applied plane by plane.
+// Backward: the adjoint of the same plan per image in a fixed order (deterministic): a scatter into a
+// per-thread buffer, then the closed-form colour adjoint. fp16/bf16 accumulate in float (opmath).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -11,7 +18,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace ddfast {
@@ -36,8 +46,11 @@ Pass parse(c10::IntArrayRef ops) {
   if (k < ops.size() && ops[k] == kColor) p.colour = true, ++k;
   for (; k < ops.size() && ops[k] >= kCrop && ops[k] <= kFlip; ++k) p.index.push_back(ops[k]);
   for (; k < ops.size() && (ops[k] == kScale || ops[k] == kRotate); ++k) p.affine.push_back(ops[k]);
-  TORCH_CHECK(!ops.empty() && k == ops.size(), kOp, ": malformed pass (expected [color] [crop|cutout|flip]* "
-              "[scale|rotate]*)");
+  bool repeated = false;  // each family at most once (the cutout table holds one square), as plan.split_pass
+  for (size_t a = 0; a < ops.size(); ++a)
+    for (size_t b = a + 1; b < ops.size(); ++b) repeated |= ops[a] == ops[b];
+  TORCH_CHECK(!ops.empty() && k == ops.size() && !repeated, kOp, ": malformed pass (expected [color] "
+              "[crop|cutout|flip]* [scale|rotate]*, each family at most once)");
   return p;
 }
 
@@ -46,6 +59,7 @@ int64_t uniform_to_int(float u, int64_t count) {
   return std::min(static_cast<int64_t>(std::floor(u * static_cast<float>(count))), count - 1);
 }
 
+// The parameters of one image: colour factors, integer index-map sizes, the composite affine.
 template <typename Acc>
 struct Image {
   Acc bright = 0, sat = 1, con = 1;
@@ -74,55 +88,187 @@ struct Image {
       a00 = n00, a01 = n01, a10 = n10, a11 = n11;
     }
   }
+};
 
-  // Maps a tap of the pass's pre-affine image back to the input pixel (the index maps of the pass, last
-  // first); false where the tap is zero (crop fill, cutout square).
-  bool source(const Pass& pass, int64_t H, int64_t W, int64_t& i, int64_t& j) const {
+// Stage 1: the pass's index maps as per-axis tables (each map moves rows and columns independently).
+struct IndexMap {
+  int64_t H = 0, W = 0;
+  std::vector<int32_t> row;      // source row of each row before the maps, -1 in the crop fill
+  std::vector<uint8_t> row_cut;  // the row crosses the cutout square
+  std::vector<int32_t> cols[2];  // source column of each column, -1 in the crop fill; [1]: also -1 where cut
+
+  IndexMap(int64_t H_, int64_t W_) : H(H_), W(W_), row(H_), row_cut(H_), cols{std::vector<int32_t>(W_),
+                                                                              std::vector<int32_t>(W_)} {}
+
+  // One axis: the maps of the pass, last first, applied to coordinate k (crop shifts it and may leave the
+  // image, cutout tests its span, flip mirrors the column axis).
+  template <typename Acc>
+  static int32_t trace(const Pass& pass, const Image<Acc>& im, bool is_row, int64_t size, int64_t k, bool& cut) {
+    cut = false;
     for (auto it = pass.index.rbegin(); it != pass.index.rend(); ++it) {
       if (*it == kCrop) {
-        i += shift_h, j += shift_w;
-        if (i < 0 || i >= H || j < 0 || j >= W) return false;
+        k += is_row ? im.shift_h : im.shift_w;
+        if (k < 0 || k >= size) return -1;
       } else if (*it == kCutout) {
-        if (cut_on && i >= cut_h0 && i < cut_h0 + cut_h && j >= cut_w0 && j < cut_w0 + cut_w) return false;
-      } else if (flip) {
-        j = W - 1 - j;
+        const int64_t start = is_row ? im.cut_h0 : im.cut_w0, len = is_row ? im.cut_h : im.cut_w;
+        cut = im.cut_on && k >= start && k < start + len;
+      } else if (!is_row && im.flip) {
+        k = size - 1 - k;
       }
     }
-    return true;
+    return static_cast<int32_t>(k);
   }
 
-  // Calls f(tap_i, tap_j, weight) for the (up to 4) in-image bilinear taps of output pixel (i, j), or the
-  // pixel itself with weight 1 when the pass has no affine.
-  template <typename F>
-  void taps(const Pass& pass, int64_t H, int64_t W, int64_t i, int64_t j, F&& f) const {
-    if (pass.affine.empty()) {
-      f(i, j, Acc(1));
-      return;
+  template <typename Acc>
+  void build(const Pass& pass, const Image<Acc>& im) {
+    bool cut = false;
+    for (int64_t i = 0; i < H; ++i) row[i] = trace(pass, im, true, H, i, cut), row_cut[i] = cut;
+    for (int64_t j = 0; j < W; ++j) {
+      cols[0][j] = trace(pass, im, false, W, j, cut);
+      cols[1][j] = cut ? -1 : cols[0][j];
     }
-    const Acc xn = static_cast<Acc>(2 * j + 1) / static_cast<Acc>(W) - Acc(1);
-    const Acc yn = static_cast<Acc>(2 * i + 1) / static_cast<Acc>(H) - Acc(1);
-    const Acc gx = a00 * xn + a01 * yn, gy = a10 * xn + a11 * yn;
-    const Acc ix = ((gx + Acc(1)) * static_cast<Acc>(W) - Acc(1)) / Acc(2);
-    const Acc iy = ((gy + Acc(1)) * static_cast<Acc>(H) - Acc(1)) / Acc(2);
-    const Acc fx = std::floor(ix), fy = std::floor(iy);
-    if (!(std::isfinite(fx) && std::isfinite(fy))) return;
-    const int64_t x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
-    const Acc wx1 = ix - fx, wy1 = iy - fy, wx0 = Acc(1) - wx1, wy0 = Acc(1) - wy1;
-    const int64_t ys[2] = {y0, y0 + 1}, xs[2] = {x0, x0 + 1};
-    const Acc wys[2] = {wy0, wy1}, wxs[2] = {wx0, wx1};
-    for (int a = 0; a < 2; ++a) {
-      if (ys[a] < 0 || ys[a] >= H) continue;
-      for (int b = 0; b < 2; ++b) {
-        if (xs[b] < 0 || xs[b] >= W) continue;
-        f(ys[a], xs[b], wys[a] * wxs[b]);
+  }
+
+  // Offset of input pixel (i, j) of the pre-map image in a plane, or -1 where it is zero.
+  int32_t at(int64_t i, int64_t j) const {
+    const int32_t r = row[i], c = cols[row_cut[i]][j];
+    return (r < 0 || c < 0) ? -1 : r * static_cast<int32_t>(W) + c;
+  }
+};
+
+// Stage 3 (affine passes): the bilinear taps of every output pixel (align_corners=False, zero padding).
+template <typename Acc>
+struct Taps {
+  std::vector<std::array<int32_t, 4>> offset;  // into a plane of HW + 1 values; HW is the zero slot
+  std::vector<std::array<Acc, 4>> weight;
+
+  explicit Taps(int64_t HW) : offset(HW), weight(HW) {}
+
+  void build(const Image<Acc>& im, const IndexMap& map) {
+    const int64_t H = map.H, W = map.W;
+    const int32_t zero = static_cast<int32_t>(H * W);
+    for (int64_t i = 0; i < H; ++i) {
+      const Acc yn = static_cast<Acc>(2 * i + 1) / static_cast<Acc>(H) - Acc(1);
+      for (int64_t j = 0; j < W; ++j) {
+        const int64_t p = i * W + j;
+        const Acc xn = static_cast<Acc>(2 * j + 1) / static_cast<Acc>(W) - Acc(1);
+        const Acc gx = im.a00 * xn + im.a01 * yn, gy = im.a10 * xn + im.a11 * yn;
+        const Acc ix = ((gx + Acc(1)) * static_cast<Acc>(W) - Acc(1)) / Acc(2);
+        const Acc iy = ((gy + Acc(1)) * static_cast<Acc>(H) - Acc(1)) / Acc(2);
+        const Acc fx = std::floor(ix), fy = std::floor(iy);
+        offset[p] = {zero, zero, zero, zero};
+        weight[p] = {Acc(0), Acc(0), Acc(0), Acc(0)};
+        // Some tap is inside only for fx in [-1, W - 1], fy in [-1, H - 1] (false for NaN / inf too).
+        if (!(fx >= Acc(-1) && fx <= static_cast<Acc>(W - 1) && fy >= Acc(-1) && fy <= static_cast<Acc>(H - 1)))
+          continue;
+        const int64_t x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
+        const Acc wx1 = ix - fx, wy1 = iy - fy, wx0 = Acc(1) - wx1, wy0 = Acc(1) - wy1;
+        const int64_t ys[2] = {y0, y0 + 1}, xs[2] = {x0, x0 + 1};
+        const Acc wys[2] = {wy0, wy1}, wxs[2] = {wx0, wx1};
+        for (int a = 0; a < 2; ++a) {
+          if (ys[a] < 0 || ys[a] >= H) continue;
+          for (int b = 0; b < 2; ++b) {
+            if (xs[b] < 0 || xs[b] >= W) continue;
+            const int32_t src = map.at(ys[a], xs[b]);
+            if (src >= 0) offset[p][2 * a + b] = src, weight[p][2 * a + b] = wys[a] * wxs[b];
+          }
+        }
       }
     }
   }
 };
 
+// Sum of n values in Acc with 8 independent partial sums (vectorizable, more accurate than one chain).
+template <typename T, typename Acc>
+Acc sum_of(const T* v, int64_t n) {
+  Acc part[8] = {};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int l = 0; l < 8; ++l) part[l] += static_cast<Acc>(v[k + l]);
+  for (; k < n; ++k) part[0] += static_cast<Acc>(v[k]);
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+// Stage 2: the coloured image (brightness, saturation, contrast as DC) into dst planes of HW + 1 values
+// (the last one zero); without colour, the image converted to Acc.
+template <typename T, typename Acc>
+void stage_image(const T* img, int64_t C, int64_t HW, const Image<Acc>& im, bool colour, Acc* dst, int64_t stride) {
+  for (int64_t c = 0; c < C; ++c) dst[c * stride + HW] = Acc(0);
+  if (!colour) {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t p = 0; p < HW; ++p) dst[c * stride + p] = static_cast<Acc>(img[c * HW + p]);
+    return;
+  }
+  // mean over C, H, W after brightness (saturation keeps the per-pixel mean, so it keeps this one too)
+  const Acc mean_all = sum_of<T, Acc>(img, C * HW) / static_cast<Acc>(C * HW) + im.bright;
+  for (int64_t p = 0; p < HW; ++p) {
+    Acc m = 0;
+    for (int64_t c = 0; c < C; ++c) m += static_cast<Acc>(img[c * HW + p]) + im.bright;
+    m = m / static_cast<Acc>(C);
+    for (int64_t c = 0; c < C; ++c) {
+      const Acc v2 = (static_cast<Acc>(img[c * HW + p]) + im.bright - m) * im.sat + m;
+      dst[c * stride + p] = (v2 - mean_all) * im.con + mean_all;
+    }
+  }
+}
+
+// Stage 3 without an affine: each output row is a source row read through the column table.
+template <typename S, typename T>
+void gather_rows(const S* src, int64_t src_stride, const IndexMap& map, int64_t C, T* out) {
+  const int64_t H = map.H, W = map.W;
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t i = 0; i < H; ++i) {
+      T* o = out + (c * H + i) * W;
+      if (map.row[i] < 0) {
+        std::fill(o, o + W, T(0));
+        continue;
+      }
+      const S* s = src + c * src_stride + map.row[i] * W;
+      const int32_t* col = map.cols[map.row_cut[i]].data();
+      for (int64_t j = 0; j < W; ++j) o[j] = col[j] >= 0 ? static_cast<T>(s[col[j]]) : T(0);
+    }
+  }
+}
+
+// Adjoint of gather_rows into zeroed planes: every source pixel is read by at most one output pixel (the
+// maps are injective where they do not zero), so the adjoint is a plain scatter of copies.
+template <typename G, typename D>
+void scatter_rows(const G* grad, const IndexMap& map, int64_t C, D* dst, int64_t dst_stride) {
+  const int64_t H = map.H, W = map.W;
+  for (int64_t c = 0; c < C; ++c) {
+    D* d = dst + c * dst_stride;
+    std::fill(d, d + H * W, D(0));
+    for (int64_t i = 0; i < H; ++i) {
+      if (map.row[i] < 0) continue;
+      const G* g = grad + (c * H + i) * W;
+      D* drow = d + map.row[i] * W;
+      const int32_t* col = map.cols[map.row_cut[i]].data();
+      for (int64_t j = 0; j < W; ++j)
+        if (col[j] >= 0) drow[col[j]] = static_cast<D>(g[j]);
+    }
+  }
+}
+
+// The colour adjoint of reference.backward, from the gradient w.r.t. the coloured image (planes of
+// `stride` values): dx_c = c s g_c + c (1 - s) mean_C(g) + (1 - c) mean_CHW(g).
+template <typename T, typename Acc>
+void colour_adjoint(const Acc* g, int64_t stride, int64_t C, int64_t HW, const Image<Acc>& im, T* d) {
+  Acc total = 0;
+  for (int64_t c = 0; c < C; ++c) total += sum_of<Acc, Acc>(g + c * stride, HW);
+  const Acc shift = (Acc(1) - im.con) * total / static_cast<Acc>(C * HW);
+  for (int64_t p = 0; p < HW; ++p) {
+    Acc sum_c = 0;
+    for (int64_t c = 0; c < C; ++c) sum_c += g[c * stride + p];
+    const Acc pixel = im.con * (Acc(1) - im.sat) * sum_c / static_cast<Acc>(C) + shift;
+    for (int64_t c = 0; c < C; ++c) d[c * HW + p] = static_cast<T>(im.con * im.sat * g[c * stride + p] + pixel);
+  }
+}
+
 void check_inputs(const at::Tensor& x, const at::Tensor& table, const c10::optional<at::Tensor>& row_index,
                   c10::IntArrayRef geometry, const char* name) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), kOp, ": ", name, " must be a contiguous [N, C, H, W] tensor");
+  TORCH_CHECK(x.size(1) * (x.size(2) * x.size(3) + 1) < std::numeric_limits<int32_t>::max(), kOp, ": ", name,
+              " has too many values per image");
   TORCH_CHECK(table.scalar_type() == at::kFloat && table.dim() == 2 && table.size(1) == kColumns &&
                   table.size(0) >= 1 && table.is_contiguous(),
               kOp, ": table must be a contiguous float32 [rows, 12] tensor");
@@ -150,39 +296,35 @@ template <typename T>
 void forward_impl(const at::Tensor& x, const at::Tensor& out, const at::Tensor& table,
                   const c10::optional<at::Tensor>& row_index, const Pass& pass, c10::IntArrayRef geo) {
   using Acc = at::opmath_type<T>;
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HW = H * W;
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HW = H * W, stride = HW + 1;
+  const bool affine = !pass.affine.empty();
   const T* xp = x.const_data_ptr<T>();
   T* op = out.data_ptr<T>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Acc> value(C), acc(C);
+    IndexMap map(H, W);
+    Taps<Acc> taps(affine ? HW : 0);
+    std::vector<Acc> image((pass.colour || affine) ? C * stride : 0);
     for (int64_t n = begin; n < end; ++n) {
       const Image<Acc> im(row_of(table, row_index, n), H, W, geo, pass);
       const T* img = xp + n * C * HW;
-      Acc mean_all = 0;
-      if (pass.colour) {
-        for (int64_t k = 0; k < C * HW; ++k) mean_all += static_cast<Acc>(img[k]);
-        mean_all = mean_all / static_cast<Acc>(C * HW) + im.bright;  // mean after brightness + saturation
+      T* o = op + n * C * HW;
+      map.build(pass, im);
+      if (pass.colour || affine) {
+        stage_image<T, Acc>(img, C, HW, im, pass.colour, image.data(), stride);
       }
-      for (int64_t i = 0; i < H; ++i) {
-        for (int64_t j = 0; j < W; ++j) {
-          std::fill(acc.begin(), acc.end(), Acc(0));
-          im.taps(pass, H, W, i, j, [&](int64_t ti, int64_t tj, Acc w) {
-            if (!im.source(pass, H, W, ti, tj)) return;
-            const T* px = img + ti * W + tj;
-            if (!pass.colour) {
-              for (int64_t c = 0; c < C; ++c) acc[c] += w * static_cast<Acc>(px[c * HW]);
-              return;
-            }
-            Acc m = 0;
-            for (int64_t c = 0; c < C; ++c) value[c] = static_cast<Acc>(px[c * HW]) + im.bright, m += value[c];
-            m /= static_cast<Acc>(C);
-            for (int64_t c = 0; c < C; ++c) {
-              const Acc v2 = (value[c] - m) * im.sat + m;
-              acc[c] += w * ((v2 - mean_all) * im.con + mean_all);
-            }
-          });
-          T* po = op + n * C * HW + i * W + j;
-          for (int64_t c = 0; c < C; ++c) po[c * HW] = static_cast<T>(acc[c]);
+      if (!affine) {
+        if (pass.colour) gather_rows(image.data(), stride, map, C, o);
+        else gather_rows(img, HW, map, C, o);
+        continue;
+      }
+      taps.build(im, map);
+      for (int64_t c = 0; c < C; ++c) {
+        const Acc* s = image.data() + c * stride;
+        T* oc = o + c * HW;
+        for (int64_t p = 0; p < HW; ++p) {
+          const auto& k = taps.offset[p];
+          const auto& w = taps.weight[p];
+          oc[p] = static_cast<T>(w[0] * s[k[0]] + w[1] * s[k[1]] + w[2] * s[k[2]] + w[3] * s[k[3]]);
         }
       }
     }
@@ -193,37 +335,44 @@ template <typename T>
 void backward_impl(const at::Tensor& grad, const at::Tensor& dx, const at::Tensor& table,
                    const c10::optional<at::Tensor>& row_index, const Pass& pass, c10::IntArrayRef geo) {
   using Acc = at::opmath_type<T>;
-  const int64_t N = grad.size(0), C = grad.size(1), H = grad.size(2), W = grad.size(3), HW = H * W;
+  const int64_t N = grad.size(0), C = grad.size(1), H = grad.size(2), W = grad.size(3), HW = H * W, stride = HW + 1;
+  const bool affine = !pass.affine.empty();
   const T* gp = grad.const_data_ptr<T>();
   T* dp = dx.data_ptr<T>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Acc> buf(C * HW);
+    IndexMap map(H, W);
+    Taps<Acc> taps(affine ? HW : 0);
+    std::vector<Acc> buf((pass.colour || affine) ? C * stride : 0);
     for (int64_t n = begin; n < end; ++n) {
       const Image<Acc> im(row_of(table, row_index, n), H, W, geo, pass);
       const T* g = gp + n * C * HW;
-      std::fill(buf.begin(), buf.end(), Acc(0));
-      for (int64_t i = 0; i < H; ++i) {
-        for (int64_t j = 0; j < W; ++j) {
-          im.taps(pass, H, W, i, j, [&](int64_t ti, int64_t tj, Acc w) {
-            if (!im.source(pass, H, W, ti, tj)) return;
-            for (int64_t c = 0; c < C; ++c) buf[c * HW + ti * W + tj] += w * static_cast<Acc>(g[c * HW + i * W + j]);
-          });
+      T* d = dp + n * C * HW;
+      map.build(pass, im);
+      if (!affine) {  // index maps only: scatter copies (into d directly when there is no colour)
+        if (!pass.colour) {
+          scatter_rows(g, map, C, d, HW);
+          continue;
+        }
+        scatter_rows(g, map, C, buf.data(), stride);
+      } else {  // adjoint of the tap plan, plane by plane, pixels and taps in a fixed order
+        taps.build(im, map);
+        std::fill(buf.begin(), buf.end(), Acc(0));
+        for (int64_t c = 0; c < C; ++c) {
+          Acc* b = buf.data() + c * stride;
+          const T* gc = g + c * HW;
+          for (int64_t p = 0; p < HW; ++p) {
+            const auto& k = taps.offset[p];
+            const auto& w = taps.weight[p];
+            const Acc v = static_cast<Acc>(gc[p]);
+            b[k[0]] += w[0] * v, b[k[1]] += w[1] * v, b[k[2]] += w[2] * v, b[k[3]] += w[3] * v;
+          }
         }
       }
-      T* d = dp + n * C * HW;
-      if (!pass.colour) {
-        for (int64_t k = 0; k < C * HW; ++k) d[k] = static_cast<T>(buf[k]);
-        continue;
-      }
-      // dx_c = c s g_c + c (1 - s) mean_C(g) + (1 - c) s-independent mean_CHW(g) (reference.backward).
-      Acc total = 0;
-      for (int64_t k = 0; k < C * HW; ++k) total += buf[k];
-      const Acc shift = (Acc(1) - im.con) * total / static_cast<Acc>(C * HW);
-      for (int64_t p = 0; p < HW; ++p) {
-        Acc sum_c = 0;
-        for (int64_t c = 0; c < C; ++c) sum_c += buf[c * HW + p];
-        const Acc pixel = im.con * (Acc(1) - im.sat) * sum_c / static_cast<Acc>(C) + shift;
-        for (int64_t c = 0; c < C; ++c) d[c * HW + p] = static_cast<T>(im.con * im.sat * buf[c * HW + p] + pixel);
+      if (pass.colour) {
+        colour_adjoint(buf.data(), stride, C, HW, im, d);
+      } else {
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t p = 0; p < HW; ++p) d[c * HW + p] = static_cast<T>(buf[c * stride + p]);
       }
     }
   });
