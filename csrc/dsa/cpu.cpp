@@ -2,15 +2,18 @@
 // A pass is [color] [crop|cutout|flip]* [scale|rotate]*. Per image (at::parallel_for over images, per-thread
 // scratch allocated once per chunk, so results do not depend on the thread count):
 //  1. the index maps (crop, cutout, flip) act on rows and columns separately, so they become two small
-//     tables: the source row of every row and the source column of every column (-1: crop fill) plus
-//     whether the row / column lies in the cutout square (a pixel is cut when both do);
-//  2. colour, if any, is computed once into a per-thread [C, HW + 1] buffer (per-image mean pre-pass, then
-//     one pass with the per-pixel channel mean); each plane ends with a zero slot (see 3);
-//  3. without an affine, output rows are gathered from a source row through the column table; with one,
-//     a tap plan (4 offsets into one plane, 4 bilinear weights; taps that are outside the image, in the
-//     crop fill or in the cutout point at the zero slot) is built once and applied plane by plane.
-// Backward: the adjoint of the same plan per image in a fixed order (deterministic): a scatter into a
-// per-thread buffer, then the closed-form colour adjoint. fp16/bf16 accumulate in float (opmath).
+//     tables: the source row of every row and the source column of every column (-1: crop fill), with one
+//     column table for the rows that cross the cutout square (cut columns -1 there);
+//  2. colour, if any, is computed once into a per-thread [C, H, W] buffer (per-image mean pre-pass, then
+//     one pass with the per-pixel channel mean);
+//  3. without an affine, output rows are copied from source rows through the column table; with one, the
+//     index maps first write the pre-affine image into a per-thread buffer with a zero border (2 rows /
+//     columns before, 1 after), so the 4 bilinear taps of a pixel are base, base + 1, base + row,
+//     base + row + 1 with no range checks: the sampling coordinates are a branch-free loop per output row,
+//     then every channel reads its 4 taps.
+// Backward: the adjoints of the same steps per image in a fixed order (deterministic): a scatter of the
+// bilinear taps into the bordered buffer, the row copies backwards, then the closed-form colour adjoint.
+// fp16/bf16 accumulate in float (opmath).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -90,28 +93,37 @@ struct Image {
   }
 };
 
+// Planes of C images: value (c, i, j) at data[c * plane + i * row + j].
+template <typename S>
+struct Planes {
+  S* data;
+  int64_t plane, row;
+  S* at(int64_t c, int64_t i) const { return data + c * plane + i * row; }
+};
+
 // Stage 1: the pass's index maps as per-axis tables (each map moves rows and columns independently).
 struct IndexMap {
   int64_t H = 0, W = 0;
   std::vector<int32_t> row;      // source row of each row before the maps, -1 in the crop fill
-  std::vector<uint8_t> row_cut;  // the row crosses the cutout square
-  std::vector<int32_t> cols[2];  // source column of each column, -1 in the crop fill; [1]: also -1 where cut
+  std::vector<uint8_t> cut;      // the row crosses the cutout square
+  std::vector<int32_t> cols_[2]; // source column of each column, -1 in the crop fill; [1]: also -1 where cut
 
-  IndexMap(int64_t H_, int64_t W_) : H(H_), W(W_), row(H_), row_cut(H_), cols{std::vector<int32_t>(W_),
-                                                                              std::vector<int32_t>(W_)} {}
+  IndexMap(int64_t H_, int64_t W_) : H(H_), W(W_), row(H_), cut(H_), cols_{std::vector<int32_t>(W_),
+                                                                         std::vector<int32_t>(W_)} {}
+  const int32_t* cols(int64_t i) const { return cols_[cut[i]].data(); }  // the column table of row i
 
   // One axis: the maps of the pass, last first, applied to coordinate k (crop shifts it and may leave the
   // image, cutout tests its span, flip mirrors the column axis).
   template <typename Acc>
-  static int32_t trace(const Pass& pass, const Image<Acc>& im, bool is_row, int64_t size, int64_t k, bool& cut) {
-    cut = false;
+  static int32_t trace(const Pass& pass, const Image<Acc>& im, bool is_row, int64_t size, int64_t k, bool& in_cut) {
+    in_cut = false;
     for (auto it = pass.index.rbegin(); it != pass.index.rend(); ++it) {
       if (*it == kCrop) {
         k += is_row ? im.shift_h : im.shift_w;
         if (k < 0 || k >= size) return -1;
       } else if (*it == kCutout) {
         const int64_t start = is_row ? im.cut_h0 : im.cut_w0, len = is_row ? im.cut_h : im.cut_w;
-        cut = im.cut_on && k >= start && k < start + len;
+        in_cut = im.cut_on && k >= start && k < start + len;
       } else if (!is_row && im.flip) {
         k = size - 1 - k;
       }
@@ -121,59 +133,86 @@ struct IndexMap {
 
   template <typename Acc>
   void build(const Pass& pass, const Image<Acc>& im) {
-    bool cut = false;
-    for (int64_t i = 0; i < H; ++i) row[i] = trace(pass, im, true, H, i, cut), row_cut[i] = cut;
+    bool in_cut = false;
+    for (int64_t i = 0; i < H; ++i) row[i] = trace(pass, im, true, H, i, in_cut), cut[i] = in_cut;
     for (int64_t j = 0; j < W; ++j) {
-      cols[0][j] = trace(pass, im, false, W, j, cut);
-      cols[1][j] = cut ? -1 : cols[0][j];
+      cols_[0][j] = trace(pass, im, false, W, j, in_cut);
+      cols_[1][j] = in_cut ? -1 : cols_[0][j];
     }
   }
 
-  // Offset of input pixel (i, j) of the pre-map image in a plane, or -1 where it is zero.
-  int32_t at(int64_t i, int64_t j) const {
-    const int32_t r = row[i], c = cols[row_cut[i]][j];
-    return (r < 0 || c < 0) ? -1 : r * static_cast<int32_t>(W) + c;
+  // Stage 3 (index part): dst(c, i, j) = src(c, row[i], cols(i)[j]), 0 in the crop fill and the cutout.
+  template <typename S, typename D>
+  void gather(Planes<const S> src, Planes<D> dst, int64_t C) const {
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t i = 0; i < H; ++i) {
+        D* o = dst.at(c, i);
+        if (row[i] < 0) {
+          std::fill(o, o + W, D(0));
+          continue;
+        }
+        const S* s = src.at(c, row[i]);
+        const int32_t* col = cols(i);
+        for (int64_t j = 0; j < W; ++j) o[j] = col[j] >= 0 ? static_cast<D>(s[col[j]]) : D(0);
+      }
+    }
+  }
+
+  // Adjoint of gather into dst (overwritten): every source pixel is read by at most one output pixel (the
+  // maps are injective where they do not zero), so the adjoint is a scatter of copies into zeroed planes.
+  template <typename G, typename D>
+  void scatter(Planes<const G> grad, Planes<D> dst, int64_t C) const {
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t i = 0; i < H; ++i) std::fill(dst.at(c, i), dst.at(c, i) + W, D(0));
+      for (int64_t i = 0; i < H; ++i) {
+        if (row[i] < 0) continue;
+        const G* g = grad.at(c, i);
+        D* d = dst.at(c, row[i]);
+        const int32_t* col = cols(i);
+        for (int64_t j = 0; j < W; ++j)
+          if (col[j] >= 0) d[col[j]] = static_cast<D>(g[j]);
+      }
+    }
   }
 };
 
-// Stage 3 (affine passes): the bilinear taps of every output pixel (align_corners=False, zero padding).
+// Stage 3 (affine part): the bilinear taps (align_corners=False, zero padding) of one output row in a
+// plane with a zero border (kPadBefore rows / columns before the image, 1 after; row length W + 3): the
+// first tap's offset and the 4 weights per pixel. Pixels whose taps all miss the image point at the
+// top-left 2 x 2 corner of the border (zeros). Branch-free: the compiler vectorizes it.
+constexpr int64_t kPadBefore = 2, kPad = 3;
+
 template <typename Acc>
-struct Taps {
-  std::vector<std::array<int32_t, 4>> offset;  // into a plane of HW + 1 values; HW is the zero slot
-  std::vector<std::array<Acc, 4>> weight;
+struct RowTaps {
+  int64_t H, W, row;                      // row: the bordered row length W + 3
+  Acc a00 = 1, a01 = 0, a10 = 0, a11 = 1;
+  std::vector<Acc> xn;                    // normalized x of each column
+  std::vector<int32_t> base;              // offset of tap (y0, x0) in the bordered plane
+  std::array<std::vector<Acc>, 4> weight; // taps (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
 
-  explicit Taps(int64_t HW) : offset(HW), weight(HW) {}
+  RowTaps(int64_t H_, int64_t W_) : H(H_), W(W_), row(W_ + kPad), xn(W_), base(W_) {
+    for (auto& w : weight) w.resize(W_);
+    for (int64_t j = 0; j < W; ++j) xn[j] = static_cast<Acc>(2 * j + 1) / static_cast<Acc>(W) - Acc(1);
+  }
 
-  void build(const Image<Acc>& im, const IndexMap& map) {
-    const int64_t H = map.H, W = map.W;
-    const int32_t zero = static_cast<int32_t>(H * W);
-    for (int64_t i = 0; i < H; ++i) {
-      const Acc yn = static_cast<Acc>(2 * i + 1) / static_cast<Acc>(H) - Acc(1);
-      for (int64_t j = 0; j < W; ++j) {
-        const int64_t p = i * W + j;
-        const Acc xn = static_cast<Acc>(2 * j + 1) / static_cast<Acc>(W) - Acc(1);
-        const Acc gx = im.a00 * xn + im.a01 * yn, gy = im.a10 * xn + im.a11 * yn;
-        const Acc ix = ((gx + Acc(1)) * static_cast<Acc>(W) - Acc(1)) / Acc(2);
-        const Acc iy = ((gy + Acc(1)) * static_cast<Acc>(H) - Acc(1)) / Acc(2);
-        const Acc fx = std::floor(ix), fy = std::floor(iy);
-        offset[p] = {zero, zero, zero, zero};
-        weight[p] = {Acc(0), Acc(0), Acc(0), Acc(0)};
-        // Some tap is inside only for fx in [-1, W - 1], fy in [-1, H - 1] (false for NaN / inf too).
-        if (!(fx >= Acc(-1) && fx <= static_cast<Acc>(W - 1) && fy >= Acc(-1) && fy <= static_cast<Acc>(H - 1)))
-          continue;
-        const int64_t x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
-        const Acc wx1 = ix - fx, wy1 = iy - fy, wx0 = Acc(1) - wx1, wy0 = Acc(1) - wy1;
-        const int64_t ys[2] = {y0, y0 + 1}, xs[2] = {x0, x0 + 1};
-        const Acc wys[2] = {wy0, wy1}, wxs[2] = {wx0, wx1};
-        for (int a = 0; a < 2; ++a) {
-          if (ys[a] < 0 || ys[a] >= H) continue;
-          for (int b = 0; b < 2; ++b) {
-            if (xs[b] < 0 || xs[b] >= W) continue;
-            const int32_t src = map.at(ys[a], xs[b]);
-            if (src >= 0) offset[p][2 * a + b] = src, weight[p][2 * a + b] = wys[a] * wxs[b];
-          }
-        }
-      }
+  void set_image(const Image<Acc>& im) { a00 = im.a00, a01 = im.a01, a10 = im.a10, a11 = im.a11; }
+
+  void build(int64_t i) {
+    const Acc yn = static_cast<Acc>(2 * i + 1) / static_cast<Acc>(H) - Acc(1);
+    const Acc by = a01 * yn, dy = a11 * yn, Wf = static_cast<Acc>(W), Hf = static_cast<Acc>(H);
+    const int32_t stride = static_cast<int32_t>(row);
+    for (int64_t j = 0; j < W; ++j) {
+      const Acc gx = a00 * xn[j] + by, gy = a10 * xn[j] + dy;
+      Acc ix = ((gx + Acc(1)) * Wf - Acc(1)) * Acc(0.5), iy = ((gy + Acc(1)) * Hf - Acc(1)) * Acc(0.5);
+      // some tap is inside only for ix in [-1, W), iy in [-1, H) (false for NaN / inf too)
+      const bool in = (ix >= Acc(-1)) & (ix < Wf) & (iy >= Acc(-1)) & (iy < Hf);
+      ix = in ? ix : Acc(-kPadBefore), iy = in ? iy : Acc(-kPadBefore);
+      const int32_t tx = static_cast<int32_t>(ix), ty = static_cast<int32_t>(iy);  // floor from truncation
+      const int32_t x0 = tx - (ix < static_cast<Acc>(tx)), y0 = ty - (iy < static_cast<Acc>(ty));
+      const Acc wx1 = ix - static_cast<Acc>(x0), wy1 = iy - static_cast<Acc>(y0);
+      const Acc wx0 = Acc(1) - wx1, wy0 = Acc(1) - wy1;
+      base[j] = (y0 + static_cast<int32_t>(kPadBefore)) * stride + x0 + static_cast<int32_t>(kPadBefore);
+      weight[0][j] = wy0 * wx0, weight[1][j] = wy0 * wx1, weight[2][j] = wy1 * wx0, weight[3][j] = wy1 * wx1;
     }
   }
 };
@@ -189,86 +228,43 @@ Acc sum_of(const T* v, int64_t n) {
   return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-// Stage 2: the coloured image (brightness, saturation, contrast as DC) into dst planes of HW + 1 values
-// (the last one zero); without colour, the image converted to Acc.
-template <typename T, typename Acc>
-void stage_image(const T* img, int64_t C, int64_t HW, const Image<Acc>& im, bool colour, Acc* dst, int64_t stride) {
-  for (int64_t c = 0; c < C; ++c) dst[c * stride + HW] = Acc(0);
-  if (!colour) {
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t p = 0; p < HW; ++p) dst[c * stride + p] = static_cast<Acc>(img[c * HW + p]);
-    return;
-  }
+// Stage 2: the coloured image (brightness, saturation, contrast as DC) into dst [C, HW], plane by plane;
+// pixel: scratch for the per-pixel channel mean.
+template <typename T, typename Acc, typename D>
+void colour(const T* img, int64_t C, int64_t HW, const Image<Acc>& im, Acc* pixel, D* dst) {
   // mean over C, H, W after brightness (saturation keeps the per-pixel mean, so it keeps this one too)
   const Acc mean_all = sum_of<T, Acc>(img, C * HW) / static_cast<Acc>(C * HW) + im.bright;
-  for (int64_t p = 0; p < HW; ++p) {
-    Acc m = 0;
-    for (int64_t c = 0; c < C; ++c) m += static_cast<Acc>(img[c * HW + p]) + im.bright;
-    m = m / static_cast<Acc>(C);
-    for (int64_t c = 0; c < C; ++c) {
-      const Acc v2 = (static_cast<Acc>(img[c * HW + p]) + im.bright - m) * im.sat + m;
-      dst[c * stride + p] = (v2 - mean_all) * im.con + mean_all;
-    }
-  }
-}
-
-// Stage 3 without an affine: each output row is a source row read through the column table.
-template <typename S, typename T>
-void gather_rows(const S* src, int64_t src_stride, const IndexMap& map, int64_t C, T* out) {
-  const int64_t H = map.H, W = map.W;
+  std::fill(pixel, pixel + HW, Acc(0));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t p = 0; p < HW; ++p) pixel[p] += static_cast<Acc>(img[c * HW + p]);
+  for (int64_t p = 0; p < HW; ++p) pixel[p] = pixel[p] / static_cast<Acc>(C) + im.bright;
   for (int64_t c = 0; c < C; ++c) {
-    for (int64_t i = 0; i < H; ++i) {
-      T* o = out + (c * H + i) * W;
-      if (map.row[i] < 0) {
-        std::fill(o, o + W, T(0));
-        continue;
-      }
-      const S* s = src + c * src_stride + map.row[i] * W;
-      const int32_t* col = map.cols[map.row_cut[i]].data();
-      for (int64_t j = 0; j < W; ++j) o[j] = col[j] >= 0 ? static_cast<T>(s[col[j]]) : T(0);
+    for (int64_t p = 0; p < HW; ++p) {
+      const Acc v2 = (static_cast<Acc>(img[c * HW + p]) + im.bright - pixel[p]) * im.sat + pixel[p];
+      dst[c * HW + p] = static_cast<D>((v2 - mean_all) * im.con + mean_all);
     }
   }
 }
 
-// Adjoint of gather_rows into zeroed planes: every source pixel is read by at most one output pixel (the
-// maps are injective where they do not zero), so the adjoint is a plain scatter of copies.
-template <typename G, typename D>
-void scatter_rows(const G* grad, const IndexMap& map, int64_t C, D* dst, int64_t dst_stride) {
-  const int64_t H = map.H, W = map.W;
-  for (int64_t c = 0; c < C; ++c) {
-    D* d = dst + c * dst_stride;
-    std::fill(d, d + H * W, D(0));
-    for (int64_t i = 0; i < H; ++i) {
-      if (map.row[i] < 0) continue;
-      const G* g = grad + (c * H + i) * W;
-      D* drow = d + map.row[i] * W;
-      const int32_t* col = map.cols[map.row_cut[i]].data();
-      for (int64_t j = 0; j < W; ++j)
-        if (col[j] >= 0) drow[col[j]] = static_cast<D>(g[j]);
-    }
-  }
-}
-
-// The colour adjoint of reference.backward, from the gradient w.r.t. the coloured image (planes of
-// `stride` values): dx_c = c s g_c + c (1 - s) mean_C(g) + (1 - c) mean_CHW(g).
-template <typename T, typename Acc>
-void colour_adjoint(const Acc* g, int64_t stride, int64_t C, int64_t HW, const Image<Acc>& im, T* d) {
-  Acc total = 0;
-  for (int64_t c = 0; c < C; ++c) total += sum_of<Acc, Acc>(g + c * stride, HW);
-  const Acc shift = (Acc(1) - im.con) * total / static_cast<Acc>(C * HW);
-  for (int64_t p = 0; p < HW; ++p) {
-    Acc sum_c = 0;
-    for (int64_t c = 0; c < C; ++c) sum_c += g[c * stride + p];
-    const Acc pixel = im.con * (Acc(1) - im.sat) * sum_c / static_cast<Acc>(C) + shift;
-    for (int64_t c = 0; c < C; ++c) d[c * HW + p] = static_cast<T>(im.con * im.sat * g[c * stride + p] + pixel);
-  }
+// The colour adjoint of reference.backward, from the gradient g [C, HW] w.r.t. the coloured image:
+// dx_c = c s g_c + c (1 - s) mean_C(g) + (1 - c) mean_CHW(g).
+template <typename G, typename T, typename Acc>
+void colour_adjoint(const G* g, int64_t C, int64_t HW, const Image<Acc>& im, Acc* pixel, T* d) {
+  const Acc shift = (Acc(1) - im.con) * sum_of<G, Acc>(g, C * HW) / static_cast<Acc>(C * HW);
+  std::fill(pixel, pixel + HW, Acc(0));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t p = 0; p < HW; ++p) pixel[p] += static_cast<Acc>(g[c * HW + p]);
+  const Acc k_pixel = im.con * (Acc(1) - im.sat), k_own = im.con * im.sat;
+  for (int64_t p = 0; p < HW; ++p) pixel[p] = k_pixel * pixel[p] / static_cast<Acc>(C) + shift;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t p = 0; p < HW; ++p) d[c * HW + p] = static_cast<T>(k_own * static_cast<Acc>(g[c * HW + p]) + pixel[p]);
 }
 
 void check_inputs(const at::Tensor& x, const at::Tensor& table, const c10::optional<at::Tensor>& row_index,
                   c10::IntArrayRef geometry, const char* name) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), kOp, ": ", name, " must be a contiguous [N, C, H, W] tensor");
-  TORCH_CHECK(x.size(1) * (x.size(2) * x.size(3) + 1) < std::numeric_limits<int32_t>::max(), kOp, ": ", name,
-              " has too many values per image");
+  TORCH_CHECK((x.size(2) + kPad) * (x.size(3) + kPad) < std::numeric_limits<int32_t>::max(), kOp, ": ", name,
+              " has too many pixels per image");
   TORCH_CHECK(table.scalar_type() == at::kFloat && table.dim() == 2 && table.size(1) == kColumns &&
                   table.size(0) >= 1 && table.is_contiguous(),
               kOp, ": table must be a contiguous float32 [rows, 12] tensor");
@@ -292,39 +288,70 @@ const float* row_of(const at::Tensor& table, const c10::optional<at::Tensor>& ro
   return table.const_data_ptr<float>() + r * kColumns;
 }
 
+// Per-thread scratch of one pass: index tables, bilinear taps, the coloured image, the bordered image.
+template <typename Acc>
+struct Scratch {
+  IndexMap map;
+  RowTaps<Acc> taps;
+  std::vector<Acc> pixel, coloured, bordered;  // [HW]; [C, HW]; [C, H + 3, W + 3] with a zero border
+
+  Scratch(const Pass& pass, int64_t C, int64_t H, int64_t W)
+      : map(H, W), taps(H, W), pixel(H * W), coloured(pass.colour ? C * H * W : 0),
+        bordered(pass.affine.empty() ? 0 : C * (H + kPad) * (W + kPad), Acc(0)) {}
+
+  Planes<Acc> colour_planes() { return {coloured.data(), map.H * map.W, map.W}; }
+  // the image part of the bordered planes (the border stays zero: only the image part is ever written)
+  Planes<Acc> bordered_planes() {
+    const int64_t row = map.W + kPad;
+    return {bordered.data() + kPadBefore * row + kPadBefore, (map.H + kPad) * row, row};
+  }
+};
+
 template <typename T>
 void forward_impl(const at::Tensor& x, const at::Tensor& out, const at::Tensor& table,
                   const c10::optional<at::Tensor>& row_index, const Pass& pass, c10::IntArrayRef geo) {
   using Acc = at::opmath_type<T>;
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HW = H * W, stride = HW + 1;
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HW = H * W;
   const bool affine = !pass.affine.empty();
   const T* xp = x.const_data_ptr<T>();
   T* op = out.data_ptr<T>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    IndexMap map(H, W);
-    Taps<Acc> taps(affine ? HW : 0);
-    std::vector<Acc> image((pass.colour || affine) ? C * stride : 0);
+    Scratch<Acc> s(pass, C, H, W);
     for (int64_t n = begin; n < end; ++n) {
       const Image<Acc> im(row_of(table, row_index, n), H, W, geo, pass);
       const T* img = xp + n * C * HW;
       T* o = op + n * C * HW;
-      map.build(pass, im);
-      if (pass.colour || affine) {
-        stage_image<T, Acc>(img, C, HW, im, pass.colour, image.data(), stride);
-      }
-      if (!affine) {
-        if (pass.colour) gather_rows(image.data(), stride, map, C, o);
-        else gather_rows(img, HW, map, C, o);
+      s.map.build(pass, im);
+      if (pass.colour && pass.index.empty() && !affine) {  // colour alone: straight into the output
+        colour(img, C, HW, im, s.pixel.data(), o);
         continue;
       }
-      taps.build(im, map);
-      for (int64_t c = 0; c < C; ++c) {
-        const Acc* s = image.data() + c * stride;
-        T* oc = o + c * HW;
-        for (int64_t p = 0; p < HW; ++p) {
-          const auto& k = taps.offset[p];
-          const auto& w = taps.weight[p];
-          oc[p] = static_cast<T>(w[0] * s[k[0]] + w[1] * s[k[1]] + w[2] * s[k[2]] + w[3] * s[k[3]]);
+      if (pass.colour) colour(img, C, HW, im, s.pixel.data(), s.coloured.data());
+      const Planes<Acc> dst = affine ? s.bordered_planes() : Planes<Acc>{nullptr, 0, 0};
+      const Planes<T> out_planes{o, HW, W};
+      if (pass.colour) {
+        const Planes<const Acc> src{s.coloured.data(), HW, W};
+        affine ? s.map.gather(src, dst, C) : s.map.gather(src, out_planes, C);
+      } else {
+        const Planes<const T> src{img, HW, W};
+        affine ? s.map.gather(src, dst, C) : s.map.gather(src, out_planes, C);
+      }
+      if (!affine) continue;
+      // bilinear sample of the bordered image: the row's taps once, then every channel
+      s.taps.set_image(im);
+      const int64_t r = s.taps.row;
+      for (int64_t i = 0; i < H; ++i) {
+        s.taps.build(i);
+        const int32_t* b = s.taps.base.data();
+        const Acc *w0 = s.taps.weight[0].data(), *w1 = s.taps.weight[1].data(), *w2 = s.taps.weight[2].data(),
+                  *w3 = s.taps.weight[3].data();
+        for (int64_t c = 0; c < C; ++c) {
+          const Acc* src = s.bordered.data() + c * (H + kPad) * r;
+          T* oc = o + c * HW + i * W;
+          for (int64_t j = 0; j < W; ++j) {
+            const Acc* t = src + b[j];
+            oc[j] = static_cast<T>(w0[j] * t[0] + w1[j] * t[1] + w2[j] * t[r] + w3[j] * t[r + 1]);
+          }
         }
       }
     }
@@ -335,45 +362,51 @@ template <typename T>
 void backward_impl(const at::Tensor& grad, const at::Tensor& dx, const at::Tensor& table,
                    const c10::optional<at::Tensor>& row_index, const Pass& pass, c10::IntArrayRef geo) {
   using Acc = at::opmath_type<T>;
-  const int64_t N = grad.size(0), C = grad.size(1), H = grad.size(2), W = grad.size(3), HW = H * W, stride = HW + 1;
+  const int64_t N = grad.size(0), C = grad.size(1), H = grad.size(2), W = grad.size(3), HW = H * W;
   const bool affine = !pass.affine.empty();
   const T* gp = grad.const_data_ptr<T>();
   T* dp = dx.data_ptr<T>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    IndexMap map(H, W);
-    Taps<Acc> taps(affine ? HW : 0);
-    std::vector<Acc> buf((pass.colour || affine) ? C * stride : 0);
+    Scratch<Acc> s(pass, C, H, W);
     for (int64_t n = begin; n < end; ++n) {
       const Image<Acc> im(row_of(table, row_index, n), H, W, geo, pass);
       const T* g = gp + n * C * HW;
       T* d = dp + n * C * HW;
-      map.build(pass, im);
-      if (!affine) {  // index maps only: scatter copies (into d directly when there is no colour)
-        if (!pass.colour) {
-          scatter_rows(g, map, C, d, HW);
-          continue;
-        }
-        scatter_rows(g, map, C, buf.data(), stride);
-      } else {  // adjoint of the tap plan, plane by plane, pixels and taps in a fixed order
-        taps.build(im, map);
-        std::fill(buf.begin(), buf.end(), Acc(0));
-        for (int64_t c = 0; c < C; ++c) {
-          Acc* b = buf.data() + c * stride;
-          const T* gc = g + c * HW;
-          for (int64_t p = 0; p < HW; ++p) {
-            const auto& k = taps.offset[p];
-            const auto& w = taps.weight[p];
-            const Acc v = static_cast<Acc>(gc[p]);
-            b[k[0]] += w[0] * v, b[k[1]] += w[1] * v, b[k[2]] += w[2] * v, b[k[3]] += w[3] * v;
+      s.map.build(pass, im);
+      if (pass.colour && pass.index.empty() && !affine) {  // colour alone
+        colour_adjoint(g, C, HW, im, s.pixel.data(), d);
+        continue;
+      }
+      // the index maps' adjoint writes the gradient w.r.t. the coloured image (or d when there is no colour)
+      const Planes<Acc> to_colour = s.colour_planes();
+      const Planes<T> to_d{d, HW, W};
+      if (affine) {  // adjoint of the taps into the bordered buffer: rows, channels, pixels in a fixed order
+        std::fill(s.bordered.begin(), s.bordered.end(), Acc(0));
+        s.taps.set_image(im);
+        const int64_t r = s.taps.row;
+        for (int64_t i = 0; i < H; ++i) {
+          s.taps.build(i);
+          const int32_t* b = s.taps.base.data();
+          const Acc *w0 = s.taps.weight[0].data(), *w1 = s.taps.weight[1].data(), *w2 = s.taps.weight[2].data(),
+                    *w3 = s.taps.weight[3].data();
+          for (int64_t c = 0; c < C; ++c) {
+            Acc* dst = s.bordered.data() + c * (H + kPad) * r;
+            const T* gc = g + c * HW + i * W;
+            for (int64_t j = 0; j < W; ++j) {
+              const Acc v = static_cast<Acc>(gc[j]);
+              Acc* t = dst + b[j];
+              t[0] += w0[j] * v, t[1] += w1[j] * v, t[r] += w2[j] * v, t[r + 1] += w3[j] * v;
+            }
           }
         }
-      }
-      if (pass.colour) {
-        colour_adjoint(buf.data(), stride, C, HW, im, d);
+        const Planes<Acc> bp = s.bordered_planes();
+        const Planes<const Acc> src{bp.data, bp.plane, bp.row};
+        pass.colour ? s.map.scatter(src, to_colour, C) : s.map.scatter(src, to_d, C);
       } else {
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t p = 0; p < HW; ++p) d[c * HW + p] = static_cast<T>(buf[c * stride + p]);
+        const Planes<const T> src{g, HW, W};
+        pass.colour ? s.map.scatter(src, to_colour, C) : s.map.scatter(src, to_d, C);
       }
+      if (pass.colour) colour_adjoint(s.coloured.data(), C, HW, im, s.pixel.data(), d);
     }
   });
 }
