@@ -107,10 +107,32 @@ struct IndexMap {
   std::vector<int32_t> row;      // source row of each row before the maps, -1 in the crop fill
   std::vector<uint8_t> cut;      // the row crosses the cutout square
   std::vector<int32_t> cols_[2]; // source column of each column, -1 in the crop fill; [1]: also -1 where cut
+  // A column table that is one run (zeros, source columns first, first + step, ... for j in [j0, j1),
+  // zeros) is copied as such: every table of a pass without a cutout hole, whatever its shift and flip.
+  struct Run {
+    bool ok = false;
+    int64_t j0 = 0, j1 = 0, first = 0, step = 1;
+  } runs_[2];
 
   IndexMap(int64_t H_, int64_t W_) : H(H_), W(W_), row(H_), cut(H_), cols_{std::vector<int32_t>(W_),
                                                                          std::vector<int32_t>(W_)} {}
   const int32_t* cols(int64_t i) const { return cols_[cut[i]].data(); }  // the column table of row i
+  const Run& run(int64_t i) const { return runs_[cut[i]]; }
+
+  static Run find_run(const std::vector<int32_t>& t) {
+    Run r;
+    const int64_t W = static_cast<int64_t>(t.size());
+    while (r.j0 < W && t[r.j0] < 0) ++r.j0;
+    r.j1 = r.j0;
+    if (r.j0 == W) return r.ok = true, r;  // all zero
+    r.first = t[r.j0];
+    r.step = (r.j0 + 1 < W && t[r.j0 + 1] == r.first - 1) ? -1 : 1;
+    while (r.j1 < W && t[r.j1] >= 0 && t[r.j1] == r.first + r.step * (r.j1 - r.j0)) ++r.j1;
+    int64_t j = r.j1;
+    while (j < W && t[j] < 0) ++j;
+    r.ok = j == W;
+    return r;
+  }
 
   // One axis: the maps of the pass, last first, applied to coordinate k (crop shifts it and may leave the
   // image, cutout tests its span, flip mirrors the column axis).
@@ -139,6 +161,7 @@ struct IndexMap {
       cols_[0][j] = trace(pass, im, false, W, j, in_cut);
       cols_[1][j] = in_cut ? -1 : cols_[0][j];
     }
+    runs_[0] = find_run(cols_[0]), runs_[1] = find_run(cols_[1]);
   }
 
   // Stage 3 (index part): dst(c, i, j) = src(c, row[i], cols(i)[j]), 0 in the crop fill and the cutout.
@@ -152,6 +175,18 @@ struct IndexMap {
           continue;
         }
         const S* s = src.at(c, row[i]);
+        const Run& r = run(i);
+        if (r.ok) {  // zeros, a contiguous (or reversed) copy, zeros
+          std::fill(o, o + r.j0, D(0));
+          const S* from = s + r.first;
+          D* to = o + r.j0;
+          if (r.step > 0)
+            for (int64_t k = 0; k < r.j1 - r.j0; ++k) to[k] = static_cast<D>(from[k]);
+          else
+            for (int64_t k = 0; k < r.j1 - r.j0; ++k) to[k] = static_cast<D>(from[-k]);
+          std::fill(o + r.j1, o + W, D(0));
+          continue;
+        }
         const int32_t* col = cols(i);
         for (int64_t j = 0; j < W; ++j) o[j] = col[j] >= 0 ? static_cast<D>(s[col[j]]) : D(0);
       }
@@ -168,6 +203,16 @@ struct IndexMap {
         if (row[i] < 0) continue;
         const G* g = grad.at(c, i);
         D* d = dst.at(c, row[i]);
+        const Run& r = run(i);
+        if (r.ok) {
+          const G* from = g + r.j0;
+          D* to = d + r.first;
+          if (r.step > 0)
+            for (int64_t k = 0; k < r.j1 - r.j0; ++k) to[k] = static_cast<D>(from[k]);
+          else
+            for (int64_t k = 0; k < r.j1 - r.j0; ++k) to[-k] = static_cast<D>(from[k]);
+          continue;
+        }
         const int32_t* col = cols(i);
         for (int64_t j = 0; j < W; ++j)
           if (col[j] >= 0) d[col[j]] = static_cast<D>(g[j]);
@@ -177,20 +222,50 @@ struct IndexMap {
 };
 
 // Stage 3 (affine part): the bilinear taps (align_corners=False, zero padding) of one output row in a
-// plane with a zero border (kPadBefore rows / columns before the image, 1 after; row length W + 3): the
-// first tap's offset and the 4 weights per pixel. Pixels whose taps all miss the image point at the
-// top-left 2 x 2 corner of the border (zeros). Branch-free: the compiler vectorizes it.
-constexpr int64_t kPadBefore = 2, kPad = 3;
+// plane with a zero border of 2 rows / columns on each side (row length W + 4): the first tap's offset
+// and the 4 weights per pixel. Sampling points are clamped into the border, where all taps read zeros.
+constexpr int64_t kPadBefore = 2, kPad = 4;
+
+// GCC keeps float compares out of if-converted (vectorized) loops while FP traps are modelled; the flags
+// are not observed here and the values do not change.
+#if defined(__GNUC__) && !defined(__clang__)
+#define DDFAST_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
+#else
+#define DDFAST_NO_TRAPPING_MATH
+#endif
+
+// The sampling coordinates of one output row: first tap (y0, x0) and the 4 weights of each pixel, in Acc
+// arithmetic and selects only, so that it vectorizes (restrict: too many pointers for GCC's run-time
+// alias checks otherwise).
+template <typename Acc>
+DDFAST_NO_TRAPPING_MATH void bilinear_row(int64_t W, const Acc* __restrict__ xn, Acc ax, Acc cx, Acc by, Acc dy,
+                                          Acc Wf, Acc Hf, Acc* __restrict__ xf, Acc* __restrict__ yf,
+                                          Acc* __restrict__ w0, Acc* __restrict__ w1, Acc* __restrict__ w2,
+                                          Acc* __restrict__ w3) {
+  for (int64_t j = 0; j < W; ++j) {
+    const Acc gx = ax * xn[j] + by, gy = cx * xn[j] + dy;
+    Acc ix = ((gx + Acc(1)) * Wf - Acc(1)) * Acc(0.5), iy = ((gy + Acc(1)) * Hf - Acc(1)) * Acc(0.5);
+    // clamped to [-2, W] x [-2, H]: beyond, both taps of an axis lie in the zero border (NaN -> -2)
+    ix = ix >= Acc(-kPadBefore) ? ix : Acc(-kPadBefore), iy = iy >= Acc(-kPadBefore) ? iy : Acc(-kPadBefore);
+    ix = ix <= Wf ? ix : Wf, iy = iy <= Hf ? iy : Hf;
+    Acc fx = static_cast<Acc>(static_cast<int32_t>(ix)), fy = static_cast<Acc>(static_cast<int32_t>(iy));
+    fx = ix < fx ? fx - Acc(1) : fx, fy = iy < fy ? fy - Acc(1) : fy;  // floor from truncation
+    const Acc wx1 = ix - fx, wy1 = iy - fy, wx0 = Acc(1) - wx1, wy0 = Acc(1) - wy1;
+    xf[j] = fx, yf[j] = fy;
+    w0[j] = wy0 * wx0, w1[j] = wy0 * wx1, w2[j] = wy1 * wx0, w3[j] = wy1 * wx1;
+  }
+}
 
 template <typename Acc>
 struct RowTaps {
-  int64_t H, W, row;                      // row: the bordered row length W + 3
+  int64_t H, W, row;                      // row: the bordered row length W + 4
   Acc a00 = 1, a01 = 0, a10 = 0, a11 = 1;
   std::vector<Acc> xn;                    // normalized x of each column
-  std::vector<int32_t> base;              // offset of tap (y0, x0) in the bordered plane
+  std::vector<Acc> x0, y0;                // tap (y0, x0) (integers)
+  std::vector<int32_t> base;              // its offset in the bordered plane
   std::array<std::vector<Acc>, 4> weight; // taps (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
 
-  RowTaps(int64_t H_, int64_t W_) : H(H_), W(W_), row(W_ + kPad), xn(W_), base(W_) {
+  RowTaps(int64_t H_, int64_t W_) : H(H_), W(W_), row(W_ + kPad), xn(W_), x0(W_), y0(W_), base(W_) {
     for (auto& w : weight) w.resize(W_);
     for (int64_t j = 0; j < W; ++j) xn[j] = static_cast<Acc>(2 * j + 1) / static_cast<Acc>(W) - Acc(1);
   }
@@ -199,21 +274,11 @@ struct RowTaps {
 
   void build(int64_t i) {
     const Acc yn = static_cast<Acc>(2 * i + 1) / static_cast<Acc>(H) - Acc(1);
-    const Acc by = a01 * yn, dy = a11 * yn, Wf = static_cast<Acc>(W), Hf = static_cast<Acc>(H);
-    const int32_t stride = static_cast<int32_t>(row);
-    for (int64_t j = 0; j < W; ++j) {
-      const Acc gx = a00 * xn[j] + by, gy = a10 * xn[j] + dy;
-      Acc ix = ((gx + Acc(1)) * Wf - Acc(1)) * Acc(0.5), iy = ((gy + Acc(1)) * Hf - Acc(1)) * Acc(0.5);
-      // some tap is inside only for ix in [-1, W), iy in [-1, H) (false for NaN / inf too)
-      const bool in = (ix >= Acc(-1)) & (ix < Wf) & (iy >= Acc(-1)) & (iy < Hf);
-      ix = in ? ix : Acc(-kPadBefore), iy = in ? iy : Acc(-kPadBefore);
-      const int32_t tx = static_cast<int32_t>(ix), ty = static_cast<int32_t>(iy);  // floor from truncation
-      const int32_t x0 = tx - (ix < static_cast<Acc>(tx)), y0 = ty - (iy < static_cast<Acc>(ty));
-      const Acc wx1 = ix - static_cast<Acc>(x0), wy1 = iy - static_cast<Acc>(y0);
-      const Acc wx0 = Acc(1) - wx1, wy0 = Acc(1) - wy1;
-      base[j] = (y0 + static_cast<int32_t>(kPadBefore)) * stride + x0 + static_cast<int32_t>(kPadBefore);
-      weight[0][j] = wy0 * wx0, weight[1][j] = wy0 * wx1, weight[2][j] = wy1 * wx0, weight[3][j] = wy1 * wx1;
-    }
+    bilinear_row(W, xn.data(), a00, a10, a01 * yn, a11 * yn, static_cast<Acc>(W), static_cast<Acc>(H), x0.data(),
+                 y0.data(), weight[0].data(), weight[1].data(), weight[2].data(), weight[3].data());
+    const int32_t stride = static_cast<int32_t>(row), origin = static_cast<int32_t>(kPadBefore * (row + 1));
+    for (int64_t j = 0; j < W; ++j)
+      base[j] = static_cast<int32_t>(y0[j]) * stride + static_cast<int32_t>(x0[j]) + origin;
   }
 };
 
@@ -293,7 +358,7 @@ template <typename Acc>
 struct Scratch {
   IndexMap map;
   RowTaps<Acc> taps;
-  std::vector<Acc> pixel, coloured, bordered;  // [HW]; [C, HW]; [C, H + 3, W + 3] with a zero border
+  std::vector<Acc> pixel, coloured, bordered;  // [HW]; [C, HW]; [C, H + 4, W + 4] with a zero border
 
   Scratch(const Pass& pass, int64_t C, int64_t H, int64_t W)
       : map(H, W), taps(H, W), pixel(H * W), coloured(pass.colour ? C * H * W : 0),
