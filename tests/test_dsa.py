@@ -180,6 +180,25 @@ def test_cpp_each_family_s_mode_shared(backend, family):
         assert_close(g, r, torch.float64, family)
 
 
+@pytest.mark.parametrize("backend", CPP)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("strategy", ["crop_flip", "flip_cutout_crop", "color_crop_cutout_flip", "crop_cutout_flip_scale",
+                                      "color_flip_rotate", "cutout_scale_rotate"])
+def test_cpp_every_placement(backend, dtype, channels, strategy):
+    """Per-sample sets on many small images with large crop shifts: every shift (past the edges), flip and
+    cutout position, so the cpp paths all run (row copies: contiguous, reversed, with a cutout hole, all
+    fill; bilinear taps in the zero border), forward and backward, against the reference."""
+    n = 40
+    x = _images(n, channels, 9, 11, seed=60, dtype=dtype)
+    params = _params(n, strategy, seed=61, param=ddfast.DSAConfig(ratio_crop_pad=0.6, ratio_scale=2.0))
+    want = _run("reference", x.double(), params, compose="scale_rotate" in strategy)
+    got = _run(backend, x, params, compose="scale_rotate" in strategy)
+    for g, r, what in zip(got, want, ("out", "dx")):
+        assert g.dtype == dtype
+        assert_close(g, r, dtype, f"{backend} {strategy} {what}")
+
+
 # --- tier 3: gradients, opcheck, compile ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", cpu_backends())
