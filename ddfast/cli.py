@@ -78,7 +78,8 @@ def _eval(args) -> int:
 
     results = eval_run(args.path, args.dataset, data_root=args.data_root, models=args.models.split(","),
                        preset=args.preset, seed=args.seed, device=args.device, source=args.source, lr=args.lr,
-                       baseline=not args.no_baseline, runs=args.runs, epochs=args.epochs, progress=not args.quiet)
+                       baseline=not args.no_baseline, runs=args.runs, epochs=args.epochs,
+                       zca=True if args.zca else None, progress=not args.quiet)
     print("| model | distilled acc % | random real acc % |")
     print("|---|---|---|")
     for model, entry in results["models"].items():
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--no-baseline", action="store_true", help="skip the random-real baseline")
     e.add_argument("--runs", type=int, default=None, help="override the preset's number of runs")
     e.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
+    e.add_argument("--zca", action="store_true", help="ZCA-whiten the test data (default: as the set records)")
     _common(e)
     e.set_defaults(func=_eval)
 

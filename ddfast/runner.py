@@ -31,20 +31,30 @@ from .synthetic import SyntheticSet, plot_curves
 EXPERTS_PER_FILE = 10  # MTT buffer.py's save_interval: experts per replay_buffer_{n}.pt
 
 
+def _require_cli_extras() -> None:
+    """The run folders need matplotlib (PNGs) and tqdm (progress); fail before any work, not after it."""
+    import importlib.util
+
+    missing = [m for m in ("matplotlib", "tqdm") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"ddfast distill needs {', '.join(missing)}: pip install 'ddfast[cli]'")
+
+
 def _accuracy(result) -> dict:
     return {"mean": result.mean, "std": result.std, "runs": result.runs, "preset": result.preset,
             "model": result.model, "epochs": result.epochs, "accuracies": list(result.accuracies)}
 
 
-def evaluate_with_baseline(syn: SyntheticSet, data, *, model: str = "ConvNet", preset: str = "quick", seed: int = 0,
-                           runs: int | None = None, epochs: int | None = None, device=None,
-                           progress: bool = True) -> dict:
-    """The DC protocol on ``syn`` and on random real subsets of the same size (same preset, seed, model;
-    ``runs``/``epochs`` override the preset's)."""
+def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, model: str = "ConvNet",
+                           preset: str = "quick", seed: int = 0, runs: int | None = None, epochs: int | None = None,
+                           device=None, progress: bool = True) -> dict:
+    """The DC protocol on ``syn`` and on random real subsets of ``ipc`` images per class (default the set's
+    own; a multi-formation set passes its storage budget), same preset, seed and model (``runs``/``epochs``
+    override the preset's)."""
     kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "augment": default_augment("dc", data), "seed": seed,
               "device": device, "progress": progress}
     ours = evaluate(syn, data, model, **kwargs)
-    baseline = random_real_baseline(data, syn.ipc, model, **kwargs)
+    baseline = random_real_baseline(data, ipc or syn.ipc, model, **kwargs)
     return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
 
 
@@ -68,16 +78,18 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = data if data is not None else load_dataset(dataset, data_root, zca=zca, device=device)
     config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **(settings or {}))
+    _require_cli_extras()
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume)
-    history: list[float] = []
     curve: list[tuple[int, float]] = []
     labels = class_labels(data.num_classes, ipc, "cpu")
 
     def observe(it, state):
-        history[:] = state.history
         if eval_every and it % eval_every == 0:
             lr = state.tensors.get("lr")
-            current = SyntheticSet(state.tensors["images"].detach().cpu(), labels,
+            images, current_labels = state.output() if state.output is not None else (state.tensors["images"], labels)
+            current = SyntheticSet(images.detach().cpu(), current_labels.cpu(),
                                    lr=None if lr is None else lr.detach().cpu(),
                                    metadata={**data.metadata(), "method": method, "ipc": ipc})
             result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs,
@@ -90,6 +102,7 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
         syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
                            callback=observe)
     wall = time.perf_counter() - start
+    history = torch.load(checkpoint.path, weights_only=True)["state"]["history"]  # written at the last iteration
     syn.save(out / "set.pt")
     syn.save_grid(out / "set.png", zca=data.zca)
     if history:
@@ -97,8 +110,8 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     if curve:
         plot_curves(out / "accuracy.png", {"distilled set, quick preset, 1 run": [100 * a for _, a in curve]},
                     steps=[it for it, _ in curve], ylabel="test accuracy %", title=f"{method}, {data.name}, IPC {ipc}")
-    accuracy = evaluate_with_baseline(syn, data, model=eval_model, preset=eval_preset, seed=seed, runs=eval_runs,
-                                      epochs=eval_epochs, device=device, progress=progress)
+    accuracy = evaluate_with_baseline(syn, data, ipc=ipc, model=eval_model, preset=eval_preset, seed=seed,
+                                      runs=eval_runs, epochs=eval_epochs, device=device, progress=progress)
     results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
                "seconds": syn.metadata["seconds"], "wall_seconds": wall, "device": str(device), "backend": backend,
                "seed": seed, "config": syn.metadata["config"], **accuracy,
@@ -109,19 +122,23 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
 
 def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("ConvNet",), preset: str = "full",
              seed: int = 0, device: str | None = None, source: str = "ddfast", lr: float | None = None,
-             baseline: bool = True, runs: int | None = None, epochs: int | None = None, progress: bool = True) -> dict:
+             baseline: bool = True, runs: int | None = None, epochs: int | None = None, zca: bool | None = None,
+             progress: bool = True) -> dict:
     """Evaluate a saved set (ddfast's ``set.pt``, DC's ``res_*.pt`` with ``source="dc"``, or MTT's
-    images/labels files with ``source="mtt"``) on each of ``models``, with the random-real baseline."""
+    images/labels files with ``source="mtt"``) on each of ``models``, with the random-real baseline. The
+    test data is ZCA-whitened when ``zca`` is True, or (None) when a ddfast set records that it was
+    distilled on whitened data."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = load_dataset(dataset, data_root, device=device)
+    if source not in ("ddfast", "dc", "mtt"):
+        raise ValueError(f"source must be 'ddfast', 'dc' or 'mtt', got {source!r}")
+    zca = zca if zca is not None else bool(SyntheticSet.load(path).metadata.get("zca")) if source == "ddfast" else False
+    data = load_dataset(dataset, data_root, zca=zca, device=device)
     if source == "ddfast":
         syn = SyntheticSet.load(path)
     elif source == "dc":
         syn = SyntheticSet.from_dc(path, dataset=data)
-    elif source == "mtt":
-        syn = SyntheticSet.from_mtt(path, lr=lr, dataset=data)
     else:
-        raise ValueError(f"source must be 'ddfast', 'dc' or 'mtt', got {source!r}")
+        syn = SyntheticSet.from_mtt(path, lr=lr, dataset=data)
     kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "augment": default_augment("dc", data), "seed": seed,
               "device": device, "progress": progress}
     results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "models": {}}

@@ -1,7 +1,8 @@
 """Distil and evaluate the README's results grid, record it, and regenerate the README tables.
 
 For each method and IPC: `ddfast.runner.distill_run` into runs/results/<dataset>/<method>_ipc<k>/ (a run
-whose results.json exists is reused unless --force), with the chosen evaluation preset (full: 5 runs of
+whose results.json exists with the same preset is reused unless --force; a killed run resumes from its
+checkpoint), with the chosen evaluation preset (full: 5 runs of
 the DC protocol, 300 epochs, 1000 for MTT) and the random-real baseline of the same size. MTT's expert
 buffer is trained first (runs/results/<dataset>/buffer). Each result is appended as one JSON line
 (op "distill") to bench/results/<device>.jsonl, and bench/report.py renders the README section.
@@ -56,12 +57,12 @@ def main(argv=None) -> None:
         for ipc in (int(k) for k in args.ipcs.split(",")):
             run = folder / f"{method}_ipc{ipc}"
             done = run / "results.json"
-            if done.exists() and not args.force:
-                results = json.loads(done.read_text())
+            results = json.loads(done.read_text()) if done.exists() and not args.force else None
+            if results is not None and results["distilled"]["preset"] == args.preset:
                 print(f"reusing {done}")
-            else:
+            else:  # a killed run continues from its checkpoint
                 results = distill_run(method, args.dataset, ipc, run, data_root=args.data_root, seed=args.seed,
-                                      device=args.device, eval_preset=args.preset,
+                                      device=args.device, eval_preset=args.preset, resume=not args.force,
                                       buffer=buffer if method == "mtt" else None)
             d, b = results["distilled"], results["random_real"]
             rec.record(op="distill", case=method, backend="ddfast", strategy=d["preset"],

@@ -54,6 +54,9 @@ def test_short_runs_move_the_images(digits8, settings):
     assert syn.images.shape == (10 * factor ** 2, 1, 8, 8) and torch.isfinite(syn.images).all()
     start = common.initial_images(digits8.train_images, common.ClassSampler(digits8), 1, "real", 0)
     assert not torch.equal(dream.decode(start, factor), syn.images)
+    mean, std = digits8.mean[0], digits8.std[0]  # the learnt pixels stay in [0, 1]
+    pixels = syn.images * std + mean
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
 
 
 def test_bad_settings_raise(digits8):

@@ -25,9 +25,9 @@ def digits8():
     return load_dataset("digits", im_size=8)
 
 
-def _distill(method, data, ipc, iterations, checkpoint=None, **settings):
+def _distill(method, data, ipc, iterations, *extra, checkpoint=None, **settings):
     config = make_config(method, data.name, ipc=ipc, iterations=iterations, **settings)
-    return METHODS[method].distill(data, config, checkpoint=checkpoint, progress=False)
+    return METHODS[method].distill(data, config, *extra, checkpoint=checkpoint, progress=False)
 
 
 # ---------------------------------------------------------------------------------- seeds and configs
@@ -59,6 +59,7 @@ def test_make_config_rejects_unknown_settings_by_name():
         make_config("nope", "digits", ipc=1)
     with pytest.raises(ValueError, match="fixes"):
         make_config("dc", "digits", ipc=1, dsa=True)
+    assert make_config("dsa", "digits", ipc=1, dsa=True).dsa is True  # repeating a fixed value is fine
 
 
 def test_dc_loops_follow_dc_table_and_reject_unknown_ipc():
@@ -124,15 +125,19 @@ def test_dc_moves_images_towards_matching_gradients(digits8):
 @pytest.mark.parametrize("method, settings", [
     ("dm", dict(SMALL)),
     ("dsa", dict(SMALL, outer_loop=2, inner_loop=1)),
+    ("lcs_gm", dict(SMALL, pretrain_epochs=1, ema=0.5)),
+    ("dream", dict(SMALL, batch_real=4, inner_steps=2, interval=1, net_samples=32, pretrain_epochs=0, kmeans_iters=2)),
 ])
-def test_resume_continues_exactly(tmp_path, digits8, method, settings):
-    straight = _distill(method, digits8, 1, 4, **settings)
+def test_resume_continues_exactly(tmp_path, digits8, method, settings, extra=()):
+    straight = _distill(method, digits8, 1, 4, *extra, **settings)
     first = common.Checkpointing(tmp_path / "ck.pt", every=2)
-    _distill(method, digits8, 1, 2, checkpoint=first, **settings)
-    resumed = _distill(method, digits8, 1, 4, checkpoint=common.Checkpointing(tmp_path / "ck.pt", every=2,
-                                                                              resume=True), **settings)
+    _distill(method, digits8, 1, 2, *extra, checkpoint=first, **settings)
+    resumed = _distill(method, digits8, 1, 4, *extra, checkpoint=common.Checkpointing(tmp_path / "ck.pt", every=2,
+                                                                                      resume=True), **settings)
     assert resumed.metadata["iterations"] == 4
     assert torch.equal(resumed.images, straight.images)
+    assert (resumed.lr is None) == (straight.lr is None) and (resumed.lr is None or torch.equal(resumed.lr,
+                                                                                                straight.lr))
 
 
 def test_resume_refuses_another_configuration(tmp_path, digits8):
@@ -166,6 +171,11 @@ def test_mtt_adjoint_equals_autograd_unroll(digits8, small_buffer):
     assert adjoint.lr is not None and adjoint.lr.ndim == 0
     torch.testing.assert_close(adjoint.images, autograd.images, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(adjoint.lr, autograd.lr, rtol=1e-4, atol=1e-7)
+
+
+def test_mtt_resume_continues_exactly(tmp_path, digits8, small_buffer):
+    settings = dict(model="ConvNetD2", syn_steps=2, max_start_epoch=1, expert_epochs=2, lr_img=10.0)
+    test_resume_continues_exactly(tmp_path, digits8, "mtt", settings, extra=(small_buffer,))
 
 
 def test_mtt_rejects_short_trajectories(digits8, small_buffer):

@@ -63,7 +63,7 @@ def make_config(method: str, dataset: str, **overrides):
     clash = {k for k in spec.fixed if k in overrides and overrides[k] != spec.fixed[k]}
     if clash:
         raise ValueError(f"method {method!r} fixes {sorted(clash)}")
-    return replace(spec.config(), **settings, **spec.fixed)
+    return replace(spec.config(), **{**settings, **spec.fixed})
 
 
 __all__ = ["DATASET_DEFAULTS", "METHODS", "Method", "dc", "dm", "dream", "lcs_gm", "make_config", "mtt"]

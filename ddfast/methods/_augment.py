@@ -27,20 +27,21 @@ def enabled(strategy: str | None) -> bool:
 class ClassSiamese:
     strategy: str
     num_classes: int
+    mode: str = "S"  # DC's aug_mode: one family per call ('S') or all in order ('M')
 
     @classmethod
-    def from_strategy(cls, strategy: str | None, num_classes: int) -> "ClassSiamese | None":
-        return cls(strategy, num_classes) if enabled(strategy) else None
+    def from_strategy(cls, strategy: str | None, num_classes: int, mode: str = "S") -> "ClassSiamese | None":
+        return cls(strategy, num_classes, mode) if enabled(strategy) else None
 
-    def sample(self, seed: int, iteration: int, device):
+    def sample(self, seed: int, iteration, device):
         """The per-class parameter sets of one iteration (drawn from (seed, "dsa", iteration))."""
-        g = common.generator(seed, "dsa", iteration)
-        return dsa_sample(1, self.strategy, g, groups=self.num_classes).to(device)
+        g = common.generator(seed, "dsa", iteration, device=device)
+        return dsa_sample(1, self.strategy, g, mode=self.mode, groups=self.num_classes)
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor, params) -> torch.Tensor:
         return dsa(x, params, group_index=labels)
 
 
-def per_sample(strategy: str | None):
+def per_sample(strategy: str | None, mode: str = "S"):
     """An ``augment(x, generator)`` callable (per-image parameters) or None when disabled."""
-    return dsa_augment(strategy) if enabled(strategy) else None
+    return dsa_augment(strategy, mode=mode) if enabled(strategy) else None

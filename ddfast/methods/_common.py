@@ -114,6 +114,7 @@ class LoopState:
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0
     series: dict[str, list[float]] = field(default_factory=dict)
+    output: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None  # the set the method returns, now
 
     def state_dict(self) -> dict:
         return {"tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},

@@ -42,8 +42,8 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
     ``config.forward``: ``"batched"`` embeds all real images in one forward and the synthetic set in
     another; ``"per_class"`` embeds class by class as DM does; ``"auto"`` picks per device from
     bench/bench_methods.py (per-class on CPU, where the convolutions dominate and one big batch was
-    slower; batched on CUDA) and always per-class when the network has BatchNorm, whose batch
-    statistics would otherwise mix classes.
+    slower; batched on CUDA); with a BatchNorm network always batched, as main_DM.py concatenates all
+    classes for BN models so the batch statistics span every class.
     """
     if config.forward not in FORWARDS:
         raise ValueError(f"forward must be one of {FORWARDS}, got {config.forward!r}")
@@ -67,8 +67,8 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
         if augment is not None:
             params = augment.sample(config.seed, it, real.device)
             x_real, x_syn = augment(x_real, y_real, params), augment(x_syn, labels, params)
-        per_class = config.forward == "per_class" or common.has_batchnorm(net) or (
-            config.forward == "auto" and real.device.type == "cpu")
+        per_class = not common.has_batchnorm(net) and (
+            config.forward == "per_class" or (config.forward == "auto" and real.device.type == "cpu"))
         if per_class:
             real_counts = torch.bincount(y_real, minlength=real.num_classes).tolist()
             with torch.no_grad():

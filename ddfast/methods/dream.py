@@ -12,6 +12,14 @@ synthetic images of a class. After each step the network trains on ``net_samples
 ``plain=True`` replaces the k-means sampling by random sampling (the ablation of the iteration-count
 claim). ``factor`` > 1 is IDC's multi-formation: each stored image holds factor x factor downsampled
 images, decoded by upsampling its tiles.
+
+As in IDC/DREAM, the learnable images are pixels in [0, 1] (normalised by the dataset's mean/std before
+the network, clamped to [0, 1] after every outer iteration), so ``lr_img`` is on IDC's pixel scale; and
+the DSA families 'color_crop_cutout' are all applied in order (IDC's DiffAug), not one per call.
+Departures: one image step per inner step on the loss summed over classes (IDC steps once per class;
+each class's loss touches only its own images, so only the momentum timing differs); initialisation from
+random real images (IDC's 'kmean'/'mix' initialisations and its CutMix network training are not
+implemented).
 """
 
 from __future__ import annotations
@@ -37,10 +45,11 @@ class DREAMConfig:
     of 1e-4), ``inner_steps`` 100 per outer iteration, SGD on the images ``lr_img`` 0.005 momentum 0.5,
     network SGD lr 0.01 momentum 0.9 weight decay 5e-4 trained on ``net_samples`` 2000 real samples after
     each step, DSA 'color_crop_cutout' (Siamese per class), ``pretrain_epochs`` 1 (DREAM+; 0 = DREAM),
-    ``factor`` 1 (2 = IDC's multi-formation), ``plain`` False."""
+    ``factor`` 1 (2 = IDC's multi-formation), ``plain`` False; 2000 outer iterations (DREAM's
+    ``--reproduce`` CIFAR-10 setting: 2000 x 100 inner steps)."""
 
     ipc: int = 10
-    iterations: int = 1200
+    iterations: int = 2000
     inner_steps: int = 100
     interval: int = 10
     batch_real: int = 128
@@ -95,16 +104,25 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
     returns a :class:`ddfast.SyntheticSet` (multi-formation sets are returned decoded)."""
     if config.factor < 1 or config.interval < 1 or config.inner_steps < 1:
         raise ValueError("factor, interval and inner_steps must be >= 1")
+    if data.zca is not None:
+        raise ValueError("dream optimises pixels in [0, 1] as IDC does; load the data without zca")
     real = common.RealData.of(data, device)
     K = real.num_classes
-    images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
-    images.requires_grad_(True)
+    mean = torch.tensor(data.mean if data.normalized else (0.0,) * real.channels, device=real.device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std if data.normalized else (1.0,) * real.channels, device=real.device).view(1, -1, 1, 1)
+    start = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
+    pixels = (start * std + mean).clamp_(0, 1).requires_grad_(True)
     labels = common.class_labels(K, config.ipc, real.device)
     decoded_labels = labels.repeat_interleave(config.factor ** 2)
-    optimizer = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum)
-    siamese = ClassSiamese.from_strategy(config.dsa_strategy, K)
-    train_augment = per_sample(config.dsa_strategy)
-    state = common.LoopState({"images": images}, {"images": optimizer})
+
+    def model_images() -> torch.Tensor:
+        return decode((pixels - mean) / std, config.factor)
+
+    optimizer = torch.optim.SGD([pixels], lr=config.lr_img, momentum=config.momentum)
+    siamese = ClassSiamese.from_strategy(config.dsa_strategy, K, mode="M")
+    train_augment = per_sample(config.dsa_strategy, mode="M")
+    state = common.LoopState({"pixels": pixels}, {"pixels": optimizer},
+                             output=lambda: (model_images().detach(), decoded_labels))
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, K, real.im_size,
@@ -122,7 +140,7 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
                 else:
                     x_real, y_real = representative_batch(net, real, config.batch_real, config,
                                                           common.generator(config.seed, "kmeans", it, inner))
-            x_syn = decode(images, config.factor)
+            x_syn = model_images()
             xr, xs = x_real, x_syn
             if siamese is not None:
                 params = siamese.sample(config.seed, (it, inner), real.device)
@@ -140,9 +158,11 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
             index = torch.randperm(real.images.shape[0], generator=gen)[:config.net_samples].to(real.device)
             train_network_epoch(net, net_optimizer, real.images[index], real.labels[index], config.net_batch,
                                 train_augment, gen)
+        with torch.no_grad():
+            pixels.clamp_(0, 1)
         return total / config.inner_steps
 
     common.run_loop(state, config.iterations, step, config=config, method="dream", checkpoint=checkpoint,
                     progress=progress, callback=callback)
-    return common.result_set("dream", data, config, decode(images.detach(), config.factor), decoded_labels, state,
+    return common.result_set("dream", data, config, model_images().detach(), decoded_labels, state,
                              extra={"factor": config.factor})

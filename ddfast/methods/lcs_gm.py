@@ -15,6 +15,7 @@ the images, then the EMA update.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,8 @@ def early_exit(config: LCSGMConfig):
 
 def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress=True, callback=None):
     """Distil ``data`` with label-cycle-shifting GM; returns the EMA set (or the last set with ``ema=0``)
-    as a :class:`ddfast.SyntheticSet` whose metadata records the rounds run and whether it stopped early."""
+    as a :class:`ddfast.SyntheticSet` whose metadata records the rounds run and whether it stopped early.
+    The seconds recorded include the pre-training of the fixed network."""
     if config.shift not in SHIFTS:
         raise ValueError(f"shift must be one of {SHIFTS}, got {config.shift!r}")
     if config.network not in NETWORKS:
@@ -132,8 +134,14 @@ def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress
     real.sampler.warn_if_short(config.batch_real, "batch_real")
     optimizer = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum)
     siamese = ClassSiamese.from_strategy(config.dsa_strategy, K)
-    state = common.LoopState({"images": images, "ema": ema}, {"images": optimizer})
-    fixed = pretrained_network(config, real, "fixed") if config.network == "fixed" else None
+    state = common.LoopState({"images": images, "ema": ema}, {"images": optimizer},
+                             output=lambda: (ema if config.ema > 0 else images, labels))
+    fixed = None
+    if config.network == "fixed":  # pre-trained once; its weights go into the checkpoint (a resume loads them)
+        start = time.perf_counter()
+        fixed = pretrained_network(config, real, "fixed")
+        state.seconds = time.perf_counter() - start
+        state.tensors.update({f"net.{name}": t for name, t in [*fixed.named_parameters(), *fixed.named_buffers()]})
 
     def step(it: int) -> dict:
         net = fixed if fixed is not None else pretrained_network(config, real, it)
