@@ -59,6 +59,30 @@ def test_short_runs_move_the_images(digits8, settings):
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
 
 
+def test_one_step_equals_the_hand_computation(digits8):
+    """Plain sampling, no DSA, no momentum: one image step on class-mean + conv-only 'mse' gradient terms."""
+    settings = {**SMALL, "plain": True, "dsa_strategy": "none", "momentum": 0.0, "inner_steps": 1, "lr_img": 0.01}
+    config = make_config("dream", "digits", ipc=2, iterations=1, **settings)
+    syn = METHODS["dream"].distill(digits8, config, progress=False)
+    real = common.RealData.of(digits8)
+    mean, std = digits8.mean[0], digits8.std[0]
+    start = common.initial_images(real.images, real.sampler, 2, "real", config.seed)
+    pixels = (start * std + mean).clamp(0, 1).requires_grad_()
+    net = common.seeded_network("ConvNetD2", 1, 10, (8, 8), common.derive_seed(config.seed, "net", 0), "cpu")
+    params = list(net.parameters())
+    x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", 0, 0)
+    x_syn = (pixels - mean) / std
+    loss = 0
+    for c in range(10):
+        xr, xs = x_real[y_real == c], x_syn[2 * c:2 * c + 2]
+        gr = torch.autograd.grad(F.cross_entropy(net(xr), torch.full((len(xr),), c)), params)
+        gs = torch.autograd.grad(F.cross_entropy(net(xs), torch.full((2,), c)), params, create_graph=True)
+        loss = loss + sum(((a - b) ** 2).sum() for a, b, p in zip(gs, gr, params) if p.dim() == 4)
+        loss = loss + ((net.embed(xr).detach().mean(0) - net.embed(xs).mean(0)) ** 2).sum()
+    expected = (pixels - 0.01 * torch.autograd.grad(loss, pixels)[0]).clamp(0, 1)
+    torch.testing.assert_close(syn.images, ((expected - mean) / std).detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_bad_settings_raise(digits8):
     config = make_config("dream", "digits", ipc=1, iterations=1, **{**SMALL, "interval": 0})
     with pytest.raises(ValueError, match="interval"):

@@ -69,6 +69,22 @@ def test_dc_loops_follow_dc_table_and_reject_unknown_ipc():
     assert make_config("dc", "digits", ipc=7, outer_loop=3, inner_loop=2).loops() == (3, 2)
 
 
+def test_class_siamese_gives_real_and_synthetic_images_the_same_set(digits8):
+    from ddfast.methods._augment import ClassSiamese
+
+    siamese = ClassSiamese.from_strategy("color_crop_cutout_flip_scale_rotate", 10, mode="M")
+    params = siamese.sample(0, 3, "cpu")
+    image = digits8.train_images[digits8.indices_per_class[4][:1]]
+    real = torch.cat([digits8.train_images[:5], image])  # the image as a real sample of class 4 ...
+    syn = torch.cat([image, digits8.train_images[5:7]])  # ... and as the synthetic image of class 4
+    out_real = siamese(real, torch.tensor([0, 1, 2, 3, 5, 4]), params)
+    out_syn = siamese(syn, torch.tensor([4, 7, 7]), params)
+    torch.testing.assert_close(out_real[5], out_syn[0])
+    assert not torch.equal(out_syn[0], image[0])
+    other = siamese(syn, torch.tensor([3, 7, 7]), params)  # another class's set differs
+    assert not torch.equal(other[0], out_syn[0])
+
+
 def test_initial_images_are_real_images_of_their_class(digits8):
     sampler = common.ClassSampler(digits8)
     images = common.initial_images(digits8.train_images, sampler, 3, "real", seed=0)

@@ -41,6 +41,8 @@ DATASET_DEFAULTS = {
     ("dm", "digits"): {"iterations": 200, "batch_real": 64},
     ("mtt", "digits"): {"iterations": 200, "syn_steps": 20, "max_start_epoch": 5, "lr_img": 100.0},
     ("mtt", "digits", 10): {"iterations": 100},
+    ("mtt", "cifar10", 1): {"syn_steps": 50, "max_start_epoch": 2, "lr_lr": 1e-7},  # MTT's README table
+    ("mtt", "cifar10", 50): {"syn_steps": 30, "max_start_epoch": 40},
     ("lcs_gm", "digits"): {"iterations": 100, "batch_real": 32},
     ("dream", "digits"): {"iterations": 10, "inner_steps": 10, "batch_real": 32, "net_samples": 256},
 }
