@@ -35,9 +35,9 @@ METHODS = {
 # ipc, (method, dataset, ipc) on top. Everything else keeps the papers' defaults.
 DATASET_DEFAULTS = {
     ("dc", "digits"): {"iterations": 100, "batch_real": 32},
-    ("dc", "digits", 10): {"iterations": 50, "inner_loop": 10},
+    ("dc", "digits", 10): {"iterations": 20, "inner_loop": 10},
     ("dsa", "digits"): {"iterations": 100, "batch_real": 32},
-    ("dsa", "digits", 10): {"iterations": 50, "inner_loop": 10},
+    ("dsa", "digits", 10): {"iterations": 20, "inner_loop": 10},
     ("dm", "digits"): {"iterations": 200, "batch_real": 64},
     ("mtt", "digits"): {"iterations": 200, "syn_steps": 20, "max_start_epoch": 5, "lr_img": 100.0},
     ("mtt", "digits", 10): {"iterations": 100},
