@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ddfast-installed
 SOURCES := setup.py pyproject.toml requirements-dev.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: quickstart results setup build test test-fast test-triton test-compile bench bench-full report info ci clean
+.PHONY: quickstart results experiments setup build test test-fast test-triton test-compile bench bench-full report info ci clean
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,11 @@ info: setup
 quickstart: setup  ## README command 1: DM (IPC 1, 10) and DC (IPC 1) on digits, quick evaluation, one table
 	$(VENV)/bin/ddfast quickstart --out runs/quickstart --quiet
 
-results: setup  ## DC, DM, MTT at IPC 1 and 10 on digits, full evaluation protocol -> bench/results + README
+results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+ at IPC 1 and 10 on digits, full protocol -> bench/results + README
 	$(PY) scripts/results.py
+
+experiments: setup  ## DREAM+ vs random sampling, label-cycle GM vs plain GM on digits (accuracy curves) -> README
+	$(PY) scripts/experiments.py
 
 test: setup test-fast test-triton test-compile
 

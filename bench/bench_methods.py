@@ -6,12 +6,18 @@ Cases (issue: distillation end to end, item 8), ConvNet-3 on CIFAR-10 shapes (ra
         (per_class_gradients + one grad_distance call + fused DSA) with outer_loop = 1.
   dm    one DM iteration (fresh network, Siamese DSA per class, embeddings, class-mean loss, image step)
         at IPC 10; ddfast = ddfast.methods.dm (fused DSA, class_mean_distance, per-device forward).
+  dream one DREAM+ outer iteration at IPC 10 (fresh network trained one epoch on the real data, then
+        ``inner_steps`` 10 matching steps with one k-means query of every class, k = batch_real, and the
+        network trained on 256 real samples after each step) on 500 real images per class (quick: 200,
+        k 64); ddfast = ddfast.methods.dream (one class-batched kmeans + nearest_to_centroids call, batched
+        per-class gradients, one grad_distance and one class_mean_distance call, fused DSA) vs DREAM's
+        per-class loop (fast_pytorch_kmeans-style Lloyd per class, DiffAugment, per-class losses).
   mtt   one MTT iteration (N student steps on the whole IPC 10 set with per-image DSA, matching loss,
         image and lr step); ddfast = ddfast.methods.mtt (adjoint unroll) vs MTT's create_graph unroll.
 Both sides run the same hyperparameters; the time is the median per iteration after one warm-up.
 Results: bench/results/<device>.jsonl (op "methods").
 
-Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,mtt] [--out DIR]
+Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt] [--out DIR]
 """
 
 from __future__ import annotations
@@ -118,6 +124,26 @@ def bench_dm(rec, device, quick):
             ipc=ipc, batch_real=batch_real)
 
 
+def bench_dream(rec, device, quick):
+    per_class, k = (200, 64) if quick else (500, 128)
+    data = fake_cifar(device, per_class)
+    repeats = 1 if quick else 2
+    ipc, inner_steps, net_samples = 10, 10, 256
+    ours = ddfast_iteration_seconds("dream", data, repeats, ipc=ipc, batch_real=k, inner_steps=inner_steps,
+                                    interval=inner_steps, net_samples=net_samples, pretrain_epochs=1, factor=1)
+    syn = torch.rand(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
+    opt = torch.optim.SGD([syn], lr=0.005, momentum=0.5)
+
+    def step(it):
+        torch.manual_seed(it)
+        net = common.seeded_network("ConvNet", 3, CLASSES, (32, 32), it, device)
+        method_steps.dream_iteration(net, data.train_images, data.train_labels, syn, ipc, opt, inner_steps=inner_steps,
+                                     interval=inner_steps, batch_real=k, net_samples=net_samples, seed=it)
+    _record(rec, "dream", f"ipc{ipc}-real{per_class}-k{k}-steps{inner_steps}", ours,
+            reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=k, inner_steps=inner_steps,
+            real_per_class=per_class)
+
+
 def bench_mtt(rec, device, quick):
     steps = 5 if quick else 20
     ipc = 10
@@ -144,5 +170,5 @@ def bench_mtt(rec, device, quick):
 
 
 if __name__ == "__main__":
-    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "mtt": bench_mtt},
+    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "dream": bench_dream, "mtt": bench_mtt},
                lambda rec, device: f"methods on {rec.common['device']}, torch {rec.common['torch']}")

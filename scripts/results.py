@@ -7,7 +7,7 @@ the DC protocol, 300 epochs, 1000 for MTT) and the random-real baseline of the s
 buffer is trained first (runs/results/<dataset>/buffer). Each result is appended as one JSON line
 (op "distill") to bench/results/<device>.jsonl, and bench/report.py renders the README section.
 
-Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt] [--ipcs 1,10] [--preset full]
+Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt,lcs_gm,dream] [--ipcs 1,10] [--preset full]
        [--experts 5] [--expert-epochs 15] [--force] [--device cpu]   (make results)
 """
 
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--methods", default="dc,dm,mtt")
+    parser.add_argument("--methods", default="dc,dm,mtt,lcs_gm,dream")
     parser.add_argument("--ipcs", default="1,10")
     parser.add_argument("--preset", default="full", choices=["quick", "full"])
     parser.add_argument("--experts", type=int, default=5)

@@ -158,6 +158,24 @@ def test_batched_equals_per_class_calls(backend, init):
 
 
 @pytest.mark.parametrize("backend", cpu_backends())
+def test_grouped_labels_take_the_no_copy_path_with_the_same_results(backend):
+    # class-major labels skip the sort and gather; a shuffled copy of the same rows must agree row for row
+    sizes, k = [90, 60, 75], 4
+    x, labels = make_rows(sizes, 12, torch.float32, seed=3, shuffle=False)
+    perm = torch.randperm(len(labels), generator=seeded(4))
+    init_c = torch.stack([x[labels == c][:k] for c in range(3)])
+    with ddfast.use_backend(backend):
+        grouped = ddfast.kmeans(x, k, iters=5, labels=labels, num_classes=3, init=init_c)
+        shuffled = ddfast.kmeans(x[perm], k, iters=5, labels=labels[perm], num_classes=3, init=init_c)
+        near_grouped = ddfast.nearest_to_centroids(x, grouped.centroids, labels=labels)
+        near_shuffled = ddfast.nearest_to_centroids(x[perm], grouped.centroids, labels=labels[perm])
+    # within a class the rows are summed in another order, so the means agree to rounding
+    assert_close(grouped.centroids, shuffled.centroids, torch.float32, "centroids")
+    assert torch.equal(grouped.assignments[perm], shuffled.assignments)
+    assert torch.equal(near_grouped, perm[near_shuffled])
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
 @pytest.mark.parametrize("init", ["kmeans++", "random"])
 def test_initial_centroids_are_rows_of_their_class(backend, init):
     x, labels = make_rows([50, 8, 30], 6, torch.float64, seed=11)

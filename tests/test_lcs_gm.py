@@ -69,6 +69,14 @@ def test_early_exit_stops_when_the_loss_stalls(digits8):
     assert syn.metadata["iterations"] == 3 and syn.metadata["stopped_early"] is False
 
 
+def test_plateaued_compares_two_windows():
+    assert not lcs_gm.plateaued([5.0, 5.0, 5.0], 2, 1e-3)  # fewer than two windows
+    assert lcs_gm.plateaued([1.0, 1.0, 1.0, 1.0], 2, 1e-3)
+    assert not lcs_gm.plateaued([4.0, 4.0, 2.0, 2.0], 2, 1e-3)
+    assert lcs_gm.plateaued([4.0, 4.0, 3.999, 3.999], 2, 1e-3)  # improved by 2.5e-4 relative < 1e-3
+    assert lcs_gm.plateaued([2.0, 2.0, 3.0, 3.0], 2, 1e-3)  # got worse
+
+
 def test_bad_options_name_themselves(digits8):
     with pytest.raises(ValueError, match="shift"):
         _run(digits8, 1, shift="sideways")

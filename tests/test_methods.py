@@ -46,6 +46,9 @@ def test_make_config_applies_dataset_defaults_then_overrides():
     config = make_config("dm", "digits", ipc=10)
     assert config.ipc == 10 and config.iterations == 200  # digits default
     assert make_config("dm", "cifar10", ipc=10).iterations == 20000  # DM's own default
+    cifar_dream = make_config("dream", "cifar10", ipc=10)  # DREAM's --reproduce CIFAR-10 run: factor 2, mse, 5e-3
+    assert (cifar_dream.factor, cifar_dream.lr_img, cifar_dream.net_samples, cifar_dream.iterations) == (2, 5e-3, 2000, 2000)
+    assert make_config("dream", "digits", ipc=10).factor == 1
     assert make_config("dm", "digits", ipc=1, iterations=7).iterations == 7
     assert make_config("dc", "digits", ipc=10).loops() == (10, 10)  # digits ipc-10 default
     assert make_config("dc", "digits", ipc=10, inner_loop=50).loops() == (10, 50)

@@ -67,3 +67,77 @@ def mtt_step(fm, start, target, syn, labels, syn_lr, steps: int, optimizer_img, 
     optimizer_img.step()
     optimizer_lr.step()
     return loss.item()
+
+
+def _reference_kmeans_query(net, images, k: int, iters: int = 100, tol: float = 1e-4) -> torch.Tensor:
+    """DREAM's query for one class (fast_pytorch_kmeans structure): embed the class's images, Lloyd with
+    cdist + argmin + index_add until the squared centroid shift is <= tol, then each centroid's nearest
+    image. Initial centroids: k random rows (global RNG)."""
+    with torch.no_grad():
+        feats = net.embed(images)
+        cents = feats[torch.randperm(feats.shape[0], device=feats.device)[:k]]
+        for _ in range(iters):
+            assign = torch.cdist(feats, cents).argmin(1)
+            sums = torch.zeros_like(cents).index_add_(0, assign, feats)
+            counts = torch.bincount(assign, minlength=k)
+            new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], cents)
+            shift = float(((new - cents) ** 2).sum())
+            cents = new
+            if shift <= tol:
+                break
+        return images[torch.cdist(cents, feats).argmin(1)]
+
+
+def _train_epoch(net, optimizer, images, labels, batch_size: int, strategy: str) -> None:
+    """DC's epoch('train'): shuffled minibatches, per-image DiffAugment (global RNG), one SGD step each."""
+    net.train()
+    order = torch.randperm(images.shape[0], device=images.device)
+    for index in torch.split(order, batch_size):
+        x = dsa_reference.diff_augment(images[index], strategy, seed=-1, mode="M")
+        loss = F.cross_entropy(net(x), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def dream_iteration(net, real_images, real_labels, syn, ipc: int, optimizer_img, *, inner_steps: int, interval: int,
+                    batch_real: int, net_samples: int, net_batch: int = 128, pretrain_epochs: int = 1,
+                    seed: int = 0) -> float:
+    """One DREAM+ outer iteration in the structure of lyq312318224/DREAM (IDC's condense loop): the fresh
+    network trained ``pretrain_epochs`` on the real data; per inner step and class, every ``interval`` steps a
+    k-means query of the class's embeddings (k = batch_real) picks the real batch; Siamese DiffAugment
+    'color_crop_cutout' (all families, shared seed); the 'mse' gradient distance over conv weights plus the
+    class-mean embedding distance, summed over classes, one image step; then the network trains on
+    ``net_samples`` random real samples."""
+    strategy = "color_crop_cutout"
+    net_optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    for _ in range(pretrain_epochs):
+        _train_epoch(net, net_optimizer, real_images, real_labels, 256, strategy)
+    params = list(net.parameters())
+    classes = int(real_labels.max()) + 1
+    per_class = [real_images[real_labels == c] for c in range(classes)]
+    total = 0.0
+    for inner in range(inner_steps):
+        if inner % interval == 0:
+            batches = [_reference_kmeans_query(net, x, batch_real) for x in per_class]
+        loss = torch.tensor(0.0, device=syn.device)
+        for c, img_real in enumerate(batches):
+            s = seed + 1000 * c + inner
+            img_real = dsa_reference.diff_augment(img_real, strategy, seed=s, mode="M")
+            img_syn = dsa_reference.diff_augment(syn[c * ipc:(c + 1) * ipc], strategy, seed=s, mode="M")
+            lab_real = torch.full((img_real.shape[0],), c, dtype=torch.long, device=syn.device)
+            lab_syn = torch.full((img_syn.shape[0],), c, dtype=torch.long, device=syn.device)
+            g_real = torch.autograd.grad(F.cross_entropy(net(img_real), lab_real), params)
+            g_syn = torch.autograd.grad(F.cross_entropy(net(img_syn), lab_syn), params, create_graph=True)
+            loss = loss + sum(((gs - gr.detach()) ** 2).sum() for gs, gr, p in zip(g_syn, g_real, params)
+                              if p.dim() == 4)
+            with torch.no_grad():
+                mean_real = net.embed(img_real).mean(0)
+            loss = loss + ((mean_real - net.embed(img_syn).mean(0)) ** 2).sum()
+        optimizer_img.zero_grad()
+        loss.backward()
+        optimizer_img.step()
+        total += loss.item()
+        index = torch.randperm(real_images.shape[0], device=real_images.device)[:net_samples]
+        _train_epoch(net, net_optimizer, real_images[index], real_labels[index], net_batch, strategy)
+    return total / inner_steps

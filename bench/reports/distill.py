@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .format import pyplot, source
 
-ORDER = {"dc": 0, "dsa": 1, "dm": 2, "mtt": 3}
+ORDER = {"dc": 0, "dsa": 1, "dm": 2, "mtt": 3, "lcs_gm": 4, "dream": 5}
 
 
 def _pct(entry: dict) -> str:

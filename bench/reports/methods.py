@@ -6,8 +6,10 @@ from pathlib import Path
 
 from .format import ms, source
 
-ORDER = {"dc": 0, "dm": 1, "mtt": 2}
-WHAT = {"dc": "DSA matching step (all classes)", "dm": "DM iteration", "mtt": "MTT iteration (adjoint unroll)"}
+ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3}
+WHAT = {"dc": "DSA matching step (all classes)", "dm": "DM iteration",
+        "dream": "DREAM+ outer iteration (pretrain epoch, k-means query, 10 steps)",
+        "mtt": "MTT iteration (adjoint unroll)"}
 
 
 def table(latest) -> list[str]:

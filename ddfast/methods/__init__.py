@@ -45,6 +45,7 @@ DATASET_DEFAULTS = {
     ("mtt", "cifar10", 50): {"syn_steps": 30, "max_start_epoch": 40},
     ("lcs_gm", "digits"): {"iterations": 100, "batch_real": 32},
     ("dream", "digits"): {"iterations": 10, "inner_steps": 10, "batch_real": 32, "net_samples": 256},
+    ("dream", "cifar10"): {"factor": 2},  # DREAM's run.sh: condense(_improve).py --reproduce -d cifar10 -f 2
 }
 
 

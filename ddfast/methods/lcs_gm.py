@@ -100,19 +100,20 @@ def pretrained_network(config: LCSGMConfig, real: common.RealData, purpose) -> t
     return net
 
 
+def plateaued(gm: list[float], window: int, tol: float) -> bool:
+    """The early-exit criterion: the mean of the last ``window`` values improved on the mean of the
+    ``window`` before them by less than ``tol`` (relative); False while fewer than 2 windows exist."""
+    if len(gm) < 2 * window:
+        return False
+    before, recent = sum(gm[-2 * window:-window]) / window, sum(gm[-window:]) / window
+    return (before - recent) < tol * abs(before)
+
+
 def early_exit(config: LCSGMConfig):
     """The stopping rule on the gradient-matching loss series, or None when disabled."""
-    w = config.early_exit_window
-    if w <= 0:
+    if config.early_exit_window <= 0:
         return None
-
-    def stop(state: common.LoopState) -> bool:
-        gm = state.series.get("gm", [])
-        if len(gm) < 2 * w:
-            return False
-        before, recent = sum(gm[-2 * w:-w]) / w, sum(gm[-w:]) / w
-        return (before - recent) < config.early_exit_tol * abs(before)
-    return stop
+    return lambda state: plateaued(state.series.get("gm", []), config.early_exit_window, config.early_exit_tol)
 
 
 def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress=True, callback=None):
