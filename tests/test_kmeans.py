@@ -43,9 +43,11 @@ def test_assign_and_update_match_brute_force(backend, case, dtype):
     acc = reference.accumulate_dtype(dtype)
     cents = _centroids(len(sizes), min(k, min(sizes)) if case != "many_k" else k, dim, acc, seed=2)
     with ddfast.use_backend(backend):
-        a, d = kmeans_assign_op(xs, cents, offsets)
+        a, d = kmeans_assign_op(xs, cents, offsets, True)
+        a_only, no_d = kmeans_assign_op(xs, cents, offsets, False)
         new, counts = kmeans_update_op(xs, a, offsets, cents)
     assert a.dtype == torch.int64 and d.dtype == acc and new.dtype == acc
+    assert torch.equal(a_only, a) and no_d.shape == (0,) and no_d.dtype == acc  # the distance pass skipped
     rtol = 1e-12 if dtype == torch.float64 else 1e-5
     check_assignment(xs, ls, cents, a, d, rtol)
     if dtype == torch.float64:  # no near-ties at this precision: the exact argmin
@@ -99,7 +101,7 @@ def test_ties_go_to_the_lowest_index(backend):
     x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
     cents = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)  # two equal centroids
     with ddfast.use_backend(backend):
-        a, _ = kmeans_assign_op(x, cents[None], torch.tensor([0, 4]))
+        a, _ = kmeans_assign_op(x, cents[None], torch.tensor([0, 4]), True)
         index = ddfast.nearest_to_centroids(x, cents)
     assert a.tolist() == [2, 0, 2, 0]  # row 1 is as far from 0 as from 1: centroid 0
     assert index.tolist() == [0, 0, 0]  # duplicate rows 0 and 2: the first copy
@@ -113,7 +115,7 @@ def test_empty_cluster_keeps_its_centroid_and_nan_propagates(backend):
         r = ddfast.kmeans(x, 3, iters=4, init=init)
         bad = x.clone()
         bad[5, 1] = float("nan")
-        a, d = kmeans_assign_op(bad, init[None].clone(), torch.tensor([0, 20]))
+        a, d = kmeans_assign_op(bad, init[None].clone(), torch.tensor([0, 20]), True)
     assert r.counts[2] == 0 and torch.equal(r.centroids[2], init[2])
     assert a[5] == 0 and torch.isnan(d[5]) and torch.isfinite(d[torch.arange(20) != 5]).all()
 
@@ -221,11 +223,11 @@ def test_opcheck():
     x, labels = make_rows([7, 5], 6, torch.float32, seed=18)
     xs, _, offsets = _grouped(x, labels, 2)
     cents = _centroids(2, 3, 6, torch.float32, seed=19)
-    a, _ = kmeans_assign_op(xs, cents, offsets)
+    a, _ = kmeans_assign_op(xs, cents, offsets, True)
     excluded = torch.zeros(12, dtype=torch.bool)
     excluded[2] = True
-    for op, args in ((kmeans_assign_op, (xs, cents, offsets)), (kmeans_update_op, (xs, a, offsets, cents)),
-                     (kmeans_nearest_op, (xs, cents, offsets, excluded)),
+    for op, args in ((kmeans_assign_op, (xs, cents, offsets, True)), (kmeans_assign_op, (xs, cents, offsets, False)),
+                     (kmeans_update_op, (xs, a, offsets, cents)), (kmeans_nearest_op, (xs, cents, offsets, excluded)),
                      (kmeans_nearest_op, (xs, cents, offsets, torch.zeros(0, dtype=torch.bool)))):
         result = torch.library.opcheck(op, args)
         assert set(result.values()) == {"SUCCESS"}, (op, result)
@@ -238,9 +240,9 @@ def test_torch_compile_fullgraph():
 
     def lloyd(xs, cents, offsets):
         for _ in range(2):
-            a, _ = kmeans_assign_op(xs, cents, offsets)
+            a, _ = kmeans_assign_op(xs, cents, offsets, True)
             cents, _ = kmeans_update_op(xs, a, offsets, cents)
-        return kmeans_assign_op(xs, cents, offsets)
+        return kmeans_assign_op(xs, cents, offsets, True)
 
     compiled = torch.compile(lloyd, fullgraph=True, backend="eager")
     got, want = compiled(xs, cents, offsets), lloyd(xs, cents, offsets)

@@ -28,9 +28,11 @@ def _grouped(x, labels, num_classes):
 
 def _steps(backend, xs, cents, offsets, excluded):
     with ddfast.use_backend(backend):
-        a, d = kmeans_assign_op(xs, cents, offsets)
+        a, d = kmeans_assign_op(xs, cents, offsets, True)
+        a_only, no_d = kmeans_assign_op(xs, cents, offsets, False)
         new, counts = kmeans_update_op(xs, a, offsets, cents)
         index, nd = kmeans_nearest_op(xs, cents, offsets, excluded)
+    assert torch.equal(a_only, a) and no_d.numel() == 0  # without the distance pass, the same assignment
     return a, d, new, counts, index, nd
 
 
@@ -115,8 +117,8 @@ def test_gpu_opcheck():
     xs, _, offsets = _grouped(x, labels, 2)
     cents = torch.randn(2, 5, 40, generator=seeded(38)).cuda()
     with ddfast.use_backend("triton"):
-        a, _ = kmeans_assign_op(xs, cents, offsets)
-        for op, args in ((kmeans_assign_op, (xs, cents, offsets)), (kmeans_update_op, (xs, a, offsets, cents)),
+        a, _ = kmeans_assign_op(xs, cents, offsets, True)
+        for op, args in ((kmeans_assign_op, (xs, cents, offsets, True)), (kmeans_update_op, (xs, a, offsets, cents)),
                          (kmeans_nearest_op, (xs, cents, offsets, torch.zeros(79, dtype=torch.bool, device="cuda")))):
             result = torch.library.opcheck(op, args)
             assert set(result.values()) == {"SUCCESS"}, (op, result)

@@ -6,7 +6,8 @@
 // (threaded GEMM), then a plain loop under at::parallel_for keeps the running minimum: per row (assign,
 // lowest centroid on ties) or per centroid across row blocks in row order (nearest, lowest row on ties).
 // No N x k matrix exists; memory is the workspace plus one converted row block. The distance of the chosen
-// centroid (row) is then computed directly as ||x - c||^2.
+// centroid (row) is then computed directly as ||x - c||^2 (assign: only when asked for; the Lloyd
+// iterations need the assignment alone).
 // update: segment sums in the accumulate type, parallel over blocks of feature columns, every element
 // summed in row order by one thread (deterministic whatever the thread count), then means.
 #include <ATen/ATen.h>
@@ -14,6 +15,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -75,11 +77,11 @@ std::vector<Acc> row_norms(const at::Tensor& m) {
 
 template <typename Acc>
 void assign_impl(const at::Tensor& x, const at::Tensor& centroids, const std::vector<int64_t>& off,
-                 const at::Tensor& assignment, const at::Tensor& distance) {
+                 const at::Tensor& assignment, const at::Tensor& distance, bool with_distance) {
   const int64_t k = centroids.size(1);
   const auto acc_type = centroids.scalar_type();
   int64_t* out_a = assignment.data_ptr<int64_t>();
-  Acc* out_d = distance.data_ptr<Acc>();
+  Acc* out_d = with_distance ? distance.data_ptr<Acc>() : nullptr;
   auto gram = at::empty({std::min(kRowBlock, x.size(0)), std::min(kCentroidTile, k)}, centroids.options());
   for (size_t c = 0; c + 1 < off.size(); ++c) {
     if (off[c + 1] == off[c]) continue;
@@ -108,29 +110,28 @@ void assign_impl(const at::Tensor& x, const at::Tensor& centroids, const std::ve
           }
         });
       }
+      std::copy(idx.begin(), idx.end(), out_a + r0);
+      if (!with_distance) continue;
       // The chosen centroid's distance directly (the expanded form loses digits of small distances).
       const Acc* rp = rows.const_data_ptr<Acc>();
       const Acc* cp = cents.const_data_ptr<Acc>();
       const int64_t dim = x.size(1);
       at::parallel_for(0, rb, 64, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          out_a[r0 + i] = idx[i];
-          out_d[r0 + i] = squared_distance(rp + i * dim, cp + idx[i] * dim, dim);
-        }
+        for (int64_t i = i0; i < i1; ++i) out_d[r0 + i] = squared_distance(rp + i * dim, cp + idx[i] * dim, dim);
       });
     }
   }
 }
 
 std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x, const at::Tensor& centroids,
-                                              const at::Tensor& offsets) {
+                                              const at::Tensor& offsets, bool with_distance) {
   check_inputs(x, centroids);
   const auto off = class_offsets(offsets, x.size(0), centroids.size(0));
   auto assignment = at::zeros({x.size(0)}, x.options().dtype(at::kLong));
-  auto distance = at::zeros({x.size(0)}, centroids.options());
+  auto distance = at::zeros({with_distance ? x.size(0) : 0}, centroids.options());
   if (centroids.size(1) == 0) return {assignment, distance};
   AT_DISPATCH_FLOATING_TYPES(centroids.scalar_type(), "kmeans_assign_cpu",
-                             [&] { assign_impl<scalar_t>(x, centroids, off, assignment, distance); });
+                             [&] { assign_impl<scalar_t>(x, centroids, off, assignment, distance, with_distance); });
   return {assignment, distance};
 }
 

@@ -88,7 +88,7 @@ def _init_kmeans_plus_plus(x_s, offsets, k, generator):
     n = hi - lo
     rows = _pick(lo, n, _uniform(lo.shape[0], generator, x_s.device))
     chosen = [x_s[rows].to(acc)]
-    _, d2 = kmeans_assign_op(x_s, chosen[0][:, None], offsets)
+    _, d2 = kmeans_assign_op(x_s, chosen[0][:, None], offsets, True)
     for _ in range(1, k):
         cum = torch.cat([d2.new_zeros(1, dtype=torch.float64), torch.cumsum(d2.to(torch.float64), 0)])
         before, total = cum[lo], cum[hi] - cum[lo]
@@ -98,7 +98,7 @@ def _init_kmeans_plus_plus(x_s, offsets, k, generator):
         # Every row already sits on a chosen centroid (duplicates): fall back to a uniform row.
         rows = torch.where(total > 0, drawn, _pick(lo, n, u))
         chosen.append(x_s[rows].to(acc))
-        _, d_new = kmeans_assign_op(x_s, chosen[-1][:, None], offsets)
+        _, d_new = kmeans_assign_op(x_s, chosen[-1][:, None], offsets, True)
         d2 = torch.minimum(d2, d_new)
     return torch.stack(chosen, dim=1)
 
@@ -125,7 +125,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 100, init="kmeans++", generator
     with fused kernels and, given ``labels``, for all classes in the same launches: each class's rows
     are clustered against its own k centroids only.
 
-    Each iteration is one assignment launch (distance + argmin per row, tiled over centroids: no
+    Each iteration is one assignment launch (argmin of the distances per row, tiled over centroids: no
     N x k matrix is stored) and one update launch (deterministic segment means). After the last
     update a final assignment gives ``assignments`` and ``inertia`` for the returned centroids
     (as scikit-learn's ``KMeans`` does).
@@ -187,7 +187,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 100, init="kmeans++", generator
         active = torch.ones(num_groups, dtype=torch.bool, device=x.device)
         done = 0
         for _ in range(iters):
-            assignment, _ = kmeans_assign_op(x_s, cents, offsets)
+            assignment, _ = kmeans_assign_op(x_s, cents, offsets, False)
             new, _ = kmeans_update_op(x_s, assignment, offsets, cents)
             done += 1
             if tol is None:
@@ -198,7 +198,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 100, init="kmeans++", generator
             active = active & ~(shift <= tol)  # NaN shifts keep iterating, as in fast_pytorch_kmeans
             if not bool(active.any()):
                 break
-        assignment, distance = kmeans_assign_op(x_s, cents, offsets)
+        assignment, distance = kmeans_assign_op(x_s, cents, offsets, True)
         inertia = torch.segment_reduce(distance, "sum", offsets=offsets, initial=0)
         counts = torch.bincount(sorted_labels * k + assignment, minlength=num_groups * k).reshape(num_groups, k)
         if order is not None:

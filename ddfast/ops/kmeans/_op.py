@@ -23,8 +23,8 @@ DISPATCH = OpDispatch(
 
 
 @torch.library.custom_op("ddfast::kmeans_assign", mutates_args=())
-def kmeans_assign_op(x: Tensor, centroids: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
-    return reference.assign(x, centroids, offsets)
+def kmeans_assign_op(x: Tensor, centroids: Tensor, offsets: Tensor, with_distance: bool) -> tuple[Tensor, Tensor]:
+    return reference.assign(x, centroids, offsets, with_distance)
 
 
 @torch.library.custom_op("ddfast::kmeans_update", mutates_args=())
@@ -41,8 +41,8 @@ def _impl(x):
     return DISPATCH.resolve(x.device, x.dtype)[1]
 
 
-def _assign_kernel(x, centroids, offsets):
-    return _impl(x).assign(x, centroids, offsets)
+def _assign_kernel(x, centroids, offsets, with_distance):
+    return _impl(x).assign(x, centroids, offsets, with_distance)
 
 
 def _update_kernel(x, assignment, offsets, centroids):
@@ -60,8 +60,9 @@ for _device in ("cpu", "cuda"):
 
 
 @kmeans_assign_op.register_fake
-def _(x, centroids, offsets):
-    return x.new_empty(x.shape[0], dtype=torch.int64), x.new_empty(x.shape[0], dtype=centroids.dtype)
+def _(x, centroids, offsets, with_distance):
+    return (x.new_empty(x.shape[0], dtype=torch.int64),
+            x.new_empty(x.shape[0] if with_distance else 0, dtype=centroids.dtype))
 
 
 @kmeans_update_op.register_fake

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 
-def assign(x, centroids, offsets):
-    return torch.ops.ddfast._kmeans_assign(x, centroids, offsets)
+def assign(x, centroids, offsets, with_distance):
+    return torch.ops.ddfast._kmeans_assign(x, centroids, offsets, with_distance)
 
 
 def update(x, assignment, offsets, centroids):

@@ -15,7 +15,9 @@ are in the accumulate dtype.
 
 Backend contract (shared by cpp and triton):
 
-* ``assign(x, centroids, offsets)`` -> ``(assignment int64 [N] in [0, k), distance acc [N])``.
+* ``assign(x, centroids, offsets, with_distance)`` -> ``(assignment int64 [N] in [0, k), distance acc [N])``;
+  without ``with_distance`` the distance is an empty [0] tensor and its pass over the rows is skipped
+  (the Lloyd iterations only need the assignment).
 * ``update(x, assignment, offsets, centroids)`` -> ``(new acc [K, k, D], counts int64 [K, k])``:
   each centroid becomes the mean of the rows assigned to it (sums in the accumulate dtype, in
   row order on CPU); a centroid with no rows keeps its previous value (``centroids``).
@@ -45,10 +47,10 @@ def _class_ranges(offsets: torch.Tensor):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def assign(x: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor):
+def assign(x: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor, with_distance: bool):
     acc = centroids.dtype
     assignment = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-    distance = torch.zeros(x.shape[0], dtype=acc, device=x.device)
+    distance = torch.zeros(x.shape[0] if with_distance else 0, dtype=acc, device=x.device)
     for c, (lo, hi) in enumerate(_class_ranges(offsets)):
         if hi == lo:
             continue
@@ -56,7 +58,8 @@ def assign(x: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor):
         scores = _scores(rows, centroids[c])
         best = torch.argmin(scores, dim=1)  # first index on ties; NaN is the minimum
         assignment[lo:hi] = best
-        distance[lo:hi] = (rows - centroids[c][best]).square().sum(1)
+        if with_distance:
+            distance[lo:hi] = (rows - centroids[c][best]).square().sum(1)
     return assignment, distance
 
 

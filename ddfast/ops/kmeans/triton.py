@@ -91,7 +91,8 @@ def _select_key(s):
 
 @triton.jit
 def assign_kernel(x_ptr, c_ptr, cn_ptr, off_ptr, tiles_ptr, assign_ptr, dist_ptr, num_classes, k, D,
-                  BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+                  BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+                  WITH_DISTANCE: tl.constexpr):
     cls = _class_of_tile(tiles_ptr, num_classes, BLOCK_K)
     active = cls < num_classes
     cls = tl.minimum(cls, num_classes - 1)
@@ -114,9 +115,10 @@ def assign_kernel(x_ptr, c_ptr, cn_ptr, off_ptr, tiles_ptr, assign_ptr, dist_ptr
         take = (m < best_key) | (t0 == 0)  # strict: earlier tiles (lower indices) win ties
         best_key = tl.where(take, m, best_key)
         best_idx = tl.where(take, j.to(tl.int64), best_idx)
-    d = _direct_distance(x_ptr, c_ptr, rows, cls.to(tl.int64) * k + best_idx, row_mask, D, BLOCK_D)
     tl.store(assign_ptr + rows, best_idx, mask=row_mask)
-    tl.store(dist_ptr + rows, d, mask=row_mask)
+    if WITH_DISTANCE:
+        d = _direct_distance(x_ptr, c_ptr, rows, cls.to(tl.int64) * k + best_idx, row_mask, D, BLOCK_D)
+        tl.store(dist_ptr + rows, d, mask=row_mask)
 
 
 @triton.jit
@@ -189,16 +191,16 @@ def _norms(centroids: torch.Tensor) -> torch.Tensor:
     return centroids.square().sum(-1).contiguous()
 
 
-def assign(x, centroids, offsets):
+def assign(x, centroids, offsets, with_distance):
     num_classes, k, dim = centroids.shape
     n = x.shape[0]
     assignment = torch.zeros(n, dtype=torch.int64, device=x.device)
-    distance = torch.zeros(n, dtype=torch.float32, device=x.device)
+    distance = torch.zeros(n if with_distance else 0, dtype=torch.float32, device=x.device)
     if n and k:
         grid = (triton.cdiv(n, BLOCK_R) + num_classes,)
         assign_kernel[grid](x, centroids, _norms(centroids), offsets, _first_tiles(offsets), assignment, distance,
                             num_classes, k, dim, BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C, BLOCK_D=BLOCK_D, BLOCK_K=BLOCK_K,
-                            num_warps=NUM_WARPS)
+                            WITH_DISTANCE=with_distance, num_warps=NUM_WARPS)
     return assignment, distance
 
 
@@ -244,10 +246,11 @@ def aot_specs():
     tiles = {"BLOCK_R": BLOCK_R, "BLOCK_C": BLOCK_C, "BLOCK_D": BLOCK_D}
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         sig = SIGNATURE_TYPES[dtype]
-        specs.append((f"assign[{sig}]", assign_kernel,
-                      {"x_ptr": f"*{sig}", "c_ptr": "*fp32", "cn_ptr": "*fp32", "off_ptr": "*i64",
-                       "tiles_ptr": "*i64", "assign_ptr": "*i64", "dist_ptr": "*fp32", "num_classes": "i32",
-                       "k": "i32", "D": "i32"}, {**tiles, "BLOCK_K": BLOCK_K}))
+        for with_distance in (False, True):
+            specs.append((f"assign[{sig},distance={with_distance}]", assign_kernel,
+                          {"x_ptr": f"*{sig}", "c_ptr": "*fp32", "cn_ptr": "*fp32", "off_ptr": "*i64",
+                           "tiles_ptr": "*i64", "assign_ptr": "*i64", "dist_ptr": "*fp32", "num_classes": "i32",
+                           "k": "i32", "D": "i32"}, {**tiles, "BLOCK_K": BLOCK_K, "WITH_DISTANCE": with_distance}))
         specs.append((f"update[{sig}]", update_kernel,
                       {"x_ptr": f"*{sig}", "order_ptr": "*i64", "seg_ptr": "*i64", "prev_ptr": "*fp32",
                        "out_ptr": "*fp32", "counts_ptr": "*i64", "D": "i32"},
