@@ -69,6 +69,8 @@ def curve(method: str, data, ipc: int, iterations: int, eval_every: int, eval_ru
     measure(0, start.images, start.labels)
     syn = METHODS[method].distill(data, config, device=device, progress=False, callback=observe)
     state = captured["state"]
+    if points[-1][0] != state.iteration:  # stopped early: the returned set is the final point
+        measure(state.iteration, syn.images, syn.labels)
     return {"iterations": [p[0] for p in points], "accuracy": [p[1] for p in points], "std": [p[2] for p in points],
             "seconds": syn.metadata["seconds"], "rounds": syn.metadata["iterations"],
             "series": {"loss": list(state.history), **{k: list(v) for k, v in state.series.items()}}}

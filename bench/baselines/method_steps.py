@@ -104,15 +104,16 @@ def dream_iteration(net, real_images, real_labels, syn, ipc: int, optimizer_img,
                     batch_real: int, net_samples: int, net_batch: int = 128, pretrain_epochs: int = 1,
                     seed: int = 0) -> float:
     """One DREAM+ outer iteration in the structure of lyq312318224/DREAM (IDC's condense loop): the fresh
-    network trained ``pretrain_epochs`` on the real data; per inner step and class, every ``interval`` steps a
+    network trained ``pretrain_epochs`` on the real data (batches of ``net_batch``); per inner step and class, every ``interval`` steps a
     k-means query of the class's embeddings (k = batch_real) picks the real batch; Siamese DiffAugment
     'color_crop_cutout' (all families, shared seed); the 'mse' gradient distance over conv weights plus the
-    class-mean embedding distance, summed over classes, one image step; then the network trains on
+    class-mean embedding distance, summed over classes, one image step (DREAM steps once per class: K
+    image steps cost more, so summing keeps this baseline conservative); then the network trains on
     ``net_samples`` random real samples."""
     strategy = "color_crop_cutout"
     net_optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     for _ in range(pretrain_epochs):
-        _train_epoch(net, net_optimizer, real_images, real_labels, 256, strategy)
+        _train_epoch(net, net_optimizer, real_images, real_labels, net_batch, strategy)
     params = list(net.parameters())
     classes = int(real_labels.max()) + 1
     per_class = [real_images[real_labels == c] for c in range(classes)]

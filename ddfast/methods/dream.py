@@ -9,8 +9,8 @@ embeddings under the current network: one class-batched :func:`ddfast.kmeans` an
 distance of the embeddings plus the 'mse' gradient distance over the convolution weights only (biases,
 norms and the classifier weighted 0), both on DSA 'color_crop_cutout' views shared by the real and the
 synthetic images of a class. After each step the network trains on ``net_samples`` real samples.
-``plain=True`` replaces the k-means sampling by random sampling (the ablation of the iteration-count
-claim). ``factor`` > 1 is IDC's multi-formation: each stored image holds factor x factor downsampled
+``plain=True`` replaces the k-means sampling by IDC's random sampling, a fresh random real batch per class
+at every inner step (the ablation of the iteration-count claim). ``factor`` > 1 is IDC's multi-formation: each stored image holds factor x factor downsampled
 images, decoded by upsampling its tiles.
 
 As in IDC/DREAM, the learnable images are pixels in [0, 1] (normalised by the dataset's mean/std before
@@ -19,7 +19,10 @@ the DSA families 'color_crop_cutout' are all applied in order (IDC's DiffAug), n
 Departures: one image step per inner step on the loss summed over classes (IDC steps once per class;
 each class's loss touches only its own images, so only the momentum timing differs); initialisation from
 random real images (IDC's 'kmean'/'mix' initialisations and its CutMix network training are not
-implemented).
+implemented: the network trains with per-image DSA 'color_crop_cutout', where DREAM's default CutMix
+training drops cutout); the k-means embeds the normalised images the network sees (DREAM embeds the
+[0, 1] tensors); every decoded synthetic image joins each step (DREAM subsamples at most
+``batch_syn_max`` 128 per class, which only binds with multi-formation at IPC > 32).
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ def conv_weights(net) -> list[float]:
 
 def representative_batch(net, real: common.RealData, k: int, config: DREAMConfig, gen: torch.Generator):
     """Per class, the real samples nearest the centroids of a k-means of the class's embeddings (k clamped to
-    the smallest class), as (images, labels) with class c's rows contiguous."""
+    the smallest class, with a warning from :func:`distill`), as (images, labels) with class c's rows
+    contiguous."""
     k = min(k, min(real.sampler.counts))
     with torch.no_grad():
         feats = torch.cat([net.embed(x) for x in torch.split(real.images, 1024)])
@@ -107,6 +111,7 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
     if data.zca is not None:
         raise ValueError("dream optimises pixels in [0, 1] as IDC does; load the data without zca")
     real = common.RealData.of(data, device)
+    real.sampler.warn_if_short(config.batch_real, "batch_real (k of the k-means)")
     K = real.num_classes
     mean = torch.tensor(data.mean if data.normalized else (0.0,) * real.channels, device=real.device).view(1, -1, 1, 1)
     std = torch.tensor(data.std if data.normalized else (1.0,) * real.channels, device=real.device).view(1, -1, 1, 1)
@@ -129,17 +134,16 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
                                     common.derive_seed(config.seed, "net", it), real.device)
         net_optimizer = torch.optim.SGD(net.parameters(), lr=config.lr_net, momentum=0.9, weight_decay=5e-4)
         gen = common.generator(config.seed, "train", it)
-        for _ in range(config.pretrain_epochs):
-            train_network_epoch(net, net_optimizer, real.images, real.labels, 256, train_augment, gen)
+        for _ in range(config.pretrain_epochs):  # DREAM+ trains on its real loader, batches of net_batch (128)
+            train_network_epoch(net, net_optimizer, real.images, real.labels, config.net_batch, train_augment, gen)
         weights = conv_weights(net)
         total = 0.0
         for inner in range(config.inner_steps):
-            if inner % config.interval == 0:
-                if config.plain:
-                    x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it, inner)
-                else:
-                    x_real, y_real = representative_batch(net, real, config.batch_real, config,
-                                                          common.generator(config.seed, "kmeans", it, inner))
+            if config.plain:  # IDC's random sampling: a fresh batch every step
+                x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it, inner)
+            elif inner % config.interval == 0:
+                x_real, y_real = representative_batch(net, real, config.batch_real, config,
+                                                      common.generator(config.seed, "kmeans", it, inner))
             x_syn = model_images()
             xr, xs = x_real, x_syn
             if siamese is not None:
@@ -151,8 +155,7 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
             with torch.no_grad():
                 f_real = net.embed(xr)
             loss = loss + class_mean_distance(net.embed(xs), decoded_labels, f_real, y_real, K)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (pixels.grad,) = torch.autograd.grad(loss, [pixels])  # not into the network's parameters
             optimizer.step()
             total += loss.item()
             index = torch.randperm(real.images.shape[0], generator=gen)[:config.net_samples].to(real.device)

@@ -45,7 +45,8 @@ class LCSGMConfig:
       initialises and pre-trains a new one every round (more varied gradients, costlier).
     * ``early_exit_window`` W > 0: stop when the mean gradient-matching loss of the last W rounds improved
       on the W rounds before by less than ``early_exit_tol`` (relative); the result records the rounds
-      used. 0 runs every round.
+      used. 0 runs every round. With ``shift="cycle"`` take W a multiple of K - 1 (one shift cycle), so that
+      both windows hold the same shifts.
     Image optimiser as DC's: SGD ``lr_img`` 0.1, momentum 0.5; real batch 256 per class; metric ``ours``."""
 
     ipc: int = 10
