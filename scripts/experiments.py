@@ -12,10 +12,10 @@ Every ``--eval-every`` iterations the current set is evaluated with ``--eval-run
 protocol's quick preset (60 epochs; same seeds at every point, so the curve's steps are the set's, not the
 evaluation's noise). Each variant and IPC is one JSON line (op "experiment") in bench/results/<device>.jsonl.
 
-The defaults (digits' iteration counts; DREAM at IPC 1 only, for the time a 2-core CPU takes) are what
+The defaults (digits' iteration counts, IPC 1 only, for the time a 2-core CPU takes) are what
 `make experiments` runs and the README reports.
 
-Usage: python scripts/experiments.py [--experiments dream,lcs_gm] [--ipcs K,...] [--dream-ipcs 1] [--lcs-ipcs 1,10]
+Usage: python scripts/experiments.py [--experiments dream,lcs_gm] [--ipcs K,...] [--dream-ipcs 1] [--lcs-ipcs 1]
        [--eval-runs 3] [--dream-iterations 10] [--eval-every-dream 2] [--lcs-iterations 100]
        [--eval-every-lcs 10] [--results DIR]
 """
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     parser.add_argument("--experiments", default="dream,lcs_gm")
     parser.add_argument("--ipcs", default=None, help="IPCs of every experiment (overrides the next two)")
     parser.add_argument("--dream-ipcs", default="1")
-    parser.add_argument("--lcs-ipcs", default="1,10")
+    parser.add_argument("--lcs-ipcs", default="1")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--eval-runs", type=int, default=3)

@@ -118,8 +118,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 100, init="kmeans++", generator
            tol: float | None = None) -> KMeansResult:
     """Lloyd's k-means with squared euclidean distances, for one set of rows or for every class at once.
 
-    DREAM / DREAM+ (Liu et al., ICCV 2023; lyq312318224/DREAM, its ``query`` sampling helper) cluster
-    each class's real embeddings with fast_pytorch_kmeans' ``KMeans(n_clusters=ipc, mode='euclidean')``
+    DREAM / DREAM+ (Liu et al., ICCV 2023; lyq312318224/DREAM, its ``query`` / ``query_match`` sampling
+    helpers) cluster each class's real embeddings with fast_pytorch_kmeans'
+    ``KMeans(n_clusters=n, mode='euclidean')`` (n = ipc for the initialisation, batch_real for the matching)
     (Lloyd, at most 100 iterations, stop when the squared centroid shift is <= 1e-4) and then take the
     image nearest each centroid (:func:`nearest_to_centroids`). This function runs those iterations
     with fused kernels and, given ``labels``, for all classes in the same launches: each class's rows

@@ -23,8 +23,8 @@ Backend contract (shared by cpp and triton):
   row order on CPU); a centroid with no rows keeps its previous value (``centroids``).
 * ``nearest(x, centroids, offsets, excluded)`` -> ``(index int64 [K, k], distance acc [K, k])``: for
   every centroid the row of its class minimising ``t_i = ||x_i||^2 - 2 <x_i, c>`` (the lowest row
-  index on ties, NaN counts as the minimum), as an index into ``x``, and its distance
-  ``max(t_min + ||c||^2, 0)``; rows with ``excluded[i]`` set are skipped (``excluded`` is bool [N], or empty for none).
+  index on ties, NaN counts as the minimum), as an index into ``x``, and its distance ``||x_i - c||^2``
+  computed directly; rows with ``excluded[i]`` set are skipped (``excluded`` is bool [N], or empty for none).
   A class without an eligible row gives index -1 and distance inf.
 """
 
