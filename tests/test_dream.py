@@ -29,10 +29,12 @@ def test_decode_upsamples_each_tile_in_row_major_order():
     assert dream.decode(x, 1) is x
 
 
-def test_gradient_term_weights_only_conv_weights():
+def test_gradient_term_takes_only_conv_weights():
     net = get_network("ConvNetD2", 1, 10, (8, 8))
-    weights = dream.conv_weights(net)
-    assert weights == [1.0 if p.dim() == 4 else 0.0 for p in net.parameters()] and sum(weights) == 2
+    conv = dream.conv_indices(net)
+    params = list(net.parameters())
+    assert len(conv) == 2 and all(params[i].dim() == 4 for i in conv)
+    assert sum(p.dim() == 4 for p in params) == 2  # every conv weight, nothing else
 
 
 def test_representative_batch_takes_k_rows_of_every_class(digits8):

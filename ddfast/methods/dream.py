@@ -7,7 +7,7 @@ re-chosen as the samples nearest to the centroids of a k-means (k = ``batch_real
 embeddings under the current network: one class-batched :func:`ddfast.kmeans` and one
 :func:`ddfast.nearest_to_centroids` call for all classes. The loss is bidirectional: DM's class-mean
 distance of the embeddings plus the 'mse' gradient distance over the convolution weights only (biases,
-norms and the classifier weighted 0), both on DSA 'color_crop_cutout' views shared by the real and the
+norms and the classifier left out), both on DSA 'color_crop_cutout' views shared by the real and the
 synthetic images of a class. After each step the network trains on ``net_samples`` real samples.
 ``plain=True`` replaces the k-means sampling by IDC's random sampling, a fresh random real batch per class
 at every inner step (the ablation of the iteration-count claim). ``factor`` > 1 is IDC's multi-formation: each stored image holds factor x factor downsampled
@@ -85,9 +85,11 @@ def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def conv_weights(net) -> list[float]:
-    """Per-parameter weights of the gradient term: 1 for convolution weights (4-D), 0 elsewhere."""
-    return [1.0 if p.dim() == 4 else 0.0 for p in net.parameters()]
+def conv_indices(net) -> list[int]:
+    """Positions (in ``net.parameters()`` order) of the gradient term's tensors: the convolution weights (4-D).
+    Biases, norms and the classifier are left out of the loss altogether (not weighted 0), so the backward
+    pass does not differentiate their gradients (DREAM's match loss skips them the same way)."""
+    return [i for i, p in enumerate(net.parameters()) if p.dim() == 4]
 
 
 def representative_batch(net, real: common.RealData, k: int, config: DREAMConfig, gen: torch.Generator):
@@ -136,7 +138,7 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
         gen = common.generator(config.seed, "train", it)
         for _ in range(config.pretrain_epochs):  # DREAM+ trains on its real loader, batches of net_batch (128)
             train_network_epoch(net, net_optimizer, real.images, real.labels, config.net_batch, train_augment, gen)
-        weights = conv_weights(net)
+        conv = conv_indices(net)
         total = 0.0
         for inner in range(config.inner_steps):
             if config.plain:  # IDC's random sampling: a fresh batch every step
@@ -151,7 +153,7 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
                 xr, xs = siamese(x_real, y_real, params), siamese(x_syn, decoded_labels, params)
             g_real = per_class_gradients(net, None, xr, y_real, K, create_graph=False, strategy=config.strategy)
             g_syn = per_class_gradients(net, None, xs, decoded_labels, K, strategy=config.strategy)
-            loss = grad_distance(g_syn, [g.detach() for g in g_real], "mse", weights=weights, batched=True).sum()
+            loss = grad_distance([g_syn[i] for i in conv], [g_real[i].detach() for i in conv], "mse", batched=True).sum()
             with torch.no_grad():
                 f_real = net.embed(xr)
             loss = loss + class_mean_distance(net.embed(xs), decoded_labels, f_real, y_real, K)
