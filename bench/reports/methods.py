@@ -29,5 +29,5 @@ def render(latest, results: Path, plot: bool) -> str:
         "**One outer iteration of each method**, ddfast's method code (`ddfast.methods`) against the structure of "
         "the reference code bases (`bench/baselines/method_steps.py`: class loops, DiffAugment with per-class "
         "seeds, DC's `match_loss`, MTT's create_graph unroll), same hyperparameters, ConvNet-3 on CIFAR-10 "
-        "shapes (random data), median time per iteration after one warm-up. On a CPU the network's convolutions dominate both sides, so the ratio stays near 1 (run-to-run spread of a few percent).", "",
+        "shapes (random data), median time per iteration after one warm-up. On a CPU the network's convolutions dominate both sides, so the ratio stays near 1 (run-to-run spread of a few percent), except DREAM+, where ddfast is slower for a reason not yet found (docs/DESIGN.md, DREAM+).", "",
         *table(latest)])
