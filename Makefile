@@ -24,7 +24,7 @@ info: setup
 quickstart: setup  ## README command 1: DM (IPC 1, 10) and DC (IPC 1) on digits, quick evaluation, one table
 	$(VENV)/bin/ddfast quickstart --out runs/quickstart --quiet
 
-results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+ at IPC 1 and 10 on digits, full protocol -> bench/results + README
+results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+, AST, SeqMatch at IPC 1 and 10 on digits, full protocol -> bench/results + README
 	$(PY) scripts/results.py
 
 experiments: setup  ## DREAM+ vs random sampling, label-cycle GM vs plain GM on digits (accuracy curves) -> README

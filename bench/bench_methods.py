@@ -14,10 +14,17 @@ Cases (issue: distillation end to end, item 8), ConvNet-3 on CIFAR-10 shapes (ra
         per-class loop (fast_pytorch_kmeans-style Lloyd per class, DiffAugment, per-class losses).
   mtt   one MTT iteration (N student steps on the whole IPC 10 set with per-image DSA, matching loss,
         image and lr step); ddfast = ddfast.methods.mtt (adjoint unroll) vs MTT's create_graph unroll.
+  ast   the same with AST's student: momentum 0.9, balanced loss, one intermediate target at N/2, weight
+        perturbation; ddfast = ddfast.methods.ast (adjoint unroll with momentum and return_steps) vs AST's
+        distill.py body (create_graph unroll with momentum and the middle loss).
+  seqmatch  one iteration on SeqMatch's second subset (5 learnable images per class, the first 5 frozen in
+        front, minibatches of 50 from the concatenation); ddfast = its match_trajectories with the frozen
+        rows vs seqmatch-mtt's create_graph unroll over the concatenation.
+  The trajectory cases (mtt, ast, seqmatch) also record the peak memory of one iteration.
 Both sides run the same hyperparameters; the time is the median per iteration after one warm-up.
 Results: bench/results/<device>.jsonl (op "methods").
 
-Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt] [--out DIR]
+Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt,ast,seqmatch] [--out DIR]
 """
 
 from __future__ import annotations
@@ -32,13 +39,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddfast.data import ImageDataset  # noqa: E402
-from ddfast.methods import METHODS, make_config  # noqa: E402
+from ddfast.methods import METHODS, make_config, seqmatch  # noqa: E402
+from ddfast.methods.mtt import Student, match_trajectories  # noqa: E402
 from ddfast.methods import _common as common  # noqa: E402
 from ddfast.models import get_network  # noqa: E402
 from ddfast.ops.unroll import FlatModel  # noqa: E402
 
 from bench.baselines import method_steps  # noqa: E402
-from bench.common import bench_main, synchronize  # noqa: E402
+from bench.common import bench_main, peak_memory, peak_rss_child, synchronize  # noqa: E402
 
 OP = "methods"
 CLASSES = 10
@@ -144,31 +152,93 @@ def bench_dream(rec, device, quick):
             real_per_class=per_class)
 
 
-def bench_mtt(rec, device, quick):
-    steps = 5 if quick else 20
-    ipc = 10
-    data = fake_cifar(device, ipc)
-    repeats = 2 if quick else 3
+def _expert_trajectory(device, epochs: int = 3):
+    """A ConvNet-3 'trajectory' of small random steps (the speed of an iteration does not depend on the values)."""
+    torch.manual_seed(0)
     net = get_network("ConvNet", 3, CLASSES, (32, 32))
     snapshot = [p.detach().clone() for p in net.parameters()]
-    trajectory = [[p + 0.01 * k * torch.randn_like(p) for p in snapshot] for k in range(3)]
-    ours = ddfast_iteration_seconds("mtt", data, repeats, [trajectory], ipc=ipc, syn_steps=steps, max_start_epoch=1,
-                                    expert_epochs=2)
-    fm = FlatModel(net.to(device))
-    start = fm.flatten(trajectory[0]).to(device)
-    target = fm.flatten(trajectory[2]).to(device)
-    syn = torch.randn(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
-    labels = torch.arange(CLASSES, device=device).repeat_interleave(ipc)
+    return net.to(device), [[p + 0.01 * k * torch.randn_like(p) for p in snapshot] for k in range(epochs)]
+
+
+# The trajectory cases: ddfast's method settings (seqmatch: its second subset's) and the reference step's options.
+TRAJECTORY_CASES = {
+    "mtt": ({"max_start_epoch": 1}, {}),
+    "ast": ({"max_start_epoch": 1, "init": "real", "student_momentum": 0.9, "balanced": True, "intermediate": True,
+             "perturb": 1.0},
+            {"momentum": 0.9, "loss_scale": 1.2920, "perturb": 1.0}),  # log_5(8): the scale at t = T // 2
+    "seqmatch": ({"num_subsets": 2, "intervals": ((0, 3), (0, 3))}, {}),
+}
+
+
+def trajectory_workload(case: str, side: str, steps: int, ipc: int, device: str):
+    """One outer iteration of ``case`` (mtt, ast, seqmatch: its second subset, the first frozen) at CIFAR-10
+    shapes, as a zero-argument callable: ddfast's method or the reference step (module level, so a child
+    process can build it for the peak-memory measurement)."""
+    net, trajectory = _expert_trajectory(device)
+    data = fake_cifar(device, ipc)
+    config = make_config(case, "cifar10", ipc=ipc, iterations=1, syn_steps=steps, expert_epochs=2,
+                         **TRAJECTORY_CASES[case][0])
+    if side == "ddfast" and case != "seqmatch":
+        return lambda: METHODS[case].distill(data, config, [trajectory], device=data.device, progress=False)
+    half = ipc // 2
+    learn_ipc = half if case == "seqmatch" else ipc
+    labels = torch.arange(CLASSES, device=device).repeat_interleave(learn_ipc)
+    frozen = torch.randn(CLASSES * half, 3, 32, 32, device=device)
+    if side == "ddfast":  # SeqMatch's second subset through the loop the method runs
+        real = common.RealData.of(data, device)
+        stage = seqmatch.stage_config(config, 1, half, half * CLASSES)
+
+        def run():
+            learn = torch.randn(CLASSES * half, 3, 32, 32, device=device, requires_grad=True)
+            return match_trajectories(real, stage, [trajectory], learn, labels, method="seqmatch-s2",
+                                      student=Student(start_range=(0, 1)), frozen=(frozen, labels), progress=False)
+        return run
+    fm = FlatModel(net)
+    start, middle, target = (fm.flatten(s).to(device) for s in trajectory)
+    syn = torch.randn(CLASSES * learn_ipc, 3, 32, 32, device=device, requires_grad=True)
     lr = torch.tensor(0.01, device=device, requires_grad=True)
     opt_img = torch.optim.SGD([syn], lr=1000.0, momentum=0.5)
     opt_lr = torch.optim.SGD([lr], lr=1e-5, momentum=0.5)
+    options = dict(TRAJECTORY_CASES[case][1])
+    if case == "ast":
+        options["middle"] = [(steps // 2, middle)]
+    if case == "seqmatch":
+        options.update(frozen=frozen, frozen_labels=labels, batch_syn=CLASSES * half)
+    return lambda: method_steps.mtt_step(fm, start, target, syn, labels, lr, steps, opt_img, opt_lr, 0, **options)
 
-    def step(it):
-        method_steps.mtt_step(fm, start, target, syn, labels, lr, steps, opt_img, opt_lr, it)
-    _record(rec, "mtt", f"ipc{ipc}-steps{steps}", ours, reference_iteration_seconds(step, repeats, device),
-            ipc=ipc, syn_steps=steps)
+
+def _median_seconds(fn, repeats: int, device) -> float:
+    return reference_iteration_seconds(lambda _it: fn(), repeats, device)
+
+
+def bench_trajectory(rec, device, quick, case: str):
+    """One outer iteration of MTT, AST or SeqMatch's second subset, IPC 10, ``steps`` inner steps: median time,
+    and peak memory (CUDA allocator peak, or the peak resident growth of a child process on the CPU)."""
+    steps = 5 if quick else 20
+    ipc = 10
+    repeats = 2 if quick else 3
+    if case == "seqmatch":
+        ours = _median_seconds(trajectory_workload(case, "ddfast", steps, ipc, str(device)), repeats, device)
+    else:  # the method's own loop (its timing callback leaves the set-up out)
+        _, trajectory = _expert_trajectory(device)
+        ours = ddfast_iteration_seconds(case, fake_cifar(device, ipc), repeats, [trajectory], ipc=ipc,
+                                        syn_steps=steps, expert_epochs=2, **TRAJECTORY_CASES[case][0])
+    reference = _median_seconds(trajectory_workload(case, "reference", steps, ipc, str(device)), repeats, device)
+    memory = {}
+    for side in ("ddfast", "reference"):
+        if device.type == "cuda":
+            memory[side] = peak_memory(trajectory_workload(case, side, steps, ipc, str(device)), device)
+        else:
+            memory[side] = peak_rss_child(trajectory_workload, case, side, steps, ipc, "cpu",
+                                          warmup_args=(case, side, 1, ipc, "cpu"))
+    _record(rec, case, f"ipc{ipc}-steps{steps}", ours, reference, ipc=ipc, syn_steps=steps,
+            peak_mem_bytes=memory["ddfast"], baseline_peak_mem_bytes=memory["reference"])
+    print(f"     peak memory: ddfast {memory['ddfast'] / 2**20:.0f} MiB, "
+          f"reference {memory['reference'] / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
-    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "dream": bench_dream, "mtt": bench_mtt},
+    trajectory_cases = {case: (lambda rec, device, quick, case=case: bench_trajectory(rec, device, quick, case))
+                        for case in TRAJECTORY_CASES}
+    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "dream": bench_dream, **trajectory_cases},
                lambda rec, device: f"methods on {rec.common['device']}, torch {rec.common['torch']}")

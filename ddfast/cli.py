@@ -93,7 +93,7 @@ def _buffer(args) -> int:
 
     paths = buffer_run(args.dataset, args.out, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
                        lr=args.lr, batch_size=args.batch_size, model=args.model, dsa_strategy=args.dsa_strategy,
-                       seed=args.seed, device=args.device, zca=args.zca, progress=not args.quiet)
+                       recipe=args.recipe, seed=args.seed, device=args.device, zca=args.zca, progress=not args.quiet)
     print("\n".join(paths))
     return 0
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--ipc", type=int, required=True, help="synthetic images per class")
     d.add_argument("--iterations", type=int, default=None, help="outer iterations (default: the method's)")
     d.add_argument("--out", required=True, help="run folder")
-    d.add_argument("--buffer", default=None, help="folder of replay_buffer_<n>.pt expert files (mtt)")
+    d.add_argument("--buffer", default=None, help="folder of replay_buffer_<n>.pt expert files (mtt, ast, seqmatch)")
     d.add_argument("--backend", default="auto", help="ddfast backend for every op: auto, reference, cpp, cuda, triton")
     d.add_argument("--eval-preset", default="quick", choices=["quick", "full"])
     d.add_argument("--eval-model", default="ConvNet")
@@ -162,11 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     _common(e)
     e.set_defaults(func=_eval)
 
-    b = sub.add_parser("buffer", help="train MTT expert trajectories (replay_buffer_<n>.pt)")
+    b = sub.add_parser("buffer", help="train expert trajectories (MTT's replay_buffer_<n>.pt)")
     b.add_argument("--out", required=True)
     b.add_argument("--experts", type=int, default=10)
     b.add_argument("--epochs", type=int, default=50)
-    b.add_argument("--lr", type=float, default=0.01)
+    b.add_argument("--recipe", default="mtt", choices=["mtt", "ast"], help="mtt: MTT buffer.py's experts; ast: AST's "
+                   "smooth experts (clipping loss, gradient penalty, momentum 0.9, weight decay 1e-3)")
+    b.add_argument("--lr", type=float, default=None, help="expert lr (default: the recipe's, 0.01 / 0.003)")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--model", default="ConvNet")
     b.add_argument("--dsa-strategy", default=None, help="DSA families ('none': no augmentation)")

@@ -6,7 +6,9 @@
   (soft labels: cross-entropy against the label distributions), SGD momentum 0.9, weight decay
   5e-4, lr 0.01 or the set's learned lr, lr x 0.1 from epoch ``epochs // 2`` on (DC recreates the
   optimiser there, so the momentum restarts; so does this). Epochs: 300, or 1000 for the MTT family
-  (a set with a learned lr or ``metadata["method"]`` in :data:`MTT_FAMILY`). DC's loop runs
+  (a set with a learned lr or ``metadata["method"]`` in :data:`MTT_FAMILY`). A SeqMatch set
+  (``metadata["sequential"]``) is trained by the sequential protocol (:func:`train_sequentially`): that
+  training on S1, then on S1+S2, ..., each stage with its own learned lr and ``epochs`` epochs. DC's loop runs
   ``epochs + 1`` epochs and decays after epoch ``epochs // 2 + 1``; here exactly ``epochs`` are run.
 * KD protocol (``protocol="kd"``; SRe2L's/DELT's relabel-and-train): the student is trained on
   (augmented) synthetic images against a frozen ``teacher``'s soft labels of the same augmented
@@ -45,7 +47,7 @@ from .models import EVAL_POOL, NETWORKS, get_network
 from .synthetic import SyntheticSet
 
 __all__ = ["EvalResult", "evaluate", "cross_architecture", "random_real_baseline", "random_real_set",
-           "default_augment", "test_accuracy", "PRESETS", "MTT_FAMILY"]
+           "train_sequentially", "default_augment", "test_accuracy", "PRESETS", "MTT_FAMILY"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -211,6 +213,18 @@ def _train(net, images, labels, *, protocol, epochs, lr, batch_size, augment, ge
             bar.update(1)
 
 
+def train_sequentially(net, images, labels, stages: Sequence[tuple[int, float]], *, epochs: int, augment=None,
+                       generator: torch.Generator, batch_size: int = 256, bar=None) -> nn.Module:
+    """SeqMatch's sequential protocol (shqii1j/seqmatch, evaluation.py / buffer.py): for each stage (rows, lr)
+    in order, the DC protocol's training (:func:`evaluate`'s, a fresh SGD optimiser per stage) for ``epochs``
+    epochs on ``images[:rows]`` (the union S1..Sj of a set stored subset by subset) with that stage's lr;
+    returns ``net``."""
+    for rows, lr in stages:
+        _train(net, images[:rows], labels[:rows], protocol="dc", epochs=epochs, lr=lr, batch_size=batch_size,
+               augment=augment, gen=generator, teacher=None, temperature=1.0, bar=bar)
+    return net
+
+
 def _progress(total, desc, enabled):
     if enabled:
         try:
@@ -222,7 +236,8 @@ def _progress(total, desc, enabled):
 
 
 def _run_protocol(draw_set: Callable[[torch.Generator], tuple], dataset, model, *, protocol, preset, runs, epochs, lr,
-                  batch_size, augment, teacher, temperature, master, seed, device, progress, mtt_family, images):
+                  batch_size, augment, teacher, temperature, master, seed, device, progress, mtt_family, images,
+                  stages=None):
     cfg = PRESETS[preset]
     runs = _positive(runs, "runs") or cfg["runs"]
     epochs = _positive(epochs, "epochs") or (cfg["epochs_mtt"] if mtt_family else cfg["epochs"])
@@ -234,16 +249,21 @@ def _run_protocol(draw_set: Callable[[torch.Generator], tuple], dataset, model, 
         for p in teacher.parameters():
             p.requires_grad_(False)
     accuracies, start = [], time.perf_counter()
-    bar = _progress(runs * epochs, f"eval {model}", progress)
+    bar = _progress(runs * epochs * max(1, len(stages or ())), f"eval {model}", progress)
     try:
         for _ in range(runs):
             run_gen = torch.Generator().manual_seed(_draw_seed(master))
             x, y, run_lr = draw_set(run_gen)
             run_lr = lr if lr is not None else run_lr
             net = _make_network(model, dataset, _draw_seed(run_gen), device)
-            _train(net, x.to(device), y.to(device), protocol=protocol, epochs=epochs, lr=run_lr,
-                   batch_size=batch_size, augment=augment, gen=run_gen, teacher=teacher, temperature=temperature,
-                   bar=bar)
+            if stages:
+                run_stages = [(rows, lr or stage_lr) for rows, stage_lr in stages]  # lr: the caller's override
+                train_sequentially(net, x.to(device), y.to(device), run_stages, epochs=epochs, augment=augment,
+                                   generator=run_gen, batch_size=batch_size, bar=bar)
+            else:
+                _train(net, x.to(device), y.to(device), protocol=protocol, epochs=epochs, lr=run_lr,
+                       batch_size=batch_size, augment=augment, gen=run_gen, teacher=teacher, temperature=temperature,
+                       bar=bar)
             accuracies.append(test_accuracy(net, dataset))
             if bar is not None:
                 bar.set_postfix(acc=f"{100 * sum(accuracies) / len(accuracies):.2f}%")
@@ -285,10 +305,24 @@ def evaluate(syn, dataset: ImageDataset, model: str = "ConvNet", *, protocol: st
     default_lr = float(syn.lr) if learned else (0.01 if protocol == "dc" else 1e-3)
     lr = _positive(lr, "lr", float)
     images, labels = syn.images.detach(), syn.labels.detach()
+    stages = _sequential_stages(syn) if protocol == "dc" else None
     return _run_protocol(lambda gen: (images, labels, default_lr), dataset, model, protocol=protocol, preset=preset,
                          runs=runs, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, teacher=teacher,
                          temperature=temperature, master=master, seed=seed, device=device, progress=progress,
-                         mtt_family=mtt_family, images=len(syn))
+                         mtt_family=mtt_family, images=len(syn), stages=stages)
+
+
+def _sequential_stages(syn: SyntheticSet) -> list[tuple[int, float]] | None:
+    """A SeqMatch set's stages from ``metadata["sequential"]`` = {"rows": [cumulative rows], "lrs": [lr per
+    stage]}, checked; None for other sets."""
+    seq = syn.metadata.get("sequential")
+    if seq is None:
+        return None
+    rows, lrs = list(seq.get("rows", ())), list(seq.get("lrs", ()))
+    if not rows or len(rows) != len(lrs) or rows != sorted(rows) or rows[-1] != len(syn) or rows[0] < 1:
+        raise ValueError(f"syn.metadata['sequential'] must hold increasing cumulative 'rows' ending at the set's size "
+                         f"({len(syn)}) and one lr per stage in 'lrs', got {seq!r}")
+    return [(int(r), float(lr)) for r, lr in zip(rows, lrs)]
 
 
 def cross_architecture(syn, dataset: ImageDataset, models: Sequence[str] = EVAL_POOL, **kwargs) -> dict:

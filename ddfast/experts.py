@@ -42,9 +42,10 @@ _BUFFER_NAME = re.compile(r"replay_buffer_(\d+)\.pt")
 class ExpertHooks:
     """Optional callables that change how :func:`train_experts` trains (AST, FTD and other variants).
 
-    * ``loss(model, x, y, logits) -> loss``: the training loss of one minibatch (default: mean
+    * ``loss(model, x, y, logits, raw) -> loss``: the training loss of one minibatch (default: mean
       cross-entropy of ``logits`` and ``y``, MTT's ``nn.CrossEntropyLoss()``). ``x`` is the augmented
-      batch that produced ``logits``.
+      batch that produced ``logits``, ``raw`` the same batch before augmentation (AST's gradient penalty
+      is taken there).
     * ``optimizer(params) -> torch.optim.Optimizer``: the optimiser of one expert, given its parameter
       list (default: ``torch.optim.SGD(params, lr, momentum, weight_decay)``; ``lr``, ``momentum`` and
       ``weight_decay`` are then unused). Each step calls ``optimizer.step(closure)``, the closure
@@ -55,7 +56,7 @@ class ExpertHooks:
       ``epochs // 2 + 1``) by changing ``optimizer.param_groups``, or logging.
     """
 
-    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     optimizer: Callable[[list], torch.optim.Optimizer] | None = None
     epoch_end: Callable[[int, int, nn.Module, torch.optim.Optimizer, float], None] | None = None
 
@@ -125,6 +126,7 @@ def _train_one(model: nn.Module, images, labels, epochs, batch_size, device, aug
         for idx in torch.split(order, batch_size):
             x = images[idx.to(images.device)].to(device)
             y = labels[idx.to(labels.device)].to(device)
+            raw = x
             if augment is not None:
                 x = augment(x, generator)
             first = []
@@ -134,7 +136,7 @@ def _train_one(model: nn.Module, images, labels, epochs, batch_size, device, aug
                 logits = model(x)
                 if check_range:
                     _check_label_range(labels, logits)
-                loss = nn.functional.cross_entropy(logits, y) if loss_fn is None else loss_fn(model, x, y, logits)
+                loss = nn.functional.cross_entropy(logits, y) if loss_fn is None else loss_fn(model, x, y, logits, raw)
                 loss.backward()
                 if not first:
                     first.append(loss.detach())

@@ -150,27 +150,58 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
     return results
 
 
-def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts: int = 10, epochs: int = 50,
-               lr: float = 0.01, batch_size: int = 256, model: str = "ConvNet", dsa_strategy: str | None = None,
-               seed: int = 0, device: str | None = None, zca: bool = False, progress: bool = True) -> list[str]:
-    """Train expert trajectories (MTT buffer.py's defaults: SGD lr 0.01, no momentum, batch 256, DSA) and
-    write them as ``replay_buffer_{n}.pt`` files of up to 10 experts each; returns the paths written."""
-    from .methods._augment import DEFAULT_STRATEGY
+BUFFER_RECIPES = ("mtt", "ast")
 
+
+def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts: int = 10, epochs: int = 50,
+               lr: float | None = None, batch_size: int = 256, model: str = "ConvNet", dsa_strategy: str | None = None,
+               recipe: str = "mtt", seed: int = 0, device: str | None = None, zca: bool = False,
+               progress: bool = True) -> list[str]:
+    """Train expert trajectories and write them as ``replay_buffer_{n}.pt`` files of up to 10 experts each;
+    returns the paths written. ``recipe="mtt"``: MTT buffer.py's defaults (SGD lr 0.01, no momentum, batch
+    256, DSA); ``"ast"``: AST's smooth experts (:class:`ddfast.methods.ast.SmoothExperts`: lr 0.003, momentum
+    0.9, weight decay 1e-3, clipping loss, gradient penalty). ``lr`` None takes the recipe's."""
+    from .methods._augment import DEFAULT_STRATEGY
+    from .methods.ast import SmoothExperts, smooth_expert_hooks
+
+    if recipe not in BUFFER_RECIPES:
+        raise ValueError(f"recipe must be one of {BUFFER_RECIPES}, got {recipe!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = load_dataset(dataset, data_root, zca=zca, device=device)
     if data.train_images is None:
         raise ValueError(f"{data.name} is streamed from disk; expert training needs it in memory")
     augment = per_sample(DEFAULT_STRATEGY if dsa_strategy is None else dsa_strategy)
+    if recipe == "ast":
+        smooth = SmoothExperts() if lr is None else SmoothExperts(lr=lr)
+        training = {"lr": smooth.lr, "momentum": smooth.momentum, "weight_decay": smooth.weight_decay}
+    else:
+        training = {"lr": 0.01 if lr is None else lr}
     written = []
     for first in range(0, experts, EXPERTS_PER_FILE):
         count = min(EXPERTS_PER_FILE, experts - first)
         gen = torch.Generator().manual_seed(derive_seed(seed, "experts", first))
+        hooks = smooth_expert_hooks(smooth) if recipe == "ast" else None
         trajectories = train_experts(
             lambda: get_network(model, data.channels, data.num_classes, data.im_size),
-            data.train_images, data.train_labels, count, epochs, lr=lr, batch_size=batch_size, augment=augment,
-            generator=gen, device=device, progress=progress)
+            data.train_images, data.train_labels, count, epochs, batch_size=batch_size, augment=augment,
+            generator=gen, hooks=hooks, device=device, progress=progress, **training)
         path = next_buffer_path(out)
         save_buffer(path, trajectories)
         written.append(path)
     return written
+
+
+def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt", experts: int = 5, epochs: int = 15,
+                  force: bool = False, **kwargs) -> Path:
+    """``folder`` holding expert trajectories of ``recipe``: kept when it already has replay_buffer files (unless
+    ``force``), else trained afresh with :func:`buffer_run` (``kwargs``: its other arguments)."""
+    from .experts import expert_files
+
+    folder = Path(folder)
+    if force or not (folder.is_dir() and expert_files(folder)):
+        print(f"training {experts} {recipe} experts for {epochs} epochs into {folder}", flush=True)
+        for old in expert_files(folder) if folder.is_dir() else []:
+            Path(old).unlink()
+        buffer_run(dataset, folder, experts=experts, epochs=epochs, recipe=recipe, **kwargs)
+    return folder
+

@@ -3,11 +3,13 @@
 For each method and IPC: `ddfast.runner.distill_run` into runs/results/<dataset>/<method>_ipc<k>/ (a run
 whose results.json exists with the same preset is reused unless --force; a killed run resumes from its
 checkpoint), with the chosen evaluation preset (full: 5 runs of
-the DC protocol, 300 epochs, 1000 for MTT) and the random-real baseline of the same size. MTT's expert
-buffer is trained first (runs/results/<dataset>/buffer). Each result is appended as one JSON line
+the DC protocol, 300 epochs, 1000 for the MTT family) and the random-real baseline of the same size. The expert
+buffers are trained first: MTT's (runs/results/<dataset>/buffer, for mtt and SeqMatch's first subset) and AST's
+smooth experts (buffer_ast). Each result is appended as one JSON line
 (op "distill") to bench/results/<device>.jsonl, and bench/report.py renders the README section.
 
-Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt,lcs_gm,dream] [--ipcs 1,10] [--preset full]
+Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt,lcs_gm,dream,ast,seqmatch] [--ipcs 1,10]
+       [--preset full]
        [--experts 5] [--expert-epochs 15] [--force] [--device cpu]   (make results)
 """
 
@@ -25,15 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import Recorder  # noqa: E402
-from ddfast.experts import expert_files  # noqa: E402
-from ddfast.runner import buffer_run, distill_run  # noqa: E402
+from ddfast.runner import distill_run, ensure_buffer  # noqa: E402
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--methods", default="dc,dm,mtt,lcs_gm,dream")
+    parser.add_argument("--methods", default="dc,dm,mtt,lcs_gm,dream,ast,seqmatch")
     parser.add_argument("--ipcs", default="1,10")
     parser.add_argument("--preset", default="full", choices=["quick", "full"])
     parser.add_argument("--experts", type=int, default=5)
@@ -45,13 +46,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     folder = args.out / args.dataset
     methods = args.methods.split(",")
-    buffer = folder / "buffer"
-    if "mtt" in methods and (args.force or not expert_files(buffer) if buffer.is_dir() else True):
-        print(f"training {args.experts} experts for {args.expert_epochs} epochs into {buffer}")
-        for old in expert_files(buffer) if buffer.is_dir() else []:
-            Path(old).unlink()
-        buffer_run(args.dataset, buffer, data_root=args.data_root, experts=args.experts, epochs=args.expert_epochs,
-                   seed=args.seed, device=args.device)
+    buffers = {}  # method -> its expert folder: MTT's experts (mtt, seqmatch's S1) or AST's smooth experts
+    for recipe, folder_name, users in (("mtt", "buffer", ("mtt", "seqmatch")), ("ast", "buffer_ast", ("ast",))):
+        if any(m in methods for m in users):
+            buffer = ensure_buffer(args.dataset, folder / folder_name, recipe=recipe, experts=args.experts,
+                                   epochs=args.expert_epochs, force=args.force, data_root=args.data_root,
+                                   seed=args.seed, device=args.device)
+            buffers.update({m: buffer for m in users})
     rec = Recorder(torch.device(args.device), quick=args.preset != "full")
     for method in methods:
         for ipc in (int(k) for k in args.ipcs.split(",")):
@@ -63,12 +64,12 @@ def main(argv=None) -> None:
             else:  # a killed run continues from its checkpoint
                 results = distill_run(method, args.dataset, ipc, run, data_root=args.data_root, seed=args.seed,
                                       device=args.device, eval_preset=args.preset, resume=not args.force,
-                                      buffer=buffer if method == "mtt" else None)
+                                      buffer=buffers.get(method))
             d, b = results["distilled"], results["random_real"]
             rec.record(op="distill", case=method, backend="ddfast", strategy=d["preset"],
                        size=f"{results['dataset']}-ipc{ipc}", dataset=results["dataset"], ipc=ipc,
                        iterations=results["iterations"], seconds=results["seconds"], distilled=d, random_real=b,
-                       seed=results["seed"])
+                       seed=results["seed"], config=results["config"])
             print(f"{method} ipc {ipc}: distilled {100 * d['mean']:.1f} ± {100 * d['std']:.1f} %, random real "
                   f"{100 * b['mean']:.1f} ± {100 * b['std']:.1f} % ({d['preset']}, {d['runs']} runs)")
     subprocess.run([sys.executable, str(ROOT / "bench" / "report.py")], check=True)

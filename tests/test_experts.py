@@ -211,9 +211,10 @@ def test_hooks_and_augment_are_called():
     calls = {"loss": 0, "optimizer": 0, "epochs": [], "augment": 0}
     gen_seen = []
 
-    def loss(model, x, y, logits):
+    def loss(model, x, y, logits, raw):
         calls["loss"] += 1
         assert isinstance(model, nn.Module) and logits.shape == (x.shape[0], 4) and y.shape == (x.shape[0],)
+        assert raw.shape == x.shape and not torch.equal(raw, x)  # the batch before augmentation
         return 2.0 * nn.functional.cross_entropy(logits, y)
 
     class TwoEvaluationSGD(torch.optim.SGD):

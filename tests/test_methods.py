@@ -199,7 +199,7 @@ def test_mtt_resume_continues_exactly(tmp_path, digits8, small_buffer):
 
 def test_mtt_rejects_short_trajectories(digits8, small_buffer):
     config = make_config("mtt", "digits", ipc=1, iterations=1, model="ConvNetD2", max_start_epoch=3)
-    with pytest.raises(ValueError, match="max_start_epoch"):
+    with pytest.raises(ValueError, match="needs trajectories of at least 5 snapshots"):
         METHODS["mtt"].distill(digits8, config, small_buffer, progress=False)
 
 

@@ -1,6 +1,7 @@
 """FlatModel and ddfast.unroll (OPS.md section 3): the adjoint reverse sweep equals MTT's create_graph
 unroll (autograd) to rounding in fp64, for SGD and momentum, hard and soft labels, with and without
-augmentation, with intermediate outputs and a frozen part of the set; the tesla mode equals TESLA's
+augmentation, with intermediate outputs, a loss scale and a frozen part of the set (the AST and SeqMatch
+configurations); the tesla mode equals TESLA's
 released first-order formula computed independently; minibatches follow MTT's order; bad inputs."""
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def flip_and_scale(x, generator):
     return torch.where(flip[:, None, None, None], x.flip(-1), x) * scale
 
 
-def _gradients(mode, momentum=0.0, soft=False, augment=None, keep=(), frozen=0, steps=5, batch_size=4, seed=0):
+def _gradients(mode, momentum=0.0, soft=False, augment=None, keep=(), frozen=0, steps=5, batch_size=4, seed=0,
+               loss_scale=1.0):
     fm, theta0, images, hard, soft_labels, target = _setup(seed)
     learn = images[frozen:].clone().requires_grad_()
     x = torch.cat([images[:frozen], learn]) if frozen else learn
     lr = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
     labels = soft_labels.clone().requires_grad_() if soft else hard
     out = ddfast.unroll(fm, theta0, x, labels, lr, steps, batch_size=batch_size, momentum=momentum, augment=augment,
-                        generator=seeded(3), return_steps=keep, mode=mode)
+                        generator=seeded(3), return_steps=keep, mode=mode, loss_scale=loss_scale)
     theta, mids = out if keep else (out, [])
     loss = ((theta - target) ** 2).sum() / ((theta0 - target) ** 2).sum()
     for t in mids:
@@ -112,6 +114,30 @@ def test_adjoint_equals_autograd_with_a_frozen_part_and_the_whole_set(momentum):
     want = _gradients("autograd", momentum, frozen=4, batch_size=None, steps=3)
     got = _gradients("adjoint", momentum, frozen=4, batch_size=None, steps=3)
     assert _relative(got, want) <= EXACT
+
+
+# The configurations the trajectory-matching methods run (METHODS.md B, C).
+@pytest.mark.parametrize("config", [
+    # AST: student momentum, balanced loss scale, intermediate matching, augmentation, minibatches
+    dict(momentum=0.9, loss_scale=1 / 1.3652, keep=(2,), augment=flip_and_scale),
+    dict(momentum=0.9, loss_scale=1.7227, keep=(1, 3), augment=flip_and_scale, batch_size=None),
+    # SeqMatch: a frozen earlier subset in every minibatch with the learnable rows, augmentation
+    dict(frozen=5, batch_size=5, augment=flip_and_scale),
+    dict(frozen=5, batch_size=3, augment=flip_and_scale, momentum=0.9, keep=(2,)),
+], ids=["ast-minibatch", "ast-whole-set", "seqmatch", "seqmatch-momentum-intermediate"])
+def test_adjoint_equals_autograd_for_the_trajectory_methods(config):
+    want = _gradients("autograd", **config)
+    got = _gradients("adjoint", **config)
+    assert _relative(got, want) <= EXACT
+
+
+def test_loss_scale_multiplies_the_inner_gradient():
+    """A scale s on the inner loss is a scale s on every step's gradient: with plain SGD, (lr, s) and (lr * s, 1)
+    give the same forward."""
+    fm, theta0, images, hard, _, _ = _setup()
+    a = ddfast.unroll(fm, theta0, images, hard, 0.05, 4, loss_scale=2.0, generator=seeded(3))
+    b = ddfast.unroll(fm, theta0, images, hard, 0.1, 4, generator=seeded(3))
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_forward_is_the_same_in_every_mode_and_equals_a_plain_loop():

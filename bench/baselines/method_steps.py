@@ -1,5 +1,6 @@
-"""One outer iteration of DC/DSA, DM and MTT in the structure of their reference code bases
-(VICO-UoE/DatasetCondensation main.py / main_DM.py, GeorgeCazenavette/mtt-distillation distill.py),
+"""One outer iteration of DC/DSA, DM, MTT (and its SeqMatch and AST forks) and DREAM in the structure of their
+reference code bases (VICO-UoE/DatasetCondensation main.py / main_DM.py, GeorgeCazenavette/mtt-distillation
+distill.py, shqii1j/seqmatch, shenjiyuan123/AST-Alignment-with-Smooth-Expert, lyq312318224/DREAM),
 written by us from their published semantics as the baselines of bench/bench_methods.py: a Python
 loop over classes, DSA through the DiffAugment re-creation (per-class seeds, global RNG), DC's
 match_loss loop over parameter tensors, DM's per-class means, MTT's create_graph unroll."""
@@ -55,12 +56,30 @@ def dm_step(net, real_per_class, syn, ipc: int, optimizer_img, seed: int) -> flo
     return loss.item()
 
 
-def mtt_step(fm, start, target, syn, labels, syn_lr, steps: int, optimizer_img, optimizer_lr, seed: int) -> float:
-    """distill.py's iteration body: the create_graph unroll over the whole synthetic set with per-image
-    DSA at every step, the normalised parameter distance, one SGD step on images and lr."""
-    loss = mtt_unroll.unroll_and_match(fm, start, target, syn, labels, syn_lr, steps, syn.shape[0],
+def mtt_step(fm, start, target, syn, labels, syn_lr, steps: int, optimizer_img, optimizer_lr, seed: int, *,
+             frozen=None, frozen_labels=None, batch_syn: int | None = None, perturb: float = 0.0,
+             **options) -> float:
+    """distill.py's iteration body: the create_graph unroll with per-image DSA at every step, the normalised
+    parameter distance, one SGD step on images and lr. SeqMatch's seqmatch-mtt distill_eval_new.py: the
+    ``frozen`` earlier subsets concatenated in front of ``syn``, minibatches of ``batch_syn`` drawn from the
+    concatenation. AST's distill.py: ``perturb`` (each 4-D weight W += perturb * D / ||D|| * W before the
+    unroll, that start in every denominator) and ``options`` (momentum, loss_scale, middle targets: see
+    :func:`mtt_unroll.unroll_and_match`)."""
+    images = syn if frozen is None else torch.cat([frozen, syn])
+    all_labels = labels if frozen is None else torch.cat([frozen_labels, labels])
+    if perturb:
+        parts = []
+        for w in fm.unflatten(start):
+            if w.dim() == 4:
+                d = torch.randn_like(w)
+                w = w + perturb * (d / d.norm()) * w
+            parts.append(w.reshape(-1))
+        start = torch.cat(parts)
+    batch = batch_syn or images.shape[0]
+    loss = mtt_unroll.unroll_and_match(fm, start, target, images, all_labels, syn_lr, steps, batch,
                                        torch.Generator().manual_seed(seed),
-                                       augment=lambda x: dsa_reference.diff_augment(x, STRATEGY, seed=-1, mode="S"))
+                                       augment=lambda x: dsa_reference.diff_augment(x, STRATEGY, seed=-1, mode="S"),
+                                       **options)
     optimizer_img.zero_grad()
     optimizer_lr.zero_grad()
     loss.backward()

@@ -10,6 +10,7 @@ memory constant in the number of steps) and the loss with :func:`ddfast.param_ma
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -56,48 +57,128 @@ def load_experts(buffer) -> list:
     return list(buffer)
 
 
-def distill(data, config: MTTConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None):
-    """Distil ``data`` (a :class:`ddfast.data.Dataset`) with MTT against the expert trajectories in
-    ``buffer`` (see :func:`load_experts`); returns a :class:`ddfast.SyntheticSet` carrying the learned lr."""
-    if config.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
-    trajectories = load_experts(buffer)
+def check_trajectories(trajectories, need: int) -> None:
+    """Trajectories must exist and hold at least ``need`` snapshots (the latest start epoch + expert_epochs)."""
     if not trajectories:
         raise ValueError("buffer holds no expert trajectories")
-    need = config.max_start_epoch + config.expert_epochs
     short = min(len(t) for t in trajectories)
     if short < need:
-        raise ValueError(f"max_start_epoch + expert_epochs = {need} needs trajectories of at least {need} snapshots; "
-                         f"the shortest has {short}")
-    real = common.RealData.of(data, device)
-    images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
-    images.requires_grad_(True)
-    labels = common.class_labels(real.num_classes, config.ipc, real.device)
+        raise ValueError(f"the last start epoch + expert_epochs + 1 = {need} needs trajectories of at least {need} "
+                         f"snapshots; the shortest has {short}")
+
+
+@dataclass
+class Student:
+    """How the student runs and is matched; MTT's defaults, AST's switches (METHODS.md section C).
+
+    * ``momentum``: the inner SGD's momentum (AST 0.9; MTT 0).
+    * ``balanced``: AST's balanced inner loss: with h = max_start_epoch // 2 and start epoch t, the inner CE
+      is multiplied by log_5(t - h + 8) when t >= h, else divided by log_5(h - t + 8).
+    * ``intermediate``: AST's intermediate matching: theta after floor(N/M) * i steps is matched to expert
+      epoch t + i for i = 1..M-1 (M = expert_epochs), each with MTT's normalised distance, weight 1.
+    * ``perturb``: AST's weight perturbation, as its released distill.py does it: every 4-D (conv) weight
+      W of the starting point becomes W + perturb * (D / ||D||) * W (elementwise), D ~ N(0, I) drawn afresh
+      each iteration, ||D|| its Frobenius norm over the whole tensor; 0 switches it off. The perturbed start
+      is theta_0 of the unroll and of every distance's denominator, as there.
+    * ``start_range``: start epochs are drawn from [lo, hi) (SeqMatch's per-subset intervals); None is
+      MTT's [0, max_start_epoch).
+    """
+
+    momentum: float = 0.0
+    balanced: bool = False
+    intermediate: bool = False
+    perturb: float = 0.0
+    start_range: tuple[int, int] | None = None
+
+
+def balanced_scale(start_epoch: int, max_start_epoch: int) -> float:
+    """AST's balanced-loss factor for start epoch t (see :class:`Student`)."""
+    half = max_start_epoch // 2  # the released code's integer half
+    if start_epoch >= half:
+        return math.log(start_epoch - half + 8, 5)
+    return 1.0 / math.log(half - start_epoch + 8, 5)
+
+
+def perturb_weights(theta: torch.Tensor, fm: FlatModel, alpha: float, gen: torch.Generator) -> torch.Tensor:
+    """theta with every 4-D weight W replaced by W + alpha * (D / ||D||) * W, D ~ N(0, I) (see :class:`Student`)."""
+    parts = []
+    for w in fm.unflatten(theta):
+        if w.dim() == 4:
+            d = torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device)
+            w = w + alpha * (d / d.norm()) * w
+        parts.append(w.reshape(-1))
+    return torch.cat(parts)
+
+
+def match_trajectories(real: common.RealData, config, trajectories: list, images: torch.Tensor, labels: torch.Tensor,
+                       *, method: str, student: Student = Student(), frozen: tuple | None = None, checkpoint=None,
+                       progress=True, callback=None) -> tuple[common.LoopState, torch.Tensor]:
+    """MTT's outer loop on the learnable ``images`` (a leaf), with ``frozen`` = (images, labels) rows joining
+    the set in front of them (SeqMatch's earlier subsets; they get no gradient). Returns the loop state and
+    the learned lr. ``config`` carries MTT's fields (:class:`MTTConfig`)."""
+    if config.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+    lo, hi = student.start_range or (0, config.max_start_epoch)
+    if not 0 <= lo < hi:
+        raise ValueError(f"start epochs must come from a non-empty range [lo, hi) with lo >= 0, got [{lo}, {hi})")
+    check_trajectories(trajectories, hi + config.expert_epochs)
     lr = torch.tensor(config.lr_teacher, dtype=images.dtype, device=real.device, requires_grad=True)
     image_optimizer = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum)
     lr_optimizer = torch.optim.SGD([lr], lr=config.lr_lr, momentum=config.momentum)
-    student = common.seeded_network(config.model, real.channels, real.num_classes, real.im_size,
-                                    common.derive_seed(config.seed, "student"), real.device)
-    fm = FlatModel(student)
+    net = common.seeded_network(config.model, real.channels, real.num_classes, real.im_size,
+                                common.derive_seed(config.seed, "student"), real.device)
+    fm = FlatModel(net)
     augment = per_sample(config.dsa_strategy)
     state = common.LoopState({"images": images, "lr": lr}, {"images": image_optimizer, "lr": lr_optimizer})
+    all_labels = labels if frozen is None else torch.cat([frozen[1], labels])
+    state.output = lambda: (images.detach() if frozen is None else torch.cat([frozen[0], images.detach()]),
+                            all_labels)
+    matched = list(range(1, config.expert_epochs)) if student.intermediate else []
+    marks = [(config.syn_steps // config.expert_epochs) * i for i in matched]
 
     def step(it: int) -> float:
         g = common.generator(config.seed, "expert", it)
         trajectory = trajectories[int(torch.randint(len(trajectories), (1,), generator=g))]
-        start_epoch = int(torch.randint(config.max_start_epoch, (1,), generator=g))
-        start = flatten_snapshot(trajectory[start_epoch], fm).to(real.device, images.dtype)
-        target = flatten_snapshot(trajectory[start_epoch + config.expert_epochs], fm).to(real.device, images.dtype)
-        theta = unroll(fm, start, images, labels, lr, config.syn_steps, batch_size=config.batch_syn,
-                       augment=augment, generator=common.generator(config.seed, "unroll", it), mode=config.mode)
+        start_epoch = lo + int(torch.randint(hi - lo, (1,), generator=g))
+        snapshot = {i: flatten_snapshot(trajectory[start_epoch + i], fm).to(real.device, images.dtype)
+                    for i in (0, *matched, config.expert_epochs)}
+        start, target = snapshot[0], snapshot[config.expert_epochs]
+        if student.perturb:
+            start = perturb_weights(start, fm, student.perturb, common.generator(config.seed, "perturb", it))
+        x = images if frozen is None else torch.cat([frozen[0], images])
+        scale = balanced_scale(start_epoch, config.max_start_epoch) if student.balanced else 1.0
+        out = unroll(fm, start, x, all_labels, lr, config.syn_steps, batch_size=config.batch_syn, augment=augment,
+                     generator=common.generator(config.seed, "unroll", it), mode=config.mode,
+                     momentum=student.momentum, loss_scale=scale, return_steps=marks)
+        theta, middles = out if marks else (out, [])
         loss = param_match_loss(theta, start, target)
+        for i, middle in zip(matched, middles):
+            loss = loss + param_match_loss(middle, start, snapshot[i])
         image_optimizer.zero_grad(set_to_none=True)
         lr_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         image_optimizer.step()
         lr_optimizer.step()
+        if not (torch.isfinite(loss) and torch.isfinite(lr)):
+            raise FloatingPointError(
+                f"{method}: the matching diverged at iteration {it} (loss {loss.item():.4g}, lr {lr.item():.4g}); "
+                f"lower lr_teacher, lr_lr or lr_img (student momentum makes each inner step ~1 / (1 - momentum) "
+                f"times longer)")
         return loss.item()
 
-    common.run_loop(state, config.iterations, step, config=config, method="mtt", checkpoint=checkpoint,
+    common.run_loop(state, config.iterations, step, config=config, method=method, checkpoint=checkpoint,
                     progress=progress, callback=callback)
+    return state, lr
+
+
+def distill(data, config: MTTConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None):
+    """Distil ``data`` (a :class:`ddfast.data.Dataset`) with MTT against the expert trajectories in
+    ``buffer`` (see :func:`load_experts`); returns a :class:`ddfast.SyntheticSet` carrying the learned lr."""
+    trajectories = load_experts(buffer)
+    real = common.RealData.of(data, device)
+    images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
+    images.requires_grad_(True)
+    labels = common.class_labels(real.num_classes, config.ipc, real.device)
+    state, lr = match_trajectories(real, config, trajectories, images, labels, method="mtt", checkpoint=checkpoint,
+                                   progress=progress, callback=callback)
     return common.result_set("mtt", data, config, images, labels, state, lr=lr)

@@ -1,0 +1,157 @@
+"""SeqMatch, sequential subset matching (Du et al., NeurIPS 2023; shqii1j/seqmatch, ``seqmatch-mtt``;
+METHODS.md section B).
+
+Each class's IPC budget is split into K subsets S1..SK (IPC 50, K 3: 17/17/16). S1 is distilled by MTT
+against the given expert buffer. For k > 1, new experts are trained: each fresh network first learns on
+S1, then S1+S2, ..., S1..S(k-1) with each stage's learned lr (the sequential protocol,
+:func:`ddfast.eval.train_sequentially`), then on the real data, and only that real-data part is recorded
+as the trajectory (snapshot 0 = after the synthetic stages, seqmatch-mtt buffer.py). S_k is distilled with
+MTT's loop (:func:`ddfast.methods.mtt.match_trajectories`) while the frozen S1..S(k-1) join the set: every
+inner minibatch is drawn from the concatenation and only S_k and its fresh lr learn. Start epochs come
+from per-subset intervals (lo, hi): t ~ U{lo..hi - expert_epochs - 1}, as seqmatch-mtt's
+``randint(lo, hi - expert_epochs)``. The returned set stores the subsets in order; ``metadata["sequential"]``
+makes :func:`ddfast.evaluate` use the sequential protocol.
+
+Departures (named): the released buffer.py's synthetic-stage length reads an option its parser lacks
+(``epoch_eval_train``); ``pretrain_epochs`` defaults to that option's value in distillation (1000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..eval import train_sequentially
+from ..experts import train_experts
+from ..models import get_network
+from . import _common as common
+from ._augment import DEFAULT_STRATEGY, per_sample
+from .mtt import MTTConfig, Student, load_experts, match_trajectories
+
+
+@dataclass
+class SeqMatchConfig:
+    """seqmatch-mtt's CIFAR-10 IPC 50 run (run.sh): K = 3 subsets, ``intervals`` 0-20 / 0-20 / 0-10, ``syn_steps``
+    30, ``expert_epochs`` 2, ``lr_img`` 100, ``lr_lr`` 1e-5, ``lr_teacher`` 0.001 for S1 and
+    ``lr_teacher_later`` 0.01 for the others, ``batch_syn`` None (= the rows of the subset being learned,
+    drawn from the whole concatenation; S1 alone is the whole set, MTT's None), ``iterations`` 5000 per subset;
+    later subsets' experts:
+    ``experts`` 100, ``buffer_epochs`` 20 real-data epochs (SGD ``expert_lr`` 0.01, batch 256, DSA) after
+    ``pretrain_epochs`` 1000 per synthetic stage. ``mode``: the unroll mode."""
+
+    ipc: int = 50
+    num_subsets: int = 3
+    iterations: int = 5000
+    intervals: tuple = ((0, 20), (0, 20), (0, 10))
+    syn_steps: int = 30
+    expert_epochs: int = 2
+    lr_img: float = 100.0
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.001
+    lr_teacher_later: float = 0.01
+    batch_syn: int | None = None
+    momentum: float = 0.5
+    experts: int = 100
+    buffer_epochs: int = 20
+    pretrain_epochs: int = 1000
+    expert_lr: float = 0.01
+    model: str = "ConvNet"
+    init: str = "real"
+    dsa_strategy: str = DEFAULT_STRATEGY
+    mode: str = "adjoint"
+    seed: int = 0
+
+
+def subset_sizes(ipc: int, k: int) -> list[int]:
+    """Per-class sizes of the K subsets, the remainder spread over the first ones (50, 3 -> 17, 17, 16)."""
+    if not 1 <= k <= ipc:
+        raise ValueError(f"num_subsets must be in [1, ipc={ipc}], got {k}")
+    return [ipc // k + (j < ipc % k) for j in range(k)]
+
+
+def stage_config(config: SeqMatchConfig, k: int, size: int, rows: int) -> MTTConfig:
+    """The MTT settings that distil subset k (0-based) of ``size`` images per class (``rows`` in all); subset 0
+    keeps the run's seed, so K = 1 is MTT with the interval's start epochs."""
+    lo, hi = config.intervals[k]
+    return MTTConfig(ipc=size, iterations=config.iterations, syn_steps=config.syn_steps,
+                     expert_epochs=config.expert_epochs, max_start_epoch=hi - config.expert_epochs,
+                     lr_img=config.lr_img, lr_lr=config.lr_lr,
+                     lr_teacher=config.lr_teacher if k == 0 else config.lr_teacher_later,
+                     batch_syn=config.batch_syn or (None if k == 0 else rows), momentum=config.momentum,
+                     model=config.model,
+                     init=config.init, dsa_strategy=config.dsa_strategy, mode=config.mode,
+                     seed=config.seed if k == 0 else common.derive_seed(config.seed, "subset", k))
+
+
+def subset_experts(real: common.RealData, images: torch.Tensor, labels: torch.Tensor, stages: list, config, k: int,
+                   progress: bool) -> list:
+    """Trajectories for subset k: fresh networks trained by the sequential protocol on the earlier subsets
+    (``stages``: (rows, lr) per stage over ``images``), then on the real data with snapshots."""
+    augment = per_sample(config.dsa_strategy)
+
+    def pretrained():
+        net = get_network(config.model, real.channels, real.num_classes, real.im_size).to(real.device)
+        gen = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,))))  # seeded by train_experts' fork
+        return train_sequentially(net, images, labels, stages, epochs=config.pretrain_epochs, augment=augment,
+                                  generator=gen)
+
+    return train_experts(pretrained, real.images, real.labels, config.experts, config.buffer_epochs,
+                         lr=config.expert_lr, augment=augment, device=real.device, progress=progress,
+                         generator=common.generator(config.seed, "experts", k))
+
+
+def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None):
+    """Distil ``data`` with SeqMatch: S1 against the trajectories in ``buffer``, later subsets against experts
+    trained here; returns a :class:`ddfast.SyntheticSet` stored subset by subset, with the last subset's lr and
+    ``metadata["sequential"]`` (cumulative rows and the lr of every subset)."""
+    sizes = subset_sizes(config.ipc, config.num_subsets)
+    if len(config.intervals) != config.num_subsets:
+        raise ValueError(f"intervals must hold one (lo, hi) per subset ({config.num_subsets}), got "
+                         f"{config.intervals!r}")
+    real = common.RealData.of(data, device)
+    images = torch.empty((0, real.channels, *real.im_size), dtype=real.images.dtype, device=real.device)
+    labels = torch.empty((0,), dtype=torch.long, device=real.device)
+    stages, seconds, ran = [], 0.0, []
+    for k, size in enumerate(sizes):
+        stage = stage_config(config, k, size, size * real.num_classes)
+        trajectories = load_experts(buffer) if k == 0 else subset_experts(real, images, labels, stages, config, k,
+                                                                          progress)
+        learn = common.initial_images(real.images, real.sampler, size, config.init, stage.seed).requires_grad_(True)
+        new_labels = common.class_labels(real.num_classes, size, real.device)
+        state, lr = match_trajectories(
+            real, stage, trajectories, learn, new_labels, method=f"seqmatch-s{k + 1}",
+            student=Student(start_range=(config.intervals[k][0], stage.max_start_epoch)),
+            frozen=(images, labels) if k else None, checkpoint=_stage_checkpoint(checkpoint, k, len(sizes), bool(ran)),
+            progress=progress, callback=_observed(callback, k * config.iterations, ran))
+        images = torch.cat([images, learn.detach()])
+        labels = torch.cat([labels, new_labels])
+        stages.append((images.shape[0], float(lr.detach())))
+        seconds += state.seconds
+    state.seconds = seconds
+    sequential = {"rows": [rows for rows, _ in stages], "lrs": [lr for _, lr in stages], "sizes": sizes}
+    return common.result_set("seqmatch", data, config, images, labels, state, lr=lr,
+                             extra={"sequential": sequential, "iterations": config.iterations * len(sizes)})
+
+
+def _stage_checkpoint(checkpoint, k: int, count: int, earlier_ran: bool):
+    """The last subset writes the run's checkpoint; earlier ones write ``<name>_s<k>.pt`` beside it. Once an
+    earlier subset has run iterations in this call (a resume with more iterations), a later subset's checkpoint
+    belongs to another S1..S(k-1) and is not resumed."""
+    if checkpoint is None:
+        return None
+    if k < count - 1:
+        path = Path(checkpoint.path)
+        checkpoint = replace(checkpoint, path=path.with_name(f"{path.stem}_s{k + 1}{path.suffix}"))
+    return replace(checkpoint, resume=False) if earlier_ran else checkpoint
+
+
+def _observed(callback, first: int, ran: list):
+    """A loop callback that notes that an iteration ran and calls ``callback`` with iterations counted over all
+    subsets."""
+    def observe(it, state):
+        ran.append(it)
+        if callback is not None:
+            callback(first + it, state)
+    return observe
