@@ -27,7 +27,7 @@ quickstart: setup  ## README command 1: DM (IPC 1, 10) and DC (IPC 1) on digits,
 results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+, AST, SeqMatch at IPC 1 and 10 on digits, full protocol -> bench/results + README
 	$(PY) scripts/results.py
 
-experiments: setup  ## DREAM+ vs random sampling, label-cycle GM vs plain GM on digits (accuracy curves) -> README
+experiments: setup  ## DREAM+ vs random sampling, label-cycle GM vs plain GM, AST component ablation on digits (accuracy curves) -> README
 	$(PY) scripts/experiments.py
 
 test: setup test-fast test-triton test-compile

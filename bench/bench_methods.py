@@ -170,28 +170,31 @@ TRAJECTORY_CASES = {
 }
 
 
-def trajectory_workload(case: str, side: str, steps: int, ipc: int, device: str):
-    """One outer iteration of ``case`` (mtt, ast, seqmatch: its second subset, the first frozen) at CIFAR-10
-    shapes, as a zero-argument callable: ddfast's method or the reference step (module level, so a child
-    process can build it for the peak-memory measurement)."""
+def trajectory_workload(case: str, side: str, steps: int, ipc: int, device: str, iterations: int = 1,
+                        callback=None):
+    """``iterations`` outer iterations of ``case`` (mtt, ast, seqmatch: its second subset, the first frozen) at
+    CIFAR-10 shapes, as a zero-argument callable: ddfast's method (``callback`` after each iteration) or one
+    reference step (module level, so a child process can build it for the peak-memory measurement)."""
     net, trajectory = _expert_trajectory(device)
     data = fake_cifar(device, ipc)
-    config = make_config(case, "cifar10", ipc=ipc, iterations=1, syn_steps=steps, expert_epochs=2,
+    config = make_config(case, "cifar10", ipc=ipc, iterations=iterations, syn_steps=steps, expert_epochs=2,
                          **TRAJECTORY_CASES[case][0])
     if side == "ddfast" and case != "seqmatch":
-        return lambda: METHODS[case].distill(data, config, [trajectory], device=data.device, progress=False)
+        return lambda: METHODS[case].distill(data, config, [trajectory], device=data.device, progress=False,
+                                             callback=callback)
     half = ipc // 2
     learn_ipc = half if case == "seqmatch" else ipc
     labels = torch.arange(CLASSES, device=device).repeat_interleave(learn_ipc)
     frozen = torch.randn(CLASSES * half, 3, 32, 32, device=device)
     if side == "ddfast":  # SeqMatch's second subset through the loop the method runs
         real = common.RealData.of(data, device)
-        stage = seqmatch.stage_config(config, 1, half, half * CLASSES)
+        stage = seqmatch.stage_config(config, 1, half, half * CLASSES, ipc * CLASSES)
 
         def run():
             learn = torch.randn(CLASSES * half, 3, 32, 32, device=device, requires_grad=True)
             return match_trajectories(real, stage, [trajectory], learn, labels, method="seqmatch-s2",
-                                      student=Student(start_range=(0, 1)), frozen=(frozen, labels), progress=False)
+                                      student=Student(start_range=(0, 1)), frozen=(frozen, labels), progress=False,
+                                      callback=callback)
         return run
     fm = FlatModel(net)
     start, middle, target = (fm.flatten(s).to(device) for s in trajectory)
@@ -217,12 +220,13 @@ def bench_trajectory(rec, device, quick, case: str):
     steps = 5 if quick else 20
     ipc = 10
     repeats = 2 if quick else 3
-    if case == "seqmatch":
-        ours = _median_seconds(trajectory_workload(case, "ddfast", steps, ipc, str(device)), repeats, device)
-    else:  # the method's own loop (its timing callback leaves the set-up out)
-        _, trajectory = _expert_trajectory(device)
-        ours = ddfast_iteration_seconds(case, fake_cifar(device, ipc), repeats, [trajectory], ipc=ipc,
-                                        syn_steps=steps, expert_epochs=2, **TRAJECTORY_CASES[case][0])
+    marks = []  # ddfast: the method's own loop, timed between iterations (the set-up left out)
+
+    def mark(_it, _state):
+        synchronize(device)
+        marks.append(time.perf_counter())
+    trajectory_workload(case, "ddfast", steps, ipc, str(device), iterations=repeats + 1, callback=mark)()
+    ours = statistics.median(b - a for a, b in zip(marks, marks[1:]))
     reference = _median_seconds(trajectory_workload(case, "reference", steps, ipc, str(device)), repeats, device)
     memory = {}
     for side in ("ddfast", "reference"):

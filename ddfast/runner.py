@@ -91,7 +91,7 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
             images, current_labels = state.output() if state.output is not None else (state.tensors["images"], labels)
             current = SyntheticSet(images.detach().cpu(), current_labels.cpu(),
                                    lr=None if lr is None else lr.detach().cpu(),
-                                   metadata={**data.metadata(), "method": method, "ipc": ipc})
+                                   metadata={**data.metadata(), "method": method, "ipc": ipc, **state.metadata})
             result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs,
                               augment=default_augment("dc", data), seed=seed, device=device, progress=False)
             curve.append((it, result.mean))
@@ -180,7 +180,7 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
     for first in range(0, experts, EXPERTS_PER_FILE):
         count = min(EXPERTS_PER_FILE, experts - first)
         gen = torch.Generator().manual_seed(derive_seed(seed, "experts", first))
-        hooks = smooth_expert_hooks(smooth) if recipe == "ast" else None
+        hooks = smooth_expert_hooks(epochs, smooth) if recipe == "ast" else None
         trajectories = train_experts(
             lambda: get_network(model, data.channels, data.num_classes, data.im_size),
             data.train_images, data.train_labels, count, epochs, batch_size=batch_size, augment=augment,
@@ -192,16 +192,21 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
 
 
 def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt", experts: int = 5, epochs: int = 15,
-                  force: bool = False, **kwargs) -> Path:
-    """``folder`` holding expert trajectories of ``recipe``: kept when it already has replay_buffer files (unless
-    ``force``), else trained afresh with :func:`buffer_run` (``kwargs``: its other arguments)."""
+                  seed: int = 0, force: bool = False, **kwargs) -> Path:
+    """``folder`` holding expert trajectories of ``recipe``: kept when its ``buffer.json`` (written here) records the
+    same dataset, recipe, experts, epochs and seed (unless ``force``), else trained afresh with :func:`buffer_run`
+    (``kwargs``: its other arguments)."""
     from .experts import expert_files
 
     folder = Path(folder)
-    if force or not (folder.is_dir() and expert_files(folder)):
-        print(f"training {experts} {recipe} experts for {epochs} epochs into {folder}", flush=True)
-        for old in expert_files(folder) if folder.is_dir() else []:
-            Path(old).unlink()
-        buffer_run(dataset, folder, experts=experts, epochs=epochs, recipe=recipe, **kwargs)
+    manifest = {"dataset": dataset, "recipe": recipe, "experts": experts, "epochs": epochs, "seed": seed}
+    recorded = folder / "buffer.json"
+    if not force and folder.is_dir() and expert_files(folder):
+        if recorded.exists() and json.loads(recorded.read_text()) == manifest:
+            return folder
+    print(f"training {experts} {recipe} experts for {epochs} epochs into {folder}", flush=True)
+    for old in expert_files(folder) if folder.is_dir() else []:
+        Path(old).unlink()
+    buffer_run(dataset, folder, experts=experts, epochs=epochs, recipe=recipe, seed=seed, **kwargs)
+    atomic_write_text(recorded, json.dumps(manifest, indent=2) + "\n")
     return folder
-

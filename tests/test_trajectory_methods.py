@@ -78,24 +78,33 @@ def test_input_gradient_penalty_on_a_linear_model_and_its_double_backward():
 
 
 def test_smooth_expert_hooks_clip_per_epoch_restart_per_expert_and_decay_the_lr():
-    recipe = ast.SmoothExperts(penalty=0.0, decay_epoch=2)
-    hooks = ast.smooth_expert_hooks(recipe)
+    hooks = ast.smooth_expert_hooks(2, ast.SmoothExperts(penalty=0.0))  # 2 epochs: decay after epoch 2 // 2 + 1
     x, y = torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 1])
     first, second = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    opt = torch.optim.SGD(first.parameters(), lr=1.0)
+    opt = torch.optim.SGD(first.parameters(), lr=1.0, momentum=0.9)
     ce = F.cross_entropy(first(x), y)
-    torch.testing.assert_close(hooks.loss(first, x, y, first(x), x), 0.5 * ce)
+    loss = hooks.loss(first, x, y, first(x), x)
+    torch.testing.assert_close(loss, 0.5 * ce)
+    loss.backward()
+    opt.step()
     hooks.epoch_end(0, 0, first, opt, 0.0)
-    torch.testing.assert_close(hooks.loss(first, x, y, first(x), x), 0.55 * ce)
+    torch.testing.assert_close(hooks.loss(first, x, y, first(x), x), 0.55 * F.cross_entropy(first(x), y))
+    hooks.epoch_end(0, 1, first, opt, 0.0)
+    assert opt.param_groups[0]["lr"] == 1.0 and opt.state  # AST decays after epoch epochs // 2 + 1, not before
+    hooks.epoch_end(0, 2, first, opt, 0.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.6) and not opt.state  # a fresh optimiser's momentum
+    fifty = ast.smooth_expert_hooks(50)  # buffer.py's 50 epochs: lr_schedule [26]
+    opt = torch.optim.SGD(first.parameters(), lr=1.0)
+    fifty.epoch_end(0, 25, first, opt, 0.0)
     assert opt.param_groups[0]["lr"] == 1.0
-    hooks.epoch_end(0, 1, first, opt, 0.0)  # epoch 1 done: epoch 2 = decay_epoch runs at lr x 0.6
+    fifty.epoch_end(0, 26, first, opt, 0.0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.6)
     ce2 = F.cross_entropy(second(x), y)
     torch.testing.assert_close(hooks.loss(second, x, y, second(x), x), 0.5 * ce2)  # a new expert restarts
 
 
 def test_smooth_experts_train_with_the_penalty(digits8):
-    hooks = ast.smooth_expert_hooks()
+    hooks = ast.smooth_expert_hooks(2)
     trajectories = train_experts(lambda: get_network("ConvNetD2", 1, 10, (8, 8)), digits8.train_images[:64],
                                  digits8.train_labels[:64], 1, 2, lr=0.003, momentum=0.9, weight_decay=1e-3,
                                  generator=torch.Generator().manual_seed(0), hooks=hooks, progress=False)
@@ -237,16 +246,49 @@ def test_evaluate_rejects_bad_sequential_metadata(digits8):
 
 
 def test_seqmatch_resume_continues_exactly(tmp_path, digits8, buffer8):
+    """Killed during S2 and resumed with the same settings: S1 comes from its checkpoint, S2's experts from
+    their file, S2 continues; more iterations: S1 continues and S2 starts afresh. Both equal a straight run."""
     settings = dict(SEQ, num_subsets=2, intervals=((0, 4), (0, 3)))
     config = make_config("seqmatch", "digits", ipc=2, iterations=2, **settings)
     straight = METHODS["seqmatch"].distill(digits8, config, buffer8, progress=False)
-    ck = common.Checkpointing(tmp_path / "ck.pt", every=1)
-    short = make_config("seqmatch", "digits", ipc=2, iterations=1, **settings)  # then resumed with 2 per subset
-    METHODS["seqmatch"].distill(digits8, short, buffer8, checkpoint=ck, progress=False)
-    assert (tmp_path / "ck_s1.pt").exists() and (tmp_path / "ck.pt").exists()
-    resumed = METHODS["seqmatch"].distill(digits8, config, buffer8, progress=False,
-                                          checkpoint=common.Checkpointing(tmp_path / "ck.pt", resume=True))
+
+    def killed_in_s2(it, state):
+        if it == 3:  # global iteration 3 = S2's first
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        METHODS["seqmatch"].distill(digits8, config, buffer8, progress=False, callback=killed_in_s2,
+                                    checkpoint=common.Checkpointing(tmp_path / "ck.pt", every=1))
+    assert (tmp_path / "ck_s1.pt").exists() and (tmp_path / "ck_experts.pt").exists()
+    assert not (tmp_path / "ck.pt").exists()  # S2's first iteration was never checkpointed
+    trained = []
+    original = seqmatch.subset_experts
+    try:
+        seqmatch.subset_experts = lambda *args: trained.append(args) or original(*args)
+        resumed = METHODS["seqmatch"].distill(digits8, config, buffer8, progress=False,
+                                              checkpoint=common.Checkpointing(tmp_path / "ck.pt", resume=True))
+    finally:
+        seqmatch.subset_experts = original
+    assert not trained  # the saved experts were used
     assert torch.equal(resumed.images, straight.images) and torch.equal(resumed.lr, straight.lr)
+
+    short = make_config("seqmatch", "digits", ipc=2, iterations=1, **settings)
+    ck = common.Checkpointing(tmp_path / "more.pt", every=1)
+    METHODS["seqmatch"].distill(digits8, short, buffer8, checkpoint=ck, progress=False)
+    longer = METHODS["seqmatch"].distill(digits8, config, buffer8, progress=False,
+                                         checkpoint=common.Checkpointing(tmp_path / "more.pt", resume=True))
+    assert torch.equal(longer.images, straight.images) and torch.equal(longer.lr, straight.lr)
+
+
+def test_seqmatch_resume_refuses_other_expert_settings(tmp_path, digits8, buffer8):
+    settings = dict(SEQ, num_subsets=2, intervals=((0, 4), (0, 3)))
+    ck = common.Checkpointing(tmp_path / "ck.pt", every=1)
+    METHODS["seqmatch"].distill(digits8, make_config("seqmatch", "digits", ipc=2, iterations=1, **settings), buffer8,
+                                checkpoint=ck, progress=False)
+    other = make_config("seqmatch", "digits", ipc=2, iterations=1, **dict(settings, pretrain_epochs=3))
+    with pytest.raises(ValueError, match="same settings"):
+        METHODS["seqmatch"].distill(digits8, other, buffer8, progress=False,
+                                    checkpoint=common.Checkpointing(tmp_path / "ck.pt", resume=True))
 
 
 def test_seqmatch_rejects_mismatched_intervals(digits8, buffer8):

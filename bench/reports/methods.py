@@ -6,19 +6,27 @@ from pathlib import Path
 
 from .format import ms, source
 
-ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3}
+ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3, "ast": 4, "seqmatch": 5}
 WHAT = {"dc": "DSA matching step (all classes)", "dm": "DM iteration",
         "dream": "DREAM+ outer iteration (pretrain epoch, k-means query, 10 steps)",
-        "mtt": "MTT iteration (adjoint unroll)"}
+        "mtt": "MTT iteration (adjoint unroll)",
+        "ast": "AST iteration (adjoint unroll with momentum, a middle target, perturbed start)",
+        "seqmatch": "SeqMatch iteration on subset 2 (adjoint unroll, subset 1 frozen in the minibatches)"}
+
+
+def _mib(value) -> str:
+    return "" if value is None else f"{value / 2 ** 20:.0f}"
 
 
 def table(latest) -> list[str]:
-    lines = ["| device | method | measured | setting | ddfast ms | reference structure ms | speedup |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| device | method | measured | setting | ddfast ms | reference structure ms | speedup | "
+             "peak MiB, ddfast / reference |", "|---|---|---|---|---|---|---|---|"]
     for _, rows in sorted(latest.items()):
         for r in sorted(rows.values(), key=lambda r: (ORDER.get(r["case"], 9), r["size"])):
+            memory = (f"{_mib(r['peak_mem_bytes'])} / {_mib(r.get('baseline_peak_mem_bytes'))}"
+                      if r.get("peak_mem_bytes") is not None else "")
             lines.append(f"| {r['device']} | {r['case']} | {WHAT.get(r['case'], '')} | {r['size']} | "
-                         f"{ms(r['median_ms'])} | {ms(r['baseline_ms'])} | {r['speedup']:.2f}x |")
+                         f"{ms(r['median_ms'])} | {ms(r['baseline_ms'])} | {r['speedup']:.2f}x | {memory} |")
     return lines
 
 

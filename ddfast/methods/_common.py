@@ -115,6 +115,7 @@ class LoopState:
     seconds: float = 0.0
     series: dict[str, list[float]] = field(default_factory=dict)
     output: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None  # the set the method returns, now
+    metadata: dict = field(default_factory=dict)  # metadata that set carries (SeqMatch's stages so far)
 
     def state_dict(self) -> dict:
         return {"tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},
@@ -188,6 +189,11 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
 def _resumable(config: dict | None) -> dict | None:
     """The settings a resumed run must share with the checkpoint: all but the iteration count."""
     return None if config is None else {k: v for k, v in config.items() if k != "iterations"}
+
+
+def resumable_settings(config) -> dict:
+    """A config dataclass's settings that a resume must match (all but ``iterations``), as plain values."""
+    return _resumable(_plain(config))
 
 
 def _plain(config) -> dict:

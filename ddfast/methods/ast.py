@@ -5,7 +5,8 @@ AST is MTT with five changes, each a switch of :class:`ASTConfig` so ablations r
 (``--set balanced=False``):
 
 * smooth experts (:func:`smooth_expert_hooks`, used by ``ddfast buffer --recipe ast``): SGD momentum 0.9,
-  weight decay 1e-3, lr 0.003 x 0.6 from epoch 26; the "clipping loss" multiplies the cross-entropy by
+  weight decay 1e-3, lr 0.003, x 0.6 (with a fresh optimiser) after epoch epochs // 2 + 1 (epoch 26 of 50,
+  buffer.py's ``lr_schedule``); the "clipping loss" multiplies the cross-entropy by
   0.5, 0.55, ..., 0.95 in epochs 0-9; a gradient penalty lambda * mean((||d sum(logits) / dx|| - 1)^2),
   lambda = 2, on the un-augmented batch (double backward). The released ``epoch_gp`` takes the norm over
   the channel axis only (one norm per pixel) and averages over batch and pixels: so does this.
@@ -46,13 +47,13 @@ class ASTConfig(MTTConfig):
 
 @dataclass
 class SmoothExperts:
-    """AST's expert recipe (buffer.py): the optimiser's settings, the lr decay, the clipping-loss schedule and the
-    gradient penalty's weight."""
+    """AST's expert recipe (buffer.py): the optimiser's settings, the lr decay (x ``decay`` after 0-based epoch
+    ``decay_epoch``, None: ``epochs // 2 + 1``), the clipping-loss schedule and the gradient penalty's weight."""
 
     lr: float = 0.003
     momentum: float = 0.9
     weight_decay: float = 1e-3
-    decay_epoch: int = 26
+    decay_epoch: int | None = None
     decay: float = 0.6
     clip_epochs: int = 10
     clip_start: float = 0.5
@@ -75,10 +76,12 @@ def input_gradient_penalty(model, raw: torch.Tensor) -> torch.Tensor:
     return ((grad.norm(p=2, dim=1) - 1) ** 2).mean()
 
 
-def smooth_expert_hooks(recipe: SmoothExperts = SmoothExperts()) -> ExpertHooks:
-    """:class:`ddfast.ExpertHooks` that make :func:`ddfast.train_experts` train AST's smooth experts (pass
-    ``lr``, ``momentum`` and ``weight_decay`` from ``recipe`` to it): the clipping loss plus the gradient
-    penalty, and the lr decay after epoch ``decay_epoch - 1``."""
+def smooth_expert_hooks(epochs: int, recipe: SmoothExperts = SmoothExperts()) -> ExpertHooks:
+    """:class:`ddfast.ExpertHooks` that make :func:`ddfast.train_experts` train AST's smooth experts for ``epochs``
+    epochs (pass ``lr``, ``momentum`` and ``weight_decay`` from ``recipe`` to it): the clipping loss plus the
+    gradient penalty, and after epoch ``decay_epoch`` the lr x ``decay`` with the momentum restarted (buffer.py
+    builds a new optimiser there)."""
+    decay_epoch = epochs // 2 + 1 if recipe.decay_epoch is None else recipe.decay_epoch
     current = {"model": None, "epoch": 0}  # the expert being trained and its epoch
 
     def loss(model, x, y, logits, raw):
@@ -89,7 +92,8 @@ def smooth_expert_hooks(recipe: SmoothExperts = SmoothExperts()) -> ExpertHooks:
 
     def epoch_end(expert, finished, model, optimizer, mean_loss):
         current["epoch"] = finished + 1
-        if finished + 1 == recipe.decay_epoch:
+        if finished == decay_epoch:
+            optimizer.state.clear()  # a fresh optimiser's momentum
             for group in optimizer.param_groups:
                 group["lr"] *= recipe.decay
 

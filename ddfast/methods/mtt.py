@@ -112,10 +112,11 @@ def perturb_weights(theta: torch.Tensor, fm: FlatModel, alpha: float, gen: torch
 
 def match_trajectories(real: common.RealData, config, trajectories: list, images: torch.Tensor, labels: torch.Tensor,
                        *, method: str, student: Student = Student(), frozen: tuple | None = None, checkpoint=None,
-                       progress=True, callback=None) -> tuple[common.LoopState, torch.Tensor]:
+                       recorded=None, progress=True, callback=None) -> tuple[common.LoopState, torch.Tensor]:
     """MTT's outer loop on the learnable ``images`` (a leaf), with ``frozen`` = (images, labels) rows joining
     the set in front of them (SeqMatch's earlier subsets; they get no gradient). Returns the loop state and
-    the learned lr. ``config`` carries MTT's fields (:class:`MTTConfig`)."""
+    the learned lr. ``config`` carries MTT's fields (:class:`MTTConfig`); ``recorded`` (default ``config``) is
+    the configuration the checkpoint records and a resume must match (SeqMatch's whole run)."""
     if config.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
     lo, hi = student.start_range or (0, config.max_start_epoch)
@@ -133,8 +134,9 @@ def match_trajectories(real: common.RealData, config, trajectories: list, images
     all_labels = labels if frozen is None else torch.cat([frozen[1], labels])
     state.output = lambda: (images.detach() if frozen is None else torch.cat([frozen[0], images.detach()]),
                             all_labels)
-    matched = list(range(1, config.expert_epochs)) if student.intermediate else []
-    marks = [(config.syn_steps // config.expert_epochs) * i for i in matched]
+    every = config.syn_steps // config.expert_epochs  # AST's middle steps; none before the first step
+    matched = [i for i in range(1, config.expert_epochs) if every * i > 0] if student.intermediate else []
+    marks = [every * i for i in matched]
 
     def step(it: int) -> float:
         g = common.generator(config.seed, "expert", it)
@@ -166,7 +168,7 @@ def match_trajectories(real: common.RealData, config, trajectories: list, images
                 f"times longer)")
         return loss.item()
 
-    common.run_loop(state, config.iterations, step, config=config, method=method, checkpoint=checkpoint,
+    common.run_loop(state, config.iterations, step, config=recorded or config, method=method, checkpoint=checkpoint,
                     progress=progress, callback=callback)
     return state, lr
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..eval import train_sequentially
+from .._io import atomic_torch_save
 from ..experts import train_experts
 from ..models import get_network
 from . import _common as common
@@ -67,21 +68,25 @@ class SeqMatchConfig:
 def subset_sizes(ipc: int, k: int) -> list[int]:
     """Per-class sizes of the K subsets, the remainder spread over the first ones (50, 3 -> 17, 17, 16)."""
     if not 1 <= k <= ipc:
-        raise ValueError(f"num_subsets must be in [1, ipc={ipc}], got {k}")
+        raise ValueError(f"num_subsets must be in [1, ipc={ipc}] (every subset needs an image per class), got {k}; "
+                         f"set num_subsets and one start interval per subset (intervals)")
     return [ipc // k + (j < ipc % k) for j in range(k)]
 
 
-def stage_config(config: SeqMatchConfig, k: int, size: int, rows: int) -> MTTConfig:
-    """The MTT settings that distil subset k (0-based) of ``size`` images per class (``rows`` in all); subset 0
-    keeps the run's seed, so K = 1 is MTT with the interval's start epochs."""
+def stage_config(config: SeqMatchConfig, k: int, size: int, rows: int, total: int) -> MTTConfig:
+    """The MTT settings that distil subset k (0-based) of ``size`` images per class (``rows`` learnable rows,
+    ``total`` with the frozen ones); subset 0 keeps the run's seed, so K = 1 is MTT with the interval's start
+    epochs. A ``batch_syn`` above ``total`` is one whole-set minibatch, as the reference's ``torch.split`` gives."""
     lo, hi = config.intervals[k]
+    batch = rows if k > 0 else None
+    if config.batch_syn is not None:
+        batch = min(config.batch_syn, total)
     return MTTConfig(ipc=size, iterations=config.iterations, syn_steps=config.syn_steps,
                      expert_epochs=config.expert_epochs, max_start_epoch=hi - config.expert_epochs,
                      lr_img=config.lr_img, lr_lr=config.lr_lr,
                      lr_teacher=config.lr_teacher if k == 0 else config.lr_teacher_later,
-                     batch_syn=config.batch_syn or (None if k == 0 else rows), momentum=config.momentum,
-                     model=config.model,
-                     init=config.init, dsa_strategy=config.dsa_strategy, mode=config.mode,
+                     batch_syn=batch, momentum=config.momentum, model=config.model, init=config.init,
+                     dsa_strategy=config.dsa_strategy, mode=config.mode,
                      seed=config.seed if k == 0 else common.derive_seed(config.seed, "subset", k))
 
 
@@ -115,16 +120,18 @@ def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=Non
     labels = torch.empty((0,), dtype=torch.long, device=real.device)
     stages, seconds, ran = [], 0.0, []
     for k, size in enumerate(sizes):
-        stage = stage_config(config, k, size, size * real.num_classes)
-        trajectories = load_experts(buffer) if k == 0 else subset_experts(real, images, labels, stages, config, k,
-                                                                          progress)
+        rows = size * real.num_classes
+        stage = stage_config(config, k, size, rows, images.shape[0] + rows)
+        stage_checkpoint = _stage_checkpoint(checkpoint, k, len(sizes), bool(ran))
+        trajectories = load_experts(buffer) if k == 0 else _subset_trajectories(real, images, labels, stages, config,
+                                                                                k, stage_checkpoint, progress)
         learn = common.initial_images(real.images, real.sampler, size, config.init, stage.seed).requires_grad_(True)
         new_labels = common.class_labels(real.num_classes, size, real.device)
         state, lr = match_trajectories(
             real, stage, trajectories, learn, new_labels, method=f"seqmatch-s{k + 1}",
             student=Student(start_range=(config.intervals[k][0], stage.max_start_epoch)),
-            frozen=(images, labels) if k else None, checkpoint=_stage_checkpoint(checkpoint, k, len(sizes), bool(ran)),
-            progress=progress, callback=_observed(callback, k * config.iterations, ran))
+            frozen=(images, labels) if k else None, checkpoint=stage_checkpoint, recorded=config, progress=progress,
+            callback=_observed(callback, k * config.iterations, ran, stages))
         images = torch.cat([images, learn.detach()])
         labels = torch.cat([labels, new_labels])
         stages.append((images.shape[0], float(lr.detach())))
@@ -133,6 +140,24 @@ def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=Non
     sequential = {"rows": [rows for rows, _ in stages], "lrs": [lr for _, lr in stages], "sizes": sizes}
     return common.result_set("seqmatch", data, config, images, labels, state, lr=lr,
                              extra={"sequential": sequential, "iterations": config.iterations * len(sizes)})
+
+
+def _subset_trajectories(real, images, labels, stages, config, k: int, checkpoint, progress: bool) -> list:
+    """Subset k's experts: with a checkpoint they are saved beside it (``<name>_experts.pt``, with the run's
+    settings) and a resume loads them instead of training them again (on a GPU retraining need not give the
+    same trajectories)."""
+    if checkpoint is None:
+        return subset_experts(real, images, labels, stages, config, k, progress)
+    path = Path(checkpoint.path)
+    path = path.with_name(f"{path.stem}_experts{path.suffix}")
+    settings = common.resumable_settings(config)
+    if checkpoint.resume and path.exists():
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+        if saved.get("settings") == settings:
+            return saved["trajectories"]
+    trajectories = subset_experts(real, images, labels, stages, config, k, progress)
+    atomic_torch_save({"settings": settings, "trajectories": trajectories}, path)
+    return trajectories
 
 
 def _stage_checkpoint(checkpoint, k: int, count: int, earlier_ran: bool):
@@ -147,11 +172,15 @@ def _stage_checkpoint(checkpoint, k: int, count: int, earlier_ran: bool):
     return replace(checkpoint, resume=False) if earlier_ran else checkpoint
 
 
-def _observed(callback, first: int, ran: list):
-    """A loop callback that notes that an iteration ran and calls ``callback`` with iterations counted over all
-    subsets."""
+def _observed(callback, first: int, ran: list, stages: list):
+    """A loop callback that notes that an iteration ran, records on the state the metadata of the set so far (the
+    sequential stages, the current subset's with its current lr) and calls ``callback`` with iterations counted
+    over all subsets."""
     def observe(it, state):
         ran.append(it)
+        rows = state.output()[0].shape[0]
+        done = [(r, lr) for r, lr in stages] + [(rows, float(state.tensors["lr"].detach()))]
+        state.metadata["sequential"] = {"rows": [r for r, _ in done], "lrs": [lr for _, lr in done]}
         if callback is not None:
             callback(first + it, state)
     return observe
