@@ -13,7 +13,9 @@ from per-subset intervals (lo, hi): t ~ U{lo..hi - expert_epochs - 1}, as seqmat
 makes :func:`ddfast.evaluate` use the sequential protocol.
 
 Departures (named): the released buffer.py's synthetic-stage length reads an option its parser lacks
-(``epoch_eval_train``); ``pretrain_epochs`` defaults to that option's value in distillation (1000).
+(``epoch_eval_train``); ``pretrain_epochs`` defaults to that option's value in distillation (1000). Each
+subset keeps the lr of its last iteration (the released code keeps the one of its best evaluation, which
+needs test data during distillation).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..eval import train_sequentially
 from .._io import atomic_torch_save
+from ..eval import train_sequentially
 from ..experts import train_experts
 from ..models import get_network
 from . import _common as common
@@ -38,9 +40,8 @@ class SeqMatchConfig:
     30, ``expert_epochs`` 2, ``lr_img`` 100, ``lr_lr`` 1e-5, ``lr_teacher`` 0.001 for S1 and
     ``lr_teacher_later`` 0.01 for the others, ``batch_syn`` None (= the rows of the subset being learned,
     drawn from the whole concatenation; S1 alone is the whole set, MTT's None), ``iterations`` 5000 per subset;
-    later subsets' experts:
-    ``experts`` 100, ``buffer_epochs`` 20 real-data epochs (SGD ``expert_lr`` 0.01, batch 256, DSA) after
-    ``pretrain_epochs`` 1000 per synthetic stage. ``mode``: the unroll mode."""
+    later subsets' experts: ``experts`` 100, ``buffer_epochs`` 20 real-data epochs (SGD ``expert_lr`` 0.01,
+    batch 256, DSA) after ``pretrain_epochs`` 1000 per synthetic stage. ``mode``: the unroll mode."""
 
     ipc: int = 50
     num_subsets: int = 3
