@@ -40,5 +40,5 @@ def render(latest, results: Path, plot: bool) -> str:
         "frozen subset in the minibatches), same hyperparameters, ConvNet-3 on CIFAR-10 "
         "shapes (random data), median time per iteration after one warm-up. The trajectory methods also record "
         "the peak memory of one iteration (CPU: peak resident growth in a fresh process; CUDA: the allocator's "
-        "peak): the adjoint unroll keeps parameter vectors, the create_graph unroll every step's graph. On a CPU the network's convolutions dominate both sides, so the ratio stays near 1 (run-to-run spread of a few percent), except DREAM+, where ddfast is slower for a reason not yet found (docs/DESIGN.md, DREAM+).", "",
+        "peak): the adjoint unroll keeps parameter vectors, the create_graph unroll every step's graph. On a CPU the network's convolutions dominate both sides, so for DC, DM and MTT the ratio stays near 1 (run-to-run spread of a few percent). AST and SeqMatch are slower with ddfast on a CPU: the adjoint replays each inner step's forward in its backward pass, a cost the create_graph unroll does not pay, in exchange for the memory column. DREAM+ is slower for a reason not yet found (docs/DESIGN.md, DREAM+).", "",
         *table(latest)])
