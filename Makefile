@@ -24,8 +24,9 @@ info: setup
 quickstart: setup  ## README command 1: DM (IPC 1, 10) and DC (IPC 1) on digits, quick evaluation, one table
 	$(VENV)/bin/ddfast quickstart --out runs/quickstart --quiet
 
-results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+, AST, SeqMatch at IPC 1 and 10 on digits, full protocol -> bench/results + README
+results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+, AST, SeqMatch at IPC 1 and 10, SRe2L and DELT at IPC 10 and 50 on digits, full protocol -> bench/results + README
 	$(PY) scripts/results.py
+	$(PY) scripts/results.py --methods sre2l,delt --ipcs 10,50
 
 experiments: setup  ## DREAM+ vs random sampling, label-cycle GM vs plain GM, AST component ablation on digits (accuracy curves) -> README
 	$(PY) scripts/experiments.py

@@ -21,10 +21,17 @@ Cases (issue: distillation end to end, item 8), ConvNet-3 on CIFAR-10 shapes (ra
         front, minibatches of 50 from the concatenation); ddfast = its match_trajectories with the frozen
         rows vs seqmatch-mtt's create_graph unroll over the concatenation.
   The trajectory cases (mtt, ast, seqmatch) also record the peak memory of one iteration.
+  sre2l one SRe2L recover step on ResNet-18 (CIFAR stem, running statistics set away from 0 and 1) for a batch
+        of 100 (IPC 10); ddfast = ddfast.methods.sre2l (BNStatHooks: one fused bn_stat_loss call) vs SRe2L's
+        loop body (one BNFeatureHook graph per BatchNorm layer); both use ddfast's crop + flip + jitter.
+  delt  the synthesis time of that batch: DELT's EarlyLate recover (rounds of iterations / 8, 8 rounds) vs
+        SRe2L's, both ddfast, same steps per batch (full: 16, quick: 8), real init for both (DELT's ranking
+        is left out: it is one teacher pass over the real pool); records the image-iterations of each.
 Both sides run the same hyperparameters; the time is the median per iteration after one warm-up.
 Results: bench/results/<device>.jsonl (op "methods").
 
-Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt,ast,seqmatch] [--out DIR]
+Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt,ast,seqmatch,sre2l,delt]
+       [--out DIR]
 """
 
 from __future__ import annotations
@@ -241,8 +248,70 @@ def bench_trajectory(rec, device, quick, case: str):
           f"reference {memory['reference'] / 2**20:.0f} MiB")
 
 
+def _recover_setup(device):
+    from bench.bench_bn_stat_loss import teacher as resnet_teacher
+
+    return fake_cifar(device, 10), resnet_teacher(device)
+
+
+def bench_sre2l(rec, device, quick):
+    from ddfast.methods._crops import batch_crop
+    from ddfast.methods.sre2l import pixel_bounds
+    from bench.baselines import sre2l_bn_loop
+
+    data, teacher = _recover_setup(device)
+    repeats, ipc = (2 if quick else 3), 10
+    ours = ddfast_iteration_seconds("sre2l", data, repeats, teacher, ipc=ipc)
+    config = make_config("sre2l", "cifar10", ipc=ipc)
+    inputs = torch.randn(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
+    labels = common.class_labels(CLASSES, ipc, device)
+    optimizer = torch.optim.Adam([inputs], lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
+    low, high = pixel_bounds(data, device)
+    hooks = sre2l_bn_loop.install(teacher)
+
+    def step(it):
+        def augment(x):
+            return batch_crop(x, common.generator(0, "aug", it), (config.min_crop, config.max_crop), config.flip,
+                              config.jitter)
+        method_steps.sre2l_recover_step(teacher, hooks, inputs, labels, optimizer, augment, config.lr, config.r_bn,
+                                        low, high)
+    try:
+        reference = reference_iteration_seconds(step, repeats, device)
+    finally:
+        for h in hooks:
+            h.close()
+    _record(rec, "sre2l", f"resnet18-batch{CLASSES * ipc}", ours, reference, ipc=ipc, model="ResNet18")
+
+
+def bench_delt(rec, device, quick):
+    from ddfast.methods.delt import join_iterations
+
+    data, teacher = _recover_setup(device)
+    steps, ipc = (8 if quick else 16), 10
+    seconds, compute = {}, {}
+    for method, extra in (("sre2l", {}), ("delt", {"round_iterations": steps // 8, "init": "real"})):
+        config = make_config(method, "cifar10", ipc=ipc, iterations=steps, **extra)
+        synchronize(device)
+        start = time.perf_counter()
+        syn = METHODS[method].distill(data, config, teacher, device=device, progress=False)
+        synchronize(device)
+        seconds[method] = time.perf_counter() - start
+        compute[method] = syn.metadata["compute"]["image_iterations"]
+    config = make_config("delt", "cifar10", ipc=ipc, iterations=steps, round_iterations=steps // 8)
+    predicted = 1 - (steps - join_iterations(CLASSES, config)).sum().item() / (CLASSES * ipc * steps)
+    row = rec.record(op=OP, case="delt", backend="ddfast", strategy="method", size=f"resnet18-batch100-steps{steps}",
+                     median_ms=1000 * seconds["delt"], baseline="SRe2L recover (ddfast)",
+                     baseline_ms=1000 * seconds["sre2l"], speedup=seconds["sre2l"] / seconds["delt"],
+                     image_iterations=compute["delt"], baseline_image_iterations=compute["sre2l"],
+                     predicted_saving=predicted, ipc=ipc, model="ResNet18")
+    print(f"delt {row['size']:28s} DELT {row['median_ms']:9.1f} ms   SRe2L {row['baseline_ms']:9.1f} ms   "
+          f"time saved {1 - seconds['delt'] / seconds['sre2l']:.1%}, image-iterations saved "
+          f"{1 - compute['delt'] / compute['sre2l']:.1%} (predicted {predicted:.1%})")
+
+
 if __name__ == "__main__":
     trajectory_cases = {case: (lambda rec, device, quick, case=case: bench_trajectory(rec, device, quick, case))
                         for case in TRAJECTORY_CASES}
-    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "dream": bench_dream, **trajectory_cases},
+    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "dream": bench_dream, **trajectory_cases, "sre2l": bench_sre2l,
+                         "delt": bench_delt},
                lambda rec, device: f"methods on {rec.common['device']}, torch {rec.common['torch']}")

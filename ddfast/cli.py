@@ -1,6 +1,6 @@
 """The ``ddfast`` command line: ``distill`` (a DD method on a dataset, evaluated against a random real
 subset), ``eval`` (a saved set, ddfast's or DC's/MTT's), ``buffer`` (MTT expert trajectories),
-``quickstart`` (the README's first command: DM and DC on digits with the quick evaluation preset),
+``teacher`` (SRe2L's squeeze, for sre2l/delt), ``quickstart`` (the README's first command: DM and DC on digits with the quick evaluation preset),
 ``info`` (what loaded and why not) and ``bench`` (the benchmarks of a source checkout)."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         d, b = r["distilled"], r["random_real"]
         print(f"| {r['method']} | {r['dataset']} | {r['ipc']} | {r['iterations']} | {r['seconds']:.0f} | {_percent(d)} "
-              f"| {_percent(b)} | {d['preset']}, {d['runs']} runs |")
+              f"| {_percent(b)} | {d['preset']}, {d['runs']} runs{', KD' if r.get('protocol') == 'kd' else ''} |")
 
 
 def _distill(args) -> int:
@@ -65,7 +65,7 @@ def _distill(args) -> int:
     results = distill_run(args.method, args.dataset, args.ipc, args.out, data_root=args.data_root,
                           iterations=args.iterations, seed=args.seed, device=args.device, backend=args.backend,
                           eval_preset=args.eval_preset, eval_model=args.eval_model, eval_runs=args.eval_runs,
-                          eval_epochs=args.eval_epochs, buffer=args.buffer,
+                          eval_epochs=args.eval_epochs, buffer=args.buffer, teacher=args.teacher,
                           resume=args.resume, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                           settings=_settings(args.set), zca=args.zca, progress=not args.quiet)
     print_table([results])
@@ -79,7 +79,8 @@ def _eval(args) -> int:
     results = eval_run(args.path, args.dataset, data_root=args.data_root, models=args.models.split(","),
                        preset=args.preset, seed=args.seed, device=args.device, source=args.source, lr=args.lr,
                        baseline=not args.no_baseline, runs=args.runs, epochs=args.epochs,
-                       zca=True if args.zca else None, progress=not args.quiet)
+                       zca=True if args.zca else None, teacher=args.teacher, temperature=args.temperature,
+                       progress=not args.quiet)
     print("| model | distilled acc % | random real acc % |")
     print("|---|---|---|")
     for model, entry in results["models"].items():
@@ -95,6 +96,16 @@ def _buffer(args) -> int:
                        lr=args.lr, batch_size=args.batch_size, model=args.model, dsa_strategy=args.dsa_strategy,
                        recipe=args.recipe, seed=args.seed, device=args.device, zca=args.zca, progress=not args.quiet)
     print("\n".join(paths))
+    return 0
+
+
+def _teacher(args) -> int:
+    from .runner import teacher_run
+
+    record = teacher_run(args.dataset, args.out, data_root=args.data_root, seed=args.seed, device=args.device,
+                         zca=args.zca, progress=not args.quiet, model=args.model, epochs=args.epochs, lr=args.lr,
+                         batch_size=args.batch_size)
+    print(f"teacher {record['model']} written to {record['path']}: test accuracy {100 * record['accuracy']:.2f}%")
     return 0
 
 
@@ -134,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--iterations", type=int, default=None, help="outer iterations (default: the method's)")
     d.add_argument("--out", required=True, help="run folder")
     d.add_argument("--buffer", default=None, help="folder of replay_buffer_<n>.pt expert files (mtt, ast, seqmatch)")
+    d.add_argument("--teacher", default=None, help="teacher file for sre2l/delt (made by `ddfast teacher`; trained "
+                   "there when missing; default RUN/teacher.pt)")
     d.add_argument("--backend", default="auto", help="ddfast backend for every op: auto, reference, cpp, cuda, triton")
     d.add_argument("--eval-preset", default="quick", choices=["quick", "full"])
     d.add_argument("--eval-model", default="ConvNet")
@@ -159,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--runs", type=int, default=None, help="override the preset's number of runs")
     e.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
     e.add_argument("--zca", action="store_true", help="ZCA-whiten the test data (default: as the set records)")
+    e.add_argument("--teacher", default=None, help="teacher file: evaluate by the KD protocol with its soft labels "
+                   "(needed for sre2l/delt sets)")
+    e.add_argument("--temperature", type=float, default=20.0, help="KD temperature (with --teacher)")
     _common(e)
     e.set_defaults(func=_eval)
 
@@ -175,6 +191,16 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--zca", action="store_true")
     _common(b)
     b.set_defaults(func=_buffer)
+
+    t = sub.add_parser("teacher", help="train a teacher for sre2l/delt (SRe2L's squeeze)")
+    t.add_argument("--out", required=True, help="teacher file to write")
+    t.add_argument("--model", default=None, help="BatchNorm network (default: ResNet18; ConvNetBN on digits)")
+    t.add_argument("--epochs", type=int, default=None, help="default: 200 (50 on digits)")
+    t.add_argument("--lr", type=float, default=None, help="SGD lr (default 0.1, cosine)")
+    t.add_argument("--batch-size", type=int, default=None, help="default 128")
+    t.add_argument("--zca", action="store_true")
+    _common(t)
+    t.set_defaults(func=_teacher)
 
     q = sub.add_parser("quickstart", help="DM (IPC 1, 10) and DC (IPC 1) on digits, quick evaluation, one table")
     q.add_argument("--out", default="runs/quickstart")

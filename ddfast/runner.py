@@ -20,9 +20,11 @@ import torch
 from ._io import atomic_write_text
 from .backends import use_backend
 from .data import load_dataset
-from .eval import default_augment, evaluate, random_real_baseline
+from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
+                   test_accuracy)
 from .experts import next_buffer_path, save_buffer, train_experts
-from .methods import METHODS, make_config
+from .methods import METHODS, make_config, teacher_recipe
+from .methods.sre2l import load_teacher, save_teacher, squeeze
 from .methods._augment import per_sample
 from .methods._common import Checkpointing, class_labels, derive_seed
 from .models import get_network
@@ -45,14 +47,22 @@ def _accuracy(result) -> dict:
             "model": result.model, "epochs": result.epochs, "accuracies": list(result.accuracies)}
 
 
+def protocol_settings(data, teacher=None, temperature: float = 20.0) -> dict:
+    """The evaluation protocol's arguments of :func:`ddfast.evaluate`: the DC protocol (DSA), or with a
+    ``teacher`` the KD protocol (the teacher's soft labels at ``temperature``, random-resized crop + flip)."""
+    if teacher is None:
+        return {"protocol": "dc", "augment": default_augment("dc", data)}
+    return {"protocol": "kd", "augment": default_augment("kd", data), "teacher": teacher, "temperature": temperature}
+
+
 def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, model: str = "ConvNet",
                            preset: str = "quick", seed: int = 0, runs: int | None = None, epochs: int | None = None,
-                           device=None, progress: bool = True) -> dict:
-    """The DC protocol on ``syn`` and on random real subsets of ``ipc`` images per class (default the set's
-    own; a multi-formation set passes its storage budget), same preset, seed and model (``runs``/``epochs``
-    override the preset's)."""
-    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "augment": default_augment("dc", data), "seed": seed,
-              "device": device, "progress": progress}
+                           device=None, progress: bool = True, teacher=None, temperature: float = 20.0) -> dict:
+    """The DC protocol (with ``teacher``: the KD protocol, both sets relabelled by that teacher) on ``syn`` and on
+    random real subsets of ``ipc`` images per class (default the set's own; a multi-formation set passes its
+    storage budget), same preset, seed and model (``runs``/``epochs`` override the preset's)."""
+    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "seed": seed, "device": device, "progress": progress,
+              **protocol_settings(data, teacher, temperature)}
     ours = evaluate(syn, data, model, **kwargs)
     baseline = random_real_baseline(data, ipc or syn.ipc, model, **kwargs)
     return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
@@ -61,10 +71,14 @@ def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, m
 def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, data_root=None,
                 iterations: int | None = None, seed: int = 0, device: str | None = None, backend: str = "auto",
                 eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
-                eval_epochs: int | None = None, buffer=None, resume: bool = False,
+                eval_epochs: int | None = None, buffer=None, teacher=None, resume: bool = False,
                 checkpoint_every: int = 50, eval_every: int = 0, settings: dict | None = None, zca: bool = False,
                 progress: bool = True, data=None) -> dict:
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
+
+    SRe2L/DELT (methods that need a teacher) recover from the teacher at ``teacher`` (a path; default
+    ``out/teacher.pt``), trained there by :func:`ensure_teacher` when the file does not exist, and are evaluated
+    by the KD protocol with that teacher, as is their random-real baseline.
 
     ``eval_every`` > 0 evaluates the current set every that many iterations (one run of the quick
     preset, ``eval_epochs`` if given, seed ``seed``) and plots the curve to ``accuracy.png``; results.json keeps it as ``curve``."""
@@ -84,6 +98,11 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume)
     curve: list[tuple[int, float]] = []
     labels = class_labels(data.num_classes, ipc, "cpu")
+    teacher_net, teacher_record = None, None
+    if spec.needs_teacher:
+        teacher_net, teacher_record = ensure_teacher(data, teacher or out / "teacher.pt", seed=seed, device=device,
+                                                     progress=progress)
+    evaluation = protocol_settings(data, teacher_net, getattr(config, "temperature", 20.0))
 
     def observe(it, state):
         if eval_every and it % eval_every == 0:
@@ -92,13 +111,13 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
             current = SyntheticSet(images.detach().cpu(), current_labels.cpu(),
                                    lr=None if lr is None else lr.detach().cpu(),
                                    metadata={**data.metadata(), "method": method, "ipc": ipc, **state.metadata})
-            result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs,
-                              augment=default_augment("dc", data), seed=seed, device=device, progress=False)
+            result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs, seed=seed,
+                              device=device, progress=False, **evaluation)
             curve.append((it, result.mean))
 
     start = time.perf_counter()
     with use_backend(backend):
-        extra = (buffer,) if spec.needs_buffer else ()
+        extra = (buffer,) if spec.needs_buffer else (teacher_net,) if spec.needs_teacher else ()
         syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
                            callback=observe)
     wall = time.perf_counter() - start
@@ -111,11 +130,17 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
         plot_curves(out / "accuracy.png", {"distilled set, quick preset, 1 run": [100 * a for _, a in curve]},
                     steps=[it for it, _ in curve], ylabel="test accuracy %", title=f"{method}, {data.name}, IPC {ipc}")
     accuracy = evaluate_with_baseline(syn, data, ipc=ipc, model=eval_model, preset=eval_preset, seed=seed,
-                                      runs=eval_runs, epochs=eval_epochs, device=device, progress=progress)
+                                      runs=eval_runs, epochs=eval_epochs, device=device, progress=progress,
+                                      teacher=teacher_net, temperature=evaluation.get("temperature", 20.0))
     results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
                "seconds": syn.metadata["seconds"], "wall_seconds": wall, "device": str(device), "backend": backend,
-               "seed": seed, "config": syn.metadata["config"], **accuracy,
+               "seed": seed, "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
                "curve": [{"iteration": it, "accuracy": a} for it, a in curve]}
+    if teacher_record is not None:
+        results["teacher"] = {k: v for k, v in teacher_record.items() if k != "dataset"}
+        results["diversity"] = diversity(teacher_net, syn, data, seed)
+    if "compute" in syn.metadata:
+        results["compute"] = syn.metadata["compute"]
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
@@ -123,11 +148,12 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
 def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("ConvNet",), preset: str = "full",
              seed: int = 0, device: str | None = None, source: str = "ddfast", lr: float | None = None,
              baseline: bool = True, runs: int | None = None, epochs: int | None = None, zca: bool | None = None,
-             progress: bool = True) -> dict:
+             teacher=None, temperature: float = 20.0, progress: bool = True) -> dict:
     """Evaluate a saved set (ddfast's ``set.pt``, DC's ``res_*.pt`` with ``source="dc"``, or MTT's
     images/labels files with ``source="mtt"``) on each of ``models``, with the random-real baseline. The
     test data is ZCA-whitened when ``zca`` is True, or (None) when a ddfast set records that it was
-    distilled on whitened data."""
+    distilled on whitened data. With ``teacher`` (a path written by ``ddfast teacher``) the KD protocol runs with
+    that teacher's soft labels at ``temperature``; an SRe2L/DELT set needs one."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if source not in ("ddfast", "dc", "mtt"):
         raise ValueError(f"source must be 'ddfast', 'dc' or 'mtt', got {source!r}")
@@ -139,9 +165,15 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
         syn = SyntheticSet.from_dc(path, dataset=data)
     else:
         syn = SyntheticSet.from_mtt(path, lr=lr, dataset=data)
-    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "augment": default_augment("dc", data), "seed": seed,
-              "device": device, "progress": progress}
-    results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "models": {}}
+    made_by = str(syn.metadata.get("method", ""))
+    if teacher is None and made_by in METHODS and METHODS[made_by].needs_teacher:
+        raise ValueError(f"{os.fspath(path)!r} is a {made_by} set: its evaluation is the KD protocol with the "
+                         f"teacher it was recovered from; pass --teacher PATH")
+    teacher_net = load_teacher(teacher, data, device)[0] if teacher is not None else None
+    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "seed": seed, "device": device, "progress": progress,
+              **protocol_settings(data, teacher_net, temperature)}
+    results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "protocol": kwargs["protocol"],
+               "models": {}}
     for model in models:
         entry = {"distilled": _accuracy(evaluate(syn, data, model, **kwargs))}
         if baseline:
@@ -210,3 +242,36 @@ def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt
     buffer_run(dataset, folder, experts=experts, epochs=epochs, recipe=recipe, seed=seed, **kwargs)
     atomic_write_text(recorded, json.dumps(manifest, indent=2) + "\n")
     return folder
+
+
+def diversity(teacher, syn: SyntheticSet, data, seed: int = 0) -> dict:
+    """DELT's diversity (:func:`ddfast.eval.embedding_diversity`, teacher embeddings) of ``syn`` and of a random
+    real subset of the same size drawn with ``seed``; None where a class has one image."""
+    real = random_real_set(data, syn.ipc, torch.Generator().manual_seed(derive_seed(seed, "diversity")))
+    if syn.ipc is None or syn.ipc < 2:
+        return {"distilled": None, "random_real": None}
+    return {"distilled": embedding_diversity(teacher, syn.images, syn.hard_labels),
+            "random_real": embedding_diversity(teacher, real.images, real.labels)}
+
+
+def teacher_run(dataset: str, out: str | os.PathLike, *, data_root=None, seed: int = 0, device: str | None = None,
+                zca: bool = False, progress: bool = True, data=None, **recipe) -> dict:
+    """SRe2L's squeeze: train a teacher on ``dataset`` (:func:`ddfast.methods.teacher_recipe`'s settings, then
+    ``recipe``'s) and write it to ``out``; returns its record (model, recipe, seed, test accuracy)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = data if data is not None else load_dataset(dataset, data_root, zca=zca, device=device)
+    settings = teacher_recipe(data.name, **recipe)
+    net = squeeze(data, settings, seed=seed, device=device, progress=progress)
+    accuracy = test_accuracy(net, data)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_teacher(out, net, data, settings, seed=seed, accuracy=accuracy)
+    return {"path": os.fspath(out), "model": settings.model, "accuracy": accuracy, "seed": seed}
+
+
+def ensure_teacher(data, path: str | os.PathLike, *, seed: int = 0, device=None, progress: bool = True):
+    """The teacher at ``path`` (loaded and checked against ``data``), trained there first by :func:`teacher_run`
+    when the file does not exist; returns (teacher in eval mode, its record)."""
+    if not os.path.exists(path):
+        print(f"training a teacher for {data.name} into {os.fspath(path)}", flush=True)
+        teacher_run(data.name, path, seed=seed, device=device, progress=progress, data=data)
+    return load_teacher(path, data, device)

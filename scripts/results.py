@@ -6,9 +6,12 @@ checkpoint), with the chosen evaluation preset (full: 5 runs of
 the DC protocol, 300 epochs, 1000 for the MTT family) and the random-real baseline of the same size. The expert
 buffers are trained first: MTT's (runs/results/<dataset>/buffer, for mtt and SeqMatch's first subset) and AST's
 smooth experts (buffer_ast). Each result is appended as one JSON line
-(op "distill") to bench/results/<device>.jsonl, and bench/report.py renders the README section.
+(op "distill") to bench/results/<device>.jsonl, and bench/report.py renders the README section. SRe2L and DELT
+share one teacher (runs/results/<dataset>/teacher.pt, trained if missing) and are evaluated by the KD protocol
+with it, as is their random-real baseline; their rows also record compute (image-iterations) and diversity.
 
 Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt,lcs_gm,dream,ast,seqmatch] [--ipcs 1,10]
+       (SRe2L/DELT: --methods sre2l,delt --ipcs 10,50)
        [--preset full]
        [--experts 5] [--expert-epochs 15] [--force] [--device cpu]   (make results)
 """
@@ -64,12 +67,13 @@ def main(argv=None) -> None:
             else:  # a killed run continues from its checkpoint
                 results = distill_run(method, args.dataset, ipc, run, data_root=args.data_root, seed=args.seed,
                                       device=args.device, eval_preset=args.preset, resume=not args.force,
-                                      buffer=buffers.get(method))
+                                      buffer=buffers.get(method), teacher=folder / "teacher.pt")
             d, b = results["distilled"], results["random_real"]
             rec.record(op="distill", case=method, backend="ddfast", strategy=d["preset"],
                        size=f"{results['dataset']}-ipc{ipc}", dataset=results["dataset"], ipc=ipc,
                        iterations=results["iterations"], seconds=results["seconds"], distilled=d, random_real=b,
-                       seed=results["seed"], config=results["config"])
+                       seed=results["seed"], config=results["config"], protocol=results.get("protocol", "dc"),
+                       **{k: results[k] for k in ("compute", "diversity", "teacher") if k in results})
             print(f"{method} ipc {ipc}: distilled {100 * d['mean']:.1f} ± {100 * d['std']:.1f} %, random real "
                   f"{100 * b['mean']:.1f} ± {100 * b['std']:.1f} % ({d['preset']}, {d['runs']} runs)")
     subprocess.run([sys.executable, str(ROOT / "bench" / "report.py")], check=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import dc_match, dsa_reference, mtt_unroll
+from . import dc_match, dsa_reference, mtt_unroll, sre2l_bn_loop
 
 STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
@@ -161,3 +161,18 @@ def dream_iteration(net, real_images, real_labels, syn, ipc: int, optimizer_img,
         index = torch.randperm(real_images.shape[0], device=real_images.device)[:net_samples]
         _train_epoch(net, net_optimizer, real_images[index], real_labels[index], net_batch, strategy)
     return total / inner_steps
+
+
+def sre2l_recover_step(teacher, hooks, inputs, labels, optimizer, augment, lr: float, r_bn: float, low, high) -> float:
+    """One step of SRe2L's recover loop (``data_synthesis.py``): set the step's lr, augment the batch, forward
+    the frozen teacher whose per-layer ``BNFeatureHook`` objects (``hooks``, from :func:`sre2l_bn_loop.install`)
+    compute their terms during the forward, CE + r_bn * the weighted hook sum, backward, Adam, clip."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(teacher(augment(inputs)), labels) + r_bn * sre2l_bn_loop.hooks_loss(hooks)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        inputs.data = torch.max(torch.min(inputs, high), low)
+    return loss.item()

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from .format import ms, source
 
-ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3, "ast": 4, "seqmatch": 5}
+ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3, "ast": 4, "seqmatch": 5, "sre2l": 6}
 WHAT = {"dc": "DSA matching step (all classes)", "dm": "DM iteration",
         "dream": "DREAM+ outer iteration (pretrain epoch, k-means query, 10 steps)",
         "mtt": "MTT iteration (adjoint unroll)",
         "ast": "AST iteration (adjoint unroll with momentum, a middle target, perturbed start)",
-        "seqmatch": "SeqMatch iteration on subset 2 (adjoint unroll, subset 1 frozen in the minibatches)"}
+        "seqmatch": "SeqMatch iteration on subset 2 (adjoint unroll, subset 1 frozen in the minibatches)",
+        "sre2l": "SRe2L recover step on ResNet-18 (fused BN-statistics loss vs one hook graph per BN layer)"}
+SYNTHESIS = "delt"  # DELT vs SRe2L synthesis time: its own table
 
 
 def _mib(value) -> str:
@@ -22,11 +24,30 @@ def table(latest) -> list[str]:
     lines = ["| device | method | measured | setting | ddfast ms | reference structure ms | speedup | "
              "peak MiB, ddfast / reference |", "|---|---|---|---|---|---|---|---|"]
     for _, rows in sorted(latest.items()):
-        for r in sorted(rows.values(), key=lambda r: (ORDER.get(r["case"], 9), r["size"])):
+        for r in sorted((r for r in rows.values() if r["case"] != SYNTHESIS),
+                        key=lambda r: (ORDER.get(r["case"], 9), r["size"])):
             memory = (f"{_mib(r['peak_mem_bytes'])} / {_mib(r.get('baseline_peak_mem_bytes'))}"
                       if r.get("peak_mem_bytes") is not None else "")
             lines.append(f"| {r['device']} | {r['case']} | {WHAT.get(r['case'], '')} | {r['size']} | "
                          f"{ms(r['median_ms'])} | {ms(r['baseline_ms'])} | {r['speedup']:.2f}x | {memory} |")
+    return lines
+
+
+def synthesis_table(latest) -> list[str]:
+    rows = [r for _, rs in sorted(latest.items()) for r in rs.values() if r["case"] == SYNTHESIS]
+    if not rows:
+        return []
+    lines = ["", "**DELT vs SRe2L synthesis** of one recover batch (ResNet-18, CIFAR-10 shapes, 100 images, IPC 10; "
+             "both ddfast, real init): EarlyLate forwards only the images that have joined, so it uses fewer "
+             "image-iterations (exactly the schedule's count); the wall-time saving is smaller, since a step's cost "
+             "does not fall in proportion to its batch.", "",
+             "| device | setting | SRe2L s | DELT s | time saved | image-iterations SRe2L / DELT | saved (predicted) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        used, full = r["image_iterations"], r["baseline_image_iterations"]
+        lines.append(f"| {r['device']} | {r['size']} | {r['baseline_ms'] / 1000:.1f} | {r['median_ms'] / 1000:.1f} | "
+                     f"{1 - r['median_ms'] / r['baseline_ms']:.1%} | {full:,} / {used:,} | {1 - used / full:.1%} "
+                     f"({r['predicted_saving']:.1%}) |")
     return lines
 
 
@@ -41,4 +62,4 @@ def render(latest, results: Path, plot: bool) -> str:
         "shapes (random data), median time per iteration after one warm-up. The trajectory methods also record "
         "the peak memory of one iteration (CPU: peak resident growth in a fresh process; CUDA: the allocator's "
         "peak): the adjoint unroll keeps parameter vectors, the create_graph unroll every step's graph. On a CPU the network's convolutions dominate both sides, so for DC, DM and MTT the ratio stays near 1 (run-to-run spread of a few percent). AST and SeqMatch are slower with ddfast on a CPU: the adjoint replays each inner step's forward in its backward pass, a cost the create_graph unroll does not pay, in exchange for the memory column. DREAM+ is slower for a reason not yet found (docs/DESIGN.md, DREAM+).", "",
-        *table(latest)])
+        *table(latest), *synthesis_table(latest)])

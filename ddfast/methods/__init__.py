@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from . import ast, dc, dm, dream, lcs_gm, mtt, seqmatch
+from . import ast, dc, delt, dm, dream, lcs_gm, mtt, seqmatch, sre2l
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Method:
     distill: Callable
     fixed: dict  # settings that define the method (DSA is DC with dsa=True)
     needs_buffer: bool = False
+    needs_teacher: bool = False  # SRe2L/DELT: recover from a trained teacher, evaluate by the KD protocol
 
 
 METHODS = {
@@ -30,6 +31,13 @@ METHODS = {
     "seqmatch": Method(seqmatch.SeqMatchConfig, seqmatch.distill, {}, needs_buffer=True),
     "lcs_gm": Method(lcs_gm.LCSGMConfig, lcs_gm.distill, {}),
     "dream": Method(dream.DREAMConfig, dream.distill, {}),
+    "sre2l": Method(sre2l.SRe2LConfig, sre2l.distill, {}, needs_teacher=True),
+    "delt": Method(delt.DELTConfig, delt.distill, {}, needs_teacher=True),
+}
+
+# How the runner trains a teacher for SRe2L/DELT where none is given (TeacherRecipe's defaults otherwise).
+TEACHER_DEFAULTS = {
+    "digits": {"model": "ConvNetBN", "epochs": 50},
 }
 
 # Settings for the embedded digits data (16x16x1, about 144 training images per class), chosen so the
@@ -60,8 +68,18 @@ DATASET_DEFAULTS = {
     # each image's share of the class-mean and gradient terms shrinks with ipc: at IPC 10 a 10x lr keeps the
     # per-image step of IPC 1 (lr 0.005 left the digits IPC 10 set below the random real subset)
     ("dream", "digits", 10): {"lr_img": 0.05},
-    ("dream", "cifar10"): {"factor": 2},  # DREAM's run.sh: condense(_improve).py --reproduce -d cifar10 -f 2
+    ("dream", "cifar10"): {"factor": 2},
+    # SRe2L's CIFAR recover length (1000) and DELT's 8 rounds (ImageNet: 4000 / 500); jitter scaled to 16 px
+    ("sre2l", "digits"): {"iterations": 1000, "jitter": 2},
+    ("delt", "digits"): {"iterations": 1000, "round_iterations": 125},  # DREAM's run.sh: condense(_improve).py --reproduce -d cifar10 -f 2
 }
+
+
+def teacher_recipe(dataset: str, **overrides):
+    """The :class:`sre2l.TeacherRecipe` for ``dataset`` (its :data:`TEACHER_DEFAULTS`), then ``overrides`` (None
+    values ignored)."""
+    settings = {**TEACHER_DEFAULTS.get(dataset, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return replace(sre2l.TeacherRecipe(), **settings)
 
 
 def make_config(method: str, dataset: str, **overrides):
@@ -84,5 +102,5 @@ def make_config(method: str, dataset: str, **overrides):
     return replace(spec.config(), **{**settings, **spec.fixed})
 
 
-__all__ = ["DATASET_DEFAULTS", "METHODS", "Method", "ast", "dc", "dm", "dream", "lcs_gm", "make_config", "mtt",
-           "seqmatch"]
+__all__ = ["DATASET_DEFAULTS", "METHODS", "Method", "TEACHER_DEFAULTS", "ast", "dc", "delt", "dm", "dream", "lcs_gm",
+           "make_config", "mtt", "seqmatch", "sre2l", "teacher_recipe"]

@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..ops.class_mean_distance import class_mean_distance
 from ..ops.grad_distance import grad_distance
 from ..ops.per_class_gradients import per_class_gradients
 from . import _common as common
 from ._augment import DEFAULT_STRATEGY, ClassSiamese, per_sample
+from .dc import train_network_epoch
 
 SHIFTS = ("cycle", "none")
 NETWORKS = ("fixed", "fresh")
@@ -85,17 +85,8 @@ def pretrained_network(config: LCSGMConfig, real: common.RealData, purpose) -> t
     optimizer = torch.optim.SGD(net.parameters(), lr=config.pretrain_lr, momentum=0.9)
     augment = per_sample(config.dsa_strategy)
     gen = common.generator(config.seed, "pretrain", purpose)
-    net.train()
     for _ in range(config.pretrain_epochs):
-        order = torch.randperm(real.images.shape[0], generator=gen).to(real.device)
-        for index in torch.split(order, 256):
-            x = real.images[index]
-            if augment is not None:
-                x = augment(x, gen)
-            loss = F.cross_entropy(net(x), real.labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        train_network_epoch(net, optimizer, real.images, real.labels, 256, augment, gen)
     for p in net.parameters():
         p.requires_grad_(False)
     return net

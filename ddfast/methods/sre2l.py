@@ -1,0 +1,267 @@
+"""SRe2L, squeeze - recover - relabel (Yin, Xing & Shen, NeurIPS 2023; VILA-Lab/SRe2L).
+
+* squeeze (:func:`squeeze`): a teacher trained on the real data (SRe2L's ``squeeze_cifar.py``: the CIFAR-stem
+  ResNet-18, SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine per epoch, batch 128, random crop + flip).
+* recover (:func:`distill`): synthetic images optimised against the frozen teacher in eval mode,
+  ``CE(teacher(aug(x)), y) + r_bn * sum_l w_l (||mu_l(x) - mu_l^BN||_2 + ||var_l(x) - var_l^BN||_2)`` with
+  w_1 = ``first_bn_multiplier`` (10), through :class:`ddfast.BNStatHooks` (one fused
+  :func:`ddfast.bn_stat_loss` call for every BatchNorm layer instead of SRe2L's per-layer hook graphs);
+  Adam(betas (0.5, 0.9)), lr cosine over the iterations (``lr_cosine_policy`` without warm-up), pixels
+  clipped to the valid range after every step, the final image kept (SRe2L's "best" image is the last
+  one). ``aug``: one random-resized crop + flip for the whole batch, then a roll by randint(0, jitter)
+  (``data_synthesis.py``; :mod:`ddfast.methods._crops`). The set is recovered in batches that hold
+  ``batch_size // num_classes`` images of every class (SRe2L: one image of each of 100 classes per batch),
+  each batch with a fresh optimiser.
+* relabel: the teacher's soft labels, computed online by the KD evaluation protocol
+  (:func:`ddfast.evaluate` with ``protocol="kd"``), so the set stores hard labels and the runner evaluates
+  it with the teacher.
+
+:func:`recover` is the loop DELT shares: it takes the iteration at which each image joins (all 0 here).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._io import atomic_torch_save
+from ..ops.bn_stat_loss import BNStatHooks
+from ..ops.dsa import dsa_augment
+from . import _common as common
+from ._crops import batch_crop
+from .dc import train_network_epoch
+
+INITS = ("noise", "real")
+
+
+@dataclass
+class TeacherRecipe:
+    """How :func:`squeeze` trains a teacher (SRe2L's ``squeeze_cifar.sh``: ResNet-18, 200 epochs). The
+    augmentation is DSA's crop (a random translation by up to 1/8 of the side, as RandomCrop with padding
+    does) and flip, per image."""
+
+    model: str = "ResNet18"
+    epochs: int = 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    augment: str = "crop_flip"  # DSA families; "" or "none": none
+
+
+@dataclass
+class SRe2LConfig:
+    """SRe2L's recover settings (``recover_cifar.sh`` / ``recover.sh``): lr 0.25, 1000 iterations per batch,
+    r_bn 0.01, first BN multiplier 10, batch 100, noise init, Adam betas (0.5, 0.9); crop scale (0.08, 1),
+    flip, jitter 4 (its CIFAR value). ``temperature``: the KD protocol's (SRe2L's ``train_KD``/FKD: 20)."""
+
+    ipc: int = 50
+    iterations: int = 1000
+    lr: float = 0.25
+    beta1: float = 0.5
+    beta2: float = 0.9
+    r_bn: float = 0.01
+    first_bn_multiplier: float = 10.0
+    batch_size: int = 100
+    init: str = "noise"
+    min_crop: float = 0.08
+    max_crop: float = 1.0
+    flip: bool = True
+    jitter: int = 4
+    temperature: float = 20.0
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------------------ squeeze
+
+def squeeze(data, recipe: TeacherRecipe = TeacherRecipe(), *, seed: int = 0, device=None,
+            progress: bool = True) -> nn.Module:
+    """Train a teacher on ``data``'s training split with ``recipe``; returns it in eval mode."""
+    real = common.RealData.of(data, device)
+    net = common.seeded_network(recipe.model, real.channels, real.num_classes, real.im_size,
+                                common.derive_seed(seed, "teacher", "init"), real.device)
+    if not common.has_batchnorm(net):
+        raise ValueError(f"teacher model {recipe.model!r} has no BatchNorm layers; SRe2L's recover matches BN "
+                         f"statistics (use ResNet18 or ConvNetBN)")
+    opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    augment = dsa_augment(recipe.augment, mode="M") if recipe.augment not in ("", "none") else None
+    gen = common.generator(seed, "teacher", "order")
+    bar = common._bar(recipe.epochs, 0, progress, f"teacher {recipe.model}")
+    try:
+        for epoch in range(recipe.epochs):
+            for group in opt.param_groups:  # CosineAnnealingLR(T_max=epochs), stepped per epoch
+                group["lr"] = 0.5 * recipe.lr * (1 + math.cos(math.pi * epoch / recipe.epochs))
+            train_network_epoch(net, opt, real.images, real.labels, recipe.batch_size, augment, gen)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return net.eval()
+
+
+def save_teacher(path, teacher: nn.Module, data, recipe: TeacherRecipe, *, seed: int, accuracy: float) -> None:
+    """Write a teacher with what :func:`load_teacher` needs to rebuild it."""
+    atomic_torch_save({"model": recipe.model, "state_dict": {k: v.cpu() for k, v in teacher.state_dict().items()},
+                       "dataset": data.metadata(), "recipe": asdict(recipe), "seed": seed, "accuracy": accuracy},
+                      path)
+
+
+def load_teacher(path, data, device=None) -> tuple[nn.Module, dict]:
+    """A teacher written by :func:`save_teacher` (``ddfast teacher``), checked against ``data``; returns it in
+    eval mode with its record (model, recipe, seed, accuracy)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"teacher {path!r} not found; make one with `ddfast teacher --out {path}`")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "state_dict" not in saved or "model" not in saved:
+        raise ValueError(f"{path!r} is not a ddfast teacher (expected the dict `ddfast teacher` writes)")
+    meta, want = saved["dataset"], data.metadata()
+    for key in ("dataset", "num_classes", "channels", "im_size", "zca"):
+        if meta.get(key) != want.get(key):
+            raise ValueError(f"teacher {path!r} was trained on {meta.get('dataset')} with {key}={meta.get(key)!r}, "
+                             f"but the data has {key}={want.get(key)!r}")
+    from ..models import get_network
+
+    net = get_network(saved["model"], data.channels, data.num_classes, tuple(data.im_size))
+    net.load_state_dict(saved["state_dict"])
+    device = torch.device(device) if device is not None else data.train_labels.device
+    record = {k: v for k, v in saved.items() if k != "state_dict"}
+    return frozen(net.to(device)), record
+
+
+def frozen(teacher: nn.Module) -> nn.Module:
+    """``teacher`` in eval mode with gradients off for its parameters (the recover and KD teacher)."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+# ------------------------------------------------------------------------------------------ recover
+
+def pixel_bounds(data, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel bounds of valid pixels [0, 1] in the data's normalised space (SRe2L's ``clip``)."""
+    if data.zca is not None or not data.normalized:
+        raise ValueError(f"SRe2L/DELT recover clips pixels in mean/std-normalised space; {data.name} was loaded "
+                         f"with ZCA whitening: load it without zca")
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    return -mean / std, (1 - mean) / std
+
+
+def batches(num_classes: int, ipc: int, batch_size: int) -> list[torch.Tensor]:
+    """Rows of each recover batch in a class-major set (class c in rows c*ipc..(c+1)*ipc-1): batch b holds
+    slots b*k..(b+1)*k-1 of every class, k = max(1, batch_size // num_classes)."""
+    per_class = max(1, batch_size // num_classes)
+    return [torch.tensor([c * ipc + s for c in range(num_classes) for s in range(lo, min(lo + per_class, ipc))])
+            for lo in range(0, ipc, per_class)]
+
+
+def image_iterations(join: torch.Tensor, iterations: int) -> int:
+    """Image-iterations a schedule uses: sum over images of the steps it is optimised (``iterations - join``)."""
+    return int((iterations - join).clamp(min=0).sum())
+
+
+def check_config(config: SRe2LConfig) -> None:
+    for name in ("ipc", "iterations", "batch_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 < config.min_crop <= config.max_crop <= 1:
+        raise ValueError(f"min_crop and max_crop must satisfy 0 < min_crop <= max_crop <= 1, got "
+                         f"{config.min_crop}, {config.max_crop}")
+    if config.jitter < 0:
+        raise ValueError(f"jitter must be >= 0, got {config.jitter}")
+    if config.lr <= 0 or config.r_bn < 0 or config.first_bn_multiplier < 0:
+        raise ValueError(f"lr must be > 0 and r_bn, first_bn_multiplier >= 0, got {config.lr}, {config.r_bn}, "
+                         f"{config.first_bn_multiplier}")
+
+
+def cosine_lr(base: float, it: int, iterations: int) -> float:
+    """SRe2L's ``lr_cosine_policy(base, 0, iterations)`` at iteration ``it``."""
+    return 0.5 * (1 + math.cos(math.pi * it / iterations)) * base
+
+
+def recover(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, join: torch.Tensor, data, config, *,
+            method: str, min_crop_at=None, checkpoint=None, progress=True, callback=None) -> common.LoopState:
+    """Optimise ``images`` (class-major, ``config.ipc`` per class, modified in place) batch by batch
+    (:func:`batches`), ``config.iterations`` steps per batch; image i takes part from step ``join[i]`` on
+    (the forward sees only the images that have joined; the rest get no gradient, and Adam leaves them where
+    they are). ``min_crop_at(it)``: the crop scale's lower bound at step ``it`` (default ``config.min_crop``).
+    Returns the loop state, with ``series`` ce, bn and active (images forwarded per step)."""
+    check_config(config)
+    teacher = frozen(teacher)
+    low, high = pixel_bounds(data, images.device)
+    groups = batches(data.num_classes, config.ipc, config.batch_size)
+    current = images[groups[0]].detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([current], lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
+    state = common.LoopState({"images": images, "current": current}, {"current": optimizer})
+    bn = BNStatHooks(teacher, first_weight=config.first_bn_multiplier)
+    total = len(groups) * config.iterations
+
+    def step(it: int) -> dict:
+        b, i = divmod(it, config.iterations)
+        rows = groups[b]
+        if i == 0:  # a fresh batch: its initial images and a fresh optimiser
+            with torch.no_grad():
+                current.copy_(images[rows])
+            optimizer.state.clear()
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(config.lr, i, config.iterations)
+        active = torch.nonzero(join[rows] <= i).flatten()
+        x = current if len(active) == len(rows) else current[active.to(current.device)]
+        low_crop = min_crop_at(i) if min_crop_at is not None else config.min_crop
+        scale = (min(low_crop, config.max_crop), config.max_crop)
+        x = batch_crop(x, common.generator(config.seed, "aug", it), scale, config.flip, config.jitter)
+        ce = F.cross_entropy(teacher(x), labels[rows][active.to(labels.device)])
+        bn_loss = bn.loss()
+        loss = ce + config.r_bn * bn_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            current.copy_(torch.maximum(torch.minimum(current, high), low))
+            if i == config.iterations - 1:
+                images[rows] = current
+        return {"loss": loss.item(), "ce": ce.item(), "bn": bn_loss.item(), "active": len(active)}
+
+    state.output = lambda: (images, labels)
+    try:
+        common.run_loop(state, total, step, config=config, method=method, checkpoint=checkpoint, progress=progress,
+                        callback=callback)
+    finally:
+        bn.remove()
+    return state
+
+
+def initial_images(real: common.RealData, config) -> torch.Tensor:
+    if config.init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
+    return common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
+
+
+def distill(data, config: SRe2LConfig, teacher: nn.Module, *, device=None, checkpoint=None, progress=True,
+            callback=None):
+    """SRe2L's recover of ``config.ipc`` images per class from ``teacher`` (see the module docstring); returns a
+    :class:`ddfast.SyntheticSet` with hard labels, to be evaluated with the teacher's soft labels (KD protocol)."""
+    real = common.RealData.of(data, device)
+    images = initial_images(real, config)
+    return finish("sre2l", data, config, teacher.to(real.device), images, torch.zeros(len(images), dtype=torch.long),
+                  checkpoint=checkpoint, progress=progress, callback=callback)
+
+
+def finish(method, data, config, teacher, images, join, *, min_crop_at=None, checkpoint, progress, callback):
+    """Run :func:`recover` and package the set with its compute (image-iterations, and SRe2L's for the same set)."""
+    labels = common.class_labels(data.num_classes, config.ipc, images.device)
+    state = recover(teacher, images, labels, join, data, config, method=method, min_crop_at=min_crop_at,
+                    checkpoint=checkpoint, progress=progress, callback=callback)
+    used = image_iterations(join, config.iterations)
+    compute = {"image_iterations": used, "sre2l_image_iterations": len(images) * config.iterations,
+               "forwarded_images": int(sum(state.series.get("active", [])))}
+    return common.result_set(method, data, config, images.detach(), labels, state, extra={"compute": compute})
