@@ -289,7 +289,7 @@ def bench_delt(rec, device, quick):
     data, teacher = _recover_setup(device)
     steps, ipc = (8 if quick else 16), 10
     seconds, compute = {}, {}
-    for method, extra in (("sre2l", {}), ("delt", {"round_iterations": steps // 8, "init": "real"})):
+    for method, extra in (("sre2l", {"init": "real"}), ("delt", {"round_iterations": steps // 8, "init": "real"})):
         config = make_config(method, "cifar10", ipc=ipc, iterations=steps, **extra)
         synchronize(device)
         start = time.perf_counter()

@@ -99,6 +99,10 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     curve: list[tuple[int, float]] = []
     labels = class_labels(data.num_classes, ipc, "cpu")
     teacher_net, teacher_record = None, None
+    if teacher is not None and not spec.needs_teacher:
+        raise ValueError(f"method {method!r} does not use a teacher; --teacher is for sre2l and delt")
+    if spec.check is not None:
+        spec.check(config, data)
     if spec.needs_teacher:
         teacher_net, teacher_record = ensure_teacher(data, teacher or out / "teacher.pt", seed=seed, device=device,
                                                      progress=progress)
@@ -247,9 +251,9 @@ def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt
 def diversity(teacher, syn: SyntheticSet, data, seed: int = 0) -> dict:
     """DELT's diversity (:func:`ddfast.eval.embedding_diversity`, teacher embeddings) of ``syn`` and of a random
     real subset of the same size drawn with ``seed``; None where a class has one image."""
-    real = random_real_set(data, syn.ipc, torch.Generator().manual_seed(derive_seed(seed, "diversity")))
     if syn.ipc is None or syn.ipc < 2:
         return {"distilled": None, "random_real": None}
+    real = random_real_set(data, syn.ipc, torch.Generator().manual_seed(derive_seed(seed, "diversity")))
     return {"distilled": embedding_diversity(teacher, syn.images, syn.hard_labels),
             "random_real": embedding_diversity(teacher, real.images, real.labels)}
 

@@ -76,7 +76,36 @@ def main(argv=None) -> None:
                        **{k: results[k] for k in ("compute", "diversity", "teacher") if k in results})
             print(f"{method} ipc {ipc}: distilled {100 * d['mean']:.1f} ± {100 * d['std']:.1f} %, random real "
                   f"{100 * b['mean']:.1f} ± {100 * b['std']:.1f} % ({d['preset']}, {d['runs']} runs)")
+    for ipc in (int(k) for k in args.ipcs.split(",")):
+        if {"sre2l", "delt"} <= set(methods):
+            compare_sets(folder, ipc, ROOT / "bench" / "results" / f"delt_vs_sre2l_ipc{ipc}.png")
     subprocess.run([sys.executable, str(ROOT / "bench" / "report.py")], check=True)
+
+
+def compare_sets(folder: Path, ipc: int, path: Path) -> None:
+    """SRe2L's and DELT's sets of one IPC side by side (one row per class), titled with their KD accuracy and
+    diversity, from the run folders' set.pt and results.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from ddfast.synthetic import SyntheticSet, image_grid
+
+    fig, axes = plt.subplots(1, 2, figsize=(12 if ipc > 10 else 7, 4.2))
+    for ax, method in zip(axes, ("sre2l", "delt")):
+        run = folder / f"{method}_ipc{ipc}"
+        syn = SyntheticSet.load(run / "set.pt")
+        results = json.loads((run / "results.json").read_text())
+        d = results["distilled"]
+        ax.imshow(image_grid(syn.pixels(), syn.hard_labels, syn.num_classes, min_cell=16).numpy())
+        ax.set_title(f"{'SRe2L' if method == 'sre2l' else 'DELT'}: KD {100 * d['mean']:.1f} ± {100 * d['std']:.1f} %, "
+                     f"diversity {results['diversity']['distilled']:.3f}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{results['dataset']}, IPC {ipc}: one row per class", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -148,22 +148,44 @@ def test_recover_batches_hold_every_class():
     assert sorted({int(r) // 5 for r in groups[2]}) == list(range(10))
 
 
-def test_recover_resume_continues_exactly(tmp_path, digits8, teacher8):
-    config = make_config("sre2l", "digits", ipc=2, iterations=4, batch_size=10, jitter=1)
-    whole = sre2l.distill(digits8, config, teacher8, progress=False)
+@pytest.mark.parametrize("method", ["sre2l", "delt"])
+def test_recover_resume_continues_exactly(tmp_path, digits8, teacher8, method):
+    extra = {"round_iterations": 2} if method == "delt" else {}
+    config = make_config(method, "digits", ipc=2, iterations=4, batch_size=10, jitter=1, **extra)
+    run = METHODS[method].distill
+    whole = run(digits8, config, teacher8, progress=False)
 
     class Killed(Exception):
         pass
 
     def kill(it, state):
-        if it == 5:  # in the second batch
+        if it == 7:  # the checkpoint of iteration 6 holds batch 1 after 2 of its 4 steps, with Adam's moments
             raise Killed
 
     ck = common.Checkpointing(tmp_path / "ck.pt", every=1, resume=True)
     with pytest.raises(Killed):
-        sre2l.distill(digits8, config, teacher8, checkpoint=ck, progress=False, callback=kill)
-    resumed = sre2l.distill(digits8, config, teacher8, checkpoint=ck, progress=False)
+        run(digits8, config, teacher8, checkpoint=ck, progress=False, callback=kill)
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["state"]["iteration"] == 6
+    resumed = run(digits8, config, teacher8, checkpoint=ck, progress=False)
     torch.testing.assert_close(resumed.images, whole.images)
+    assert resumed.metadata["compute"] == whole.metadata["compute"]
+    # the iteration count per batch and the teacher are part of the run: another one is refused
+    longer = make_config(method, "digits", ipc=2, iterations=8, batch_size=10, jitter=1, **extra)
+    with pytest.raises(ValueError, match="iterations per batch"):
+        run(digits8, longer, teacher8, checkpoint=ck, progress=False)
+    other = get_network("ConvNetD2BN", 1, 10, (8, 8)).eval()
+    with pytest.raises(ValueError, match="another teacher"):
+        run(digits8, config, other, checkpoint=ck, progress=False)
+
+
+def test_uneven_last_batch(digits8, teacher8):
+    config = make_config("delt", "digits", ipc=3, iterations=2, round_iterations=1, batch_size=20, jitter=0)
+    syn = delt.distill(digits8, config, teacher8, progress=False)
+    real = common.RealData.of(digits8)
+    start = delt.initial_images(real, sre2l.frozen(teacher8), config)
+    moved = (syn.images - start).flatten(1).abs().sum(1) > 0
+    assert bool(moved.all())  # every image, the last batch's too, was optimised
+    assert syn.metadata["compute"]["forwarded_images"] == sre2l.image_iterations(delt.join_iterations(10, config), 2)
 
 
 def test_bad_settings_name_the_argument(digits8, teacher8):
@@ -180,6 +202,18 @@ def test_bad_settings_name_the_argument(digits8, teacher8):
         sre2l.pixel_bounds(load_dataset("digits", im_size=8, zca=True), "cpu")
     with pytest.raises(ValueError, match="BatchNorm"):
         sre2l.squeeze(digits8, teacher_recipe("digits", model="ConvNetD2", epochs=1), progress=False)
+    with pytest.raises(ValueError, match="teacher epochs"):
+        sre2l.squeeze(digits8, teacher_recipe("digits", epochs=0), progress=False)
+    with pytest.raises(ValueError, match="teacher batch_size"):
+        sre2l.squeeze(digits8, teacher_recipe("digits", batch_size=0), progress=False)
+
+
+def test_runner_checks_settings_before_training_a_teacher(tmp_path):
+    with pytest.raises(ValueError, match="round_iterations"):
+        distill_run("delt", "digits", 2, tmp_path / "run", settings={"round_iterations": 10_000}, progress=False)
+    assert not (tmp_path / "run" / "teacher.pt").exists()
+    with pytest.raises(ValueError, match="does not use a teacher"):
+        distill_run("dm", "digits", 1, tmp_path / "dm", teacher=tmp_path / "t.pt", progress=False)
 
 
 # ------------------------------------------------------------------------------------------ DELT

@@ -66,7 +66,7 @@ def _diversity(entry) -> str:
     return "-" if entry is None else f"{entry:.3f}"
 
 
-def delt_vs_sre2l(latest) -> list[str]:
+def delt_vs_sre2l(latest, results: Path) -> list[str]:
     """DELT against SRe2L at the same IPC on the same device (the SRe2L/DELT issue's comparison): KD accuracy, the
     random real subset relabelled by the same teacher, diversity, synthesis time and image-iterations."""
     all_rows = rows(latest)
@@ -74,7 +74,8 @@ def delt_vs_sre2l(latest) -> list[str]:
     for d in (r for r in all_rows if r["case"] == "delt"):
         s = next((r for r in all_rows if r["case"] == "sre2l" and (r["device"], r["dataset"], r["ipc"]) ==
                   (d["device"], d["dataset"], d["ipc"])), None)
-        if s is None:
+        if s is None or not all(k in r for r in (s, d) for k in ("compute", "diversity")) \
+                or not (s["seconds"] and s["compute"]["image_iterations"]):
             continue
         used, full = d["compute"]["image_iterations"], s["compute"]["image_iterations"]
         lines.append(f"| {d['device']} | {d['dataset']} | {d['ipc']} | {_pct(s['distilled'])} | {_pct(d['distilled'])} | "
@@ -84,12 +85,15 @@ def delt_vs_sre2l(latest) -> list[str]:
                      f"{full:,} / {used:,} ({1 - used / full:.1%} less) |")
     if not lines:
         return []
+    pictures = [(p.stem.rsplit("ipc", 1)[1], p.name) for p in sorted(results.glob("delt_vs_sre2l_ipc*.png"),
+                                                                     key=lambda p: int(p.stem.rsplit("ipc", 1)[1]))]
     return ["", "**DELT vs SRe2L** (same teacher; KD protocol: a fresh ConvNet trained on the set against the teacher's "
             "soft labels of each random-resized-cropped batch, AdamW, T = 20; the random real subset relabelled the "
             "same way; diversity: mean pairwise cosine distance of the teacher's embeddings within a class; "
             "synthesis seconds of the recover loop and its image-iterations):", "",
             "| device | dataset | IPC | SRe2L % | DELT % | random real % (KD) | diversity SRe2L / DELT / random real | "
-            "synthesis s SRe2L / DELT | image-iterations SRe2L / DELT |", "|---|---|---|---|---|---|---|---|---|", *lines]
+            "synthesis s SRe2L / DELT | image-iterations SRe2L / DELT |", "|---|---|---|---|---|---|---|---|---|", *lines,
+            *(f"\n![DELT vs SRe2L, IPC {ipc}](bench/results/{name})" for ipc, name in pictures)]
 
 
 def plot_accuracy(latest, path: Path) -> None:
@@ -126,4 +130,4 @@ def render(latest, results: Path, plot: bool) -> str:
         "teacher, the random real subset relabelled by the same teacher), "
         "mean ± std over the runs. Verdict: at IPC 1 the gap must exceed the larger standard deviation, "
         "at IPC 10 the mean must be higher.", "",
-        *table(latest), *seqmatch_vs_mtt(latest), *delt_vs_sre2l(latest), "", "![accuracy](bench/results/distill_accuracy.png)"])
+        *table(latest), *seqmatch_vs_mtt(latest), *delt_vs_sre2l(latest, results), "", "![accuracy](bench/results/distill_accuracy.png)"])

@@ -20,6 +20,7 @@ class Method:
     fixed: dict  # settings that define the method (DSA is DC with dsa=True)
     needs_buffer: bool = False
     needs_teacher: bool = False  # SRe2L/DELT: recover from a trained teacher, evaluate by the KD protocol
+    check: Callable | None = None  # check(config, data): the settings' errors, before any costly set-up
 
 
 METHODS = {
@@ -31,8 +32,8 @@ METHODS = {
     "seqmatch": Method(seqmatch.SeqMatchConfig, seqmatch.distill, {}, needs_buffer=True),
     "lcs_gm": Method(lcs_gm.LCSGMConfig, lcs_gm.distill, {}),
     "dream": Method(dream.DREAMConfig, dream.distill, {}),
-    "sre2l": Method(sre2l.SRe2LConfig, sre2l.distill, {}, needs_teacher=True),
-    "delt": Method(delt.DELTConfig, delt.distill, {}, needs_teacher=True),
+    "sre2l": Method(sre2l.SRe2LConfig, sre2l.distill, {}, needs_teacher=True, check=sre2l.check_settings),
+    "delt": Method(delt.DELTConfig, delt.distill, {}, needs_teacher=True, check=delt.check_settings),
 }
 
 # How the runner trains a teacher for SRe2L/DELT where none is given (TeacherRecipe's defaults otherwise).
@@ -68,10 +69,10 @@ DATASET_DEFAULTS = {
     # each image's share of the class-mean and gradient terms shrinks with ipc: at IPC 10 a 10x lr keeps the
     # per-image step of IPC 1 (lr 0.005 left the digits IPC 10 set below the random real subset)
     ("dream", "digits", 10): {"lr_img": 0.05},
-    ("dream", "cifar10"): {"factor": 2},
+    ("dream", "cifar10"): {"factor": 2},  # DREAM's run.sh: condense(_improve).py --reproduce -d cifar10 -f 2
     # SRe2L's CIFAR recover length (1000) and DELT's 8 rounds (ImageNet: 4000 / 500); jitter scaled to 16 px
     ("sre2l", "digits"): {"iterations": 1000, "jitter": 2},
-    ("delt", "digits"): {"iterations": 1000, "round_iterations": 125},  # DREAM's run.sh: condense(_improve).py --reproduce -d cifar10 -f 2
+    ("delt", "digits"): {"iterations": 1000, "round_iterations": 125},
 }
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _common as common
+from . import sre2l
 from .sre2l import SRe2LConfig, batches, finish, frozen
 
 SELECTIONS = ("medium", "top", "min")
@@ -71,8 +72,6 @@ def confidence_order(teacher, images: torch.Tensor, mode: str, label: int, batch
 def initial_images(real: common.RealData, teacher, config: DELTConfig) -> torch.Tensor:
     """The starting set: ranked real images (``config.init`` in :data:`SELECTIONS`, repeating the order when a
     class has fewer images than ``ipc``), or SRe2L's random real / noise."""
-    if config.init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
     if config.init in ("real", "noise"):
         return common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
     rows = []
@@ -94,9 +93,6 @@ def join_iterations(num_classes: int, config: DELTConfig) -> torch.Tensor:
     if not config.round_iterations:
         return join
     rounds = config.iterations // config.round_iterations
-    if rounds < 1:
-        raise ValueError(f"round_iterations ({config.round_iterations}) must not exceed iterations "
-                         f"({config.iterations})")
     for rows in batches(num_classes, config.ipc, config.batch_size):
         per_class = len(rows) // num_classes
         starts = torch.repeat_interleave(torch.arange(rounds) * config.round_iterations,
@@ -119,10 +115,15 @@ def min_crop_schedule(config: DELTConfig):
     return at
 
 
-def check_delt(config: DELTConfig) -> None:
+def check_settings(config: DELTConfig, data) -> None:
+    """Every error of ``config`` on ``data`` that :func:`distill` would raise, before a teacher is trained."""
+    sre2l.check_settings(config, data, INITS)
     if isinstance(config.round_iterations, bool) or not isinstance(config.round_iterations, int) \
             or config.round_iterations < 0:
         raise ValueError(f"round_iterations must be an integer >= 0, got {config.round_iterations!r}")
+    if config.round_iterations > config.iterations:
+        raise ValueError(f"round_iterations ({config.round_iterations}) must not exceed iterations "
+                         f"({config.iterations})")
     if not config.milestone > 0:
         raise ValueError(f"milestone must be > 0, got {config.milestone}")
 
@@ -130,7 +131,7 @@ def check_delt(config: DELTConfig) -> None:
 def distill(data, config: DELTConfig, teacher, *, device=None, checkpoint=None, progress=True, callback=None):
     """DELT's recover of ``config.ipc`` images per class from ``teacher`` (see the module docstring); returns a
     :class:`ddfast.SyntheticSet` whose metadata ``compute`` records the image-iterations used and SRe2L's."""
-    check_delt(config)
+    check_settings(config, data)
     real = common.RealData.of(data, device)
     teacher = frozen(teacher.to(real.device))
     images = initial_images(real, teacher, config)

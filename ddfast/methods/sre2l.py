@@ -82,6 +82,12 @@ class SRe2LConfig:
 def squeeze(data, recipe: TeacherRecipe = TeacherRecipe(), *, seed: int = 0, device=None,
             progress: bool = True) -> nn.Module:
     """Train a teacher on ``data``'s training split with ``recipe``; returns it in eval mode."""
+    for name in ("epochs", "batch_size"):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"teacher {name} must be a positive integer, got {value!r}")
+    if not recipe.lr > 0:
+        raise ValueError(f"teacher lr must be > 0, got {recipe.lr!r}")
     real = common.RealData.of(data, device)
     net = common.seeded_network(recipe.model, real.channels, real.num_classes, real.im_size,
                                 common.derive_seed(seed, "teacher", "init"), real.device)
@@ -149,7 +155,7 @@ def pixel_bounds(data, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel bounds of valid pixels [0, 1] in the data's normalised space (SRe2L's ``clip``)."""
     if data.zca is not None or not data.normalized:
         raise ValueError(f"SRe2L/DELT recover clips pixels in mean/std-normalised space; {data.name} was loaded "
-                         f"with ZCA whitening: load it without zca")
+                         f"without it (ZCA whitening): load it without zca")
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
     return -mean / std, (1 - mean) / std
@@ -183,6 +189,26 @@ def check_config(config: SRe2LConfig) -> None:
                          f"{config.first_bn_multiplier}")
 
 
+def check_settings(config: SRe2LConfig, data, inits=INITS) -> None:
+    """Every error of ``config`` on ``data`` that :func:`distill` would raise, before a teacher is trained
+    (``inits``: the method's initialisations)."""
+    check_config(config)
+    if config.init not in inits:
+        raise ValueError(f"init must be one of {inits}, got {config.init!r}")
+    pixel_bounds(data, "cpu")
+
+
+def fingerprint(teacher: nn.Module) -> int:
+    """A 63-bit hash of the teacher's parameters and buffers (a resumed recover must use the same teacher)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, value in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") >> 1
+
+
 def cosine_lr(base: float, it: int, iterations: int) -> float:
     """SRe2L's ``lr_cosine_policy(base, 0, iterations)`` at iteration ``it``."""
     return 0.5 * (1 + math.cos(math.pi * it / iterations)) * base
@@ -199,23 +225,38 @@ def recover(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, join
     teacher = frozen(teacher)
     low, high = pixel_bounds(data, images.device)
     groups = batches(data.num_classes, config.ipc, config.batch_size)
+    # one tensor as large as the largest batch; a smaller last batch uses its head, the tail gets no gradient
     current = images[groups[0]].detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([current], lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
-    state = common.LoopState({"images": images, "current": current}, {"current": optimizer})
+    # what a resume must share beyond the config's settings: the steps per batch (the config's iterations, which
+    # run_loop lets change) and the teacher
+    identity = torch.tensor([config.iterations, fingerprint(teacher)], dtype=torch.long)
+    state = common.LoopState({"images": images, "current": current, "identity": identity.clone()},
+                             {"current": optimizer})
     bn = BNStatHooks(teacher, first_weight=config.first_bn_multiplier)
     total = len(groups) * config.iterations
+
+    def same_run(state) -> bool:  # run_loop's stop check, first called right after a checkpoint is loaded
+        saved = state.tensors["identity"]
+        if int(saved[0]) != config.iterations:
+            raise ValueError(f"the checkpoint recovered {int(saved[0])} iterations per batch, this run asks for "
+                             f"{config.iterations}: a recover cannot be resumed with another iteration count")
+        if int(saved[1]) != int(identity[1]):
+            raise ValueError("the checkpoint was recovered from another teacher; resume with the same teacher file")
+        return False
 
     def step(it: int) -> dict:
         b, i = divmod(it, config.iterations)
         rows = groups[b]
+        batch = current[:len(rows)]
         if i == 0:  # a fresh batch: its initial images and a fresh optimiser
             with torch.no_grad():
-                current.copy_(images[rows])
+                batch.copy_(images[rows])
             optimizer.state.clear()
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(config.lr, i, config.iterations)
         active = torch.nonzero(join[rows] <= i).flatten()
-        x = current if len(active) == len(rows) else current[active.to(current.device)]
+        x = batch if len(active) == len(rows) else batch[active.to(current.device)]
         low_crop = min_crop_at(i) if min_crop_at is not None else config.min_crop
         scale = (min(low_crop, config.max_crop), config.max_crop)
         x = batch_crop(x, common.generator(config.seed, "aug", it), scale, config.flip, config.jitter)
@@ -228,21 +269,20 @@ def recover(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, join
         with torch.no_grad():
             current.copy_(torch.maximum(torch.minimum(current, high), low))
             if i == config.iterations - 1:
-                images[rows] = current
+                images[rows] = batch
         return {"loss": loss.item(), "ce": ce.item(), "bn": bn_loss.item(), "active": len(active)}
 
     state.output = lambda: (images, labels)
     try:
         common.run_loop(state, total, step, config=config, method=method, checkpoint=checkpoint, progress=progress,
-                        callback=callback)
+                        callback=callback, stop=same_run)
+        same_run(state)  # also when the checkpoint had already finished (run_loop then never asks stop)
     finally:
         bn.remove()
     return state
 
 
 def initial_images(real: common.RealData, config) -> torch.Tensor:
-    if config.init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
     return common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
 
 
@@ -250,6 +290,7 @@ def distill(data, config: SRe2LConfig, teacher: nn.Module, *, device=None, check
             callback=None):
     """SRe2L's recover of ``config.ipc`` images per class from ``teacher`` (see the module docstring); returns a
     :class:`ddfast.SyntheticSet` with hard labels, to be evaluated with the teacher's soft labels (KD protocol)."""
+    check_settings(config, data)
     real = common.RealData.of(data, device)
     images = initial_images(real, config)
     return finish("sre2l", data, config, teacher.to(real.device), images, torch.zeros(len(images), dtype=torch.long),
