@@ -95,7 +95,10 @@ def _buffer(args) -> int:
     paths = buffer_run(args.dataset, args.out, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
                        lr=args.lr, batch_size=args.batch_size, model=args.model, dsa_strategy=args.dsa_strategy,
                        recipe=args.recipe, seed=args.seed, device=args.device, zca=args.zca, progress=not args.quiet)
-    print("\n".join(paths))
+    from .distributed import context
+
+    if context().is_main:
+        print("\n".join(paths))
     return 0
 
 
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     _common(e)
     e.set_defaults(func=_eval)
 
-    b = sub.add_parser("buffer", help="train expert trajectories (MTT's replay_buffer_<n>.pt)")
+    b = sub.add_parser("buffer", help="train expert trajectories (MTT's replay_buffer_<n>.pt; under torchrun the "
+                       "experts are shared out over the ranks)")
     b.add_argument("--out", required=True)
     b.add_argument("--experts", type=int, default=10)
     b.add_argument("--epochs", type=int, default=50)
@@ -212,4 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
     bench.set_defaults(func=_bench)
     args = parser.parse_args(argv)
-    sys.exit(args.func(args))
+    from .distributed import destroy
+
+    try:
+        code = args.func(args)
+    finally:
+        destroy()
+    sys.exit(code)

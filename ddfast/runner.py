@@ -22,7 +22,7 @@ from .backends import use_backend
 from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
                    test_accuracy)
-from .experts import next_buffer_path, save_buffer, train_experts
+from .experts import load_buffer, next_buffer_path, save_buffer, train_experts
 from .methods import METHODS, make_config, teacher_recipe
 from .methods.sre2l import load_teacher, save_teacher, squeeze
 from .methods._augment import per_sample
@@ -193,16 +193,24 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
                lr: float | None = None, batch_size: int = 256, model: str = "ConvNet", dsa_strategy: str | None = None,
                recipe: str = "mtt", seed: int = 0, device: str | None = None, zca: bool = False,
                progress: bool = True) -> list[str]:
-    """Train expert trajectories and write them as ``replay_buffer_{n}.pt`` files of up to 10 experts each;
-    returns the paths written. ``recipe="mtt"``: MTT buffer.py's defaults (SGD lr 0.01, no momentum, batch
-    256, DSA); ``"ast"``: AST's smooth experts (:class:`ddfast.methods.ast.SmoothExperts`: lr 0.003, momentum
-    0.9, weight decay 1e-3, clipping loss, gradient penalty). ``lr`` None takes the recipe's."""
+    """Train expert trajectories and write them as ``replay_buffer_{n}.pt`` files of up to 10 experts each (n
+    from the first free index of ``out``); returns the paths written. ``recipe="mtt"``: MTT buffer.py's defaults
+    (SGD lr 0.01, no momentum, batch 256, DSA); ``"ast"``: AST's smooth experts
+    (:class:`ddfast.methods.ast.SmoothExperts`: lr 0.003, momentum 0.9, weight decay 1e-3, clipping loss,
+    gradient penalty). ``lr`` None takes the recipe's.
+
+    Expert e draws everything from the seed (``seed``, "expert", e), so under ``torchrun`` rank r trains experts
+    r, r + W, ... (:mod:`ddfast.distributed`), each into a shard file of its own, and rank 0 packs the shards
+    into the buffer files: the same files, bit for bit on the same device and software, for any world size."""
+    from . import distributed
     from .methods._augment import DEFAULT_STRATEGY
     from .methods.ast import SmoothExperts, smooth_expert_hooks
 
     if recipe not in BUFFER_RECIPES:
         raise ValueError(f"recipe must be one of {BUFFER_RECIPES}, got {recipe!r}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ctx = distributed.context()
+    device = torch.device(device) if device else ctx.device if ctx.distributed else \
+        torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset(dataset, data_root, zca=zca, device=device)
     if data.train_images is None:
         raise ValueError(f"{data.name} is streamed from disk; expert training needs it in memory")
@@ -212,19 +220,31 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
         training = {"lr": smooth.lr, "momentum": smooth.momentum, "weight_decay": smooth.weight_decay}
     else:
         training = {"lr": 0.01 if lr is None else lr}
-    written = []
-    for first in range(0, experts, EXPERTS_PER_FILE):
-        count = min(EXPERTS_PER_FILE, experts - first)
-        gen = torch.Generator().manual_seed(derive_seed(seed, "experts", first))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    first = int(Path(next_buffer_path(out)).stem.rsplit("_", 1)[1])
+    ctx.barrier()  # every rank has read the folder before any file appears
+    shards = out / f".shards_{first}"
+    shards.mkdir(exist_ok=True)
+    for expert in ctx.shard(experts):
+        gen = torch.Generator().manual_seed(derive_seed(seed, "expert", expert))
         hooks = smooth_expert_hooks(epochs, smooth) if recipe == "ast" else None
-        trajectories = train_experts(
+        trajectory = train_experts(
             lambda: get_network(model, data.channels, data.num_classes, data.im_size),
-            data.train_images, data.train_labels, count, epochs, batch_size=batch_size, augment=augment,
-            generator=gen, hooks=hooks, device=device, progress=progress, **training)
-        path = next_buffer_path(out)
-        save_buffer(path, trajectories)
-        written.append(path)
-    return written
+            data.train_images, data.train_labels, 1, epochs, batch_size=batch_size, augment=augment,
+            generator=gen, hooks=hooks, device=device, progress=progress and ctx.is_main, **training)
+        save_buffer(shards / f"expert_{expert}.pt", trajectory)
+    ctx.barrier()
+    paths = [os.fspath(out / f"replay_buffer_{first + k}.pt") for k in range(-(-experts // EXPERTS_PER_FILE))]
+    if ctx.is_main:
+        for k, path in enumerate(paths):
+            group = range(k * EXPERTS_PER_FILE, min((k + 1) * EXPERTS_PER_FILE, experts))
+            save_buffer(path, [load_buffer(shards / f"expert_{e}.pt")[0] for e in group])
+        for e in range(experts):
+            (shards / f"expert_{e}.pt").unlink()
+        shards.rmdir()
+    ctx.barrier()
+    return paths
 
 
 def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt", experts: int = 5, epochs: int = 15,
@@ -235,7 +255,8 @@ def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt
     from .experts import expert_files
 
     folder = Path(folder)
-    manifest = {"dataset": dataset, "recipe": recipe, "experts": experts, "epochs": epochs, "seed": seed}
+    manifest = {"dataset": dataset, "recipe": recipe, "experts": experts, "epochs": epochs, "seed": seed,
+                "seeding": "per expert"}  # buffers before the per-expert seeds are retrained
     recorded = folder / "buffer.json"
     if not force and folder.is_dir() and expert_files(folder):
         if recorded.exists() and json.loads(recorded.read_text()) == manifest:
