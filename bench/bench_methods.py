@@ -24,9 +24,10 @@ Cases (issue: distillation end to end, item 8), ConvNet-3 on CIFAR-10 shapes (ra
   sre2l one SRe2L recover step on ResNet-18 (CIFAR stem, running statistics set away from 0 and 1) for a batch
         of 100 (IPC 10); ddfast = ddfast.methods.sre2l (BNStatHooks: one fused bn_stat_loss call) vs SRe2L's
         loop body (one BNFeatureHook graph per BatchNorm layer); both use ddfast's crop + flip + jitter.
-  delt  the synthesis time of that batch: DELT's EarlyLate recover (rounds of iterations / 8, 8 rounds) vs
-        SRe2L's, both ddfast, same steps per batch (full: 16, quick: 8), real init for both (DELT's ranking
-        is left out: it is one teacher pass over the real pool); records the image-iterations of each.
+  delt  the synthesis time of that batch: DELT's EarlyLate recover (8 rounds) vs SRe2L's, both ddfast, same
+        steps per batch (full: 16, quick: 8), real init for both (DELT's ranking is left out: it is one teacher
+        pass over the real pool); records the image-iterations of each. Full runs also time the digits
+        settings (ConvNetBN teacher, 1000 steps, IPC 10 and 50, batches of 100).
 Both sides run the same hyperparameters; the time is the median per iteration after one warm-up.
 Results: bench/results/<device>.jsonl (op "methods").
 
@@ -283,30 +284,41 @@ def bench_sre2l(rec, device, quick):
     _record(rec, "sre2l", f"resnet18-batch{CLASSES * ipc}", ours, reference, ipc=ipc, model="ResNet18")
 
 
-def bench_delt(rec, device, quick):
+def _synthesis(rec, device, data, teacher, setting: str, ipc: int, steps: int, rounds: int) -> None:
+    """SRe2L's and DELT's recover of ``ipc`` images per class (real init for both), wall time and image-iterations."""
     from ddfast.methods.delt import join_iterations
 
-    data, teacher = _recover_setup(device)
-    steps, ipc = (8 if quick else 16), 10
     seconds, compute = {}, {}
-    for method, extra in (("sre2l", {"init": "real"}), ("delt", {"round_iterations": steps // 8, "init": "real"})):
-        config = make_config(method, "cifar10", ipc=ipc, iterations=steps, **extra)
+    for method, extra in (("sre2l", {"init": "real"}), ("delt", {"round_iterations": steps // rounds, "init": "real"})):
+        config = make_config(method, data.name, ipc=ipc, iterations=steps, **extra)
         synchronize(device)
         start = time.perf_counter()
         syn = METHODS[method].distill(data, config, teacher, device=device, progress=False)
         synchronize(device)
         seconds[method] = time.perf_counter() - start
         compute[method] = syn.metadata["compute"]["image_iterations"]
-    config = make_config("delt", "cifar10", ipc=ipc, iterations=steps, round_iterations=steps // 8)
-    predicted = 1 - (steps - join_iterations(CLASSES, config)).sum().item() / (CLASSES * ipc * steps)
-    row = rec.record(op=OP, case="delt", backend="ddfast", strategy="method", size=f"resnet18-batch100-steps{steps}",
+    config = make_config("delt", data.name, ipc=ipc, iterations=steps, round_iterations=steps // rounds)
+    predicted = 1 - (steps - join_iterations(data.num_classes, config)).sum().item() / (data.num_classes * ipc * steps)
+    row = rec.record(op=OP, case="delt", backend="ddfast", strategy="method", size=f"{setting}-ipc{ipc}-steps{steps}",
                      median_ms=1000 * seconds["delt"], baseline="SRe2L recover (ddfast)",
                      baseline_ms=1000 * seconds["sre2l"], speedup=seconds["sre2l"] / seconds["delt"],
                      image_iterations=compute["delt"], baseline_image_iterations=compute["sre2l"],
-                     predicted_saving=predicted, ipc=ipc, model="ResNet18")
+                     predicted_saving=predicted, ipc=ipc, rounds=rounds)
     print(f"delt {row['size']:28s} DELT {row['median_ms']:9.1f} ms   SRe2L {row['baseline_ms']:9.1f} ms   "
           f"time saved {1 - seconds['delt'] / seconds['sre2l']:.1%}, image-iterations saved "
-          f"{1 - compute['delt'] / compute['sre2l']:.1%} (predicted {predicted:.1%})")
+          f"{1 - compute['delt'] / compute['sre2l']:.1%} (predicted {predicted:.1%})", flush=True)
+
+
+def bench_delt(rec, device, quick):
+    data, teacher = _recover_setup(device)
+    _synthesis(rec, device, data, teacher, "cifar10-resnet18-batch100", 10, 8 if quick else 16, 8)
+    if not quick:  # the digits runs' settings (1000 steps, 8 rounds), a ConvNetBN teacher
+        from ddfast.data import load_dataset
+
+        digits = load_dataset("digits", device=device)
+        net = common.seeded_network("ConvNetBN", digits.channels, digits.num_classes, digits.im_size, 0, device)
+        for ipc in (10, 50):
+            _synthesis(rec, device, digits, net.eval(), "digits-convnetbn-batch100", ipc, 1000, 8)
 
 
 if __name__ == "__main__":

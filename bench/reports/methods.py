@@ -37,10 +37,10 @@ def synthesis_table(latest) -> list[str]:
     rows = [r for _, rs in sorted(latest.items()) for r in rs.values() if r["case"] == SYNTHESIS]
     if not rows:
         return []
-    lines = ["", "**DELT vs SRe2L synthesis** of one recover batch (ResNet-18, CIFAR-10 shapes, 100 images, IPC 10; "
-             "both ddfast, real init): EarlyLate forwards only the images that have joined, so it uses fewer "
-             "image-iterations (exactly the schedule's count); the wall-time saving is smaller, since a step's cost "
-             "does not fall in proportion to its batch.", "",
+    lines = ["", "**DELT vs SRe2L synthesis** (recover batches of 100 images: ResNet-18 at CIFAR-10 shapes, and "
+             "the digits settings with a ConvNetBN teacher; both ddfast, real init): EarlyLate forwards only the images that have joined, so it uses fewer "
+             "image-iterations (exactly the schedule's count); the time columns show how much of that becomes wall time "
+             "on the device (a step's cost need not fall in proportion to its batch).", "",
              "| device | setting | SRe2L s | DELT s | time saved | image-iterations SRe2L / DELT | saved (predicted) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
