@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ddfast-installed
 SOURCES := setup.py pyproject.toml requirements-dev.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: quickstart results experiments setup build test test-fast test-triton test-compile bench bench-full report info ci clean
+.PHONY: quickstart results experiments setup build dist test test-fast test-triton test-compile bench bench-full report info ci clean
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ setup: $(STAMP)
 
 build: setup  ## rebuild the extension after editing csrc/
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q -e . --no-build-isolation --no-deps
+
+dist: setup  ## sdist, then a wheel built from it (CPU here; DDFAST_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" for GPUs)
+	rm -rf dist
+	MAX_JOBS=$${MAX_JOBS:-2} DDFAST_BUILD_CPP=$${DDFAST_BUILD_CPP:-1} $(PY) -m build --no-isolation --outdir dist
+	$(PY) scripts/check_dist.py dist
 
 info: setup
 	$(VENV)/bin/ddfast info
@@ -59,4 +64,4 @@ ci:
 	bash .ci/run
 
 clean:
-	rm -rf build ddfast/_C*.so ddfast/build_info.json *.egg-info
+	rm -rf build dist ddfast/_C*.so ddfast/build_info.json *.egg-info

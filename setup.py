@@ -9,6 +9,11 @@ Environment:
                        (default: build them when torch has CUDA and nvcc is found)
   TORCH_CUDA_ARCH_LIST GPU architectures; default "8.0;9.0" when no GPU is visible
   MAX_JOBS             parallel compile jobs (ninja)
+
+A wheel with the compiled extension records what it was built against in its version's local label,
+e.g. ddfast-0.1.0+torch2.11.0.cu130-...whl or ddfast-0.1.0+torch2.13.0.cpu-...whl (and in
+ddfast/build_info.json, which makes ddfast refuse to load ddfast._C under another torch); the sdist and a
+pure-Python wheel keep the plain version.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 BUILD_INFO = ROOT / "ddfast" / "build_info.json"
 CUDA_OPS = ["grad_distance", "param_match_loss", "sgd_step", "adjoint_step"]  # each: csrc/<op>/<op>.cu + cuda.cpp
+VERSION = "0.1.0"  # also ddfast.__version__
 
 
 def _load_source_hash():
@@ -50,6 +56,8 @@ def _extension_setup() -> tuple[list, dict]:
     build_cpp = _env_flag("DDFAST_BUILD_CPP")
     build_cuda = _env_flag("DDFAST_BUILD_CUDA")
     info = {"python": platform.python_version(), "cpp": False, "cuda": False}
+    if "sdist" in sys.argv:  # sources only: nothing is compiled, and the checkout's build_info.json stays as it is
+        return [], {}
     if build_cpp == "0":
         info["skipped"] = "DDFAST_BUILD_CPP=0"
         _write_build_info(info)
@@ -124,5 +132,16 @@ def _extension_setup() -> tuple[list, dict]:
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
 
 
+def _version() -> str:
+    """VERSION, plus the torch and CUDA versions as a local label when building a wheel with ddfast._C."""
+    if "bdist_wheel" not in sys.argv:
+        return VERSION
+    built = json.loads(BUILD_INFO.read_text())
+    if not built.get("cpp"):
+        return VERSION
+    cuda = f"cu{built['torch_cuda'].replace('.', '')}" if built.get("cuda") else "cpu"
+    return f"{VERSION}+torch{built['torch_version'].split('+')[0]}.{cuda}"
+
+
 ext_modules, cmdclass = _extension_setup()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(version=_version(), ext_modules=ext_modules, cmdclass=cmdclass)
