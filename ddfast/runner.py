@@ -201,7 +201,8 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
 
     Expert e draws everything from the seed (``seed``, "expert", e), so under ``torchrun`` rank r trains experts
     r, r + W, ... (:mod:`ddfast.distributed`), each into a shard file of its own, and rank 0 packs the shards
-    into the buffer files: the same files, bit for bit on the same device and software, for any world size."""
+    into the buffer files: the same files for any world size (bit for bit with the same device, software and CPU
+    thread count; otherwise up to the floating-point reduction order of the kernels)."""
     from . import distributed
     from .methods._augment import DEFAULT_STRATEGY
     from .methods.ast import SmoothExperts, smooth_expert_hooks
