@@ -46,16 +46,21 @@ def fused_backend(device: torch.device) -> str:
     return "reference"
 
 
-def teacher(device: torch.device) -> nn.Module:
-    """ResNet-18 (CIFAR stem) in eval mode, with running statistics away from the defaults 0 and 1."""
-    torch.manual_seed(0)
-    net = get_network("ResNet18", 3, 10, (32, 32))
+def perturb_running_stats(net: nn.Module) -> nn.Module:
+    """Running statistics of every BatchNorm2d drawn away from the defaults 0 and 1 (global RNG), so a BN-statistics
+    loss on an untrained network is not trivial; returns ``net``."""
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-    return net.to(device).eval()
+    return net
+
+
+def teacher(device: torch.device) -> nn.Module:
+    """ResNet-18 (CIFAR stem) in eval mode, with running statistics away from the defaults 0 and 1."""
+    torch.manual_seed(0)
+    return perturb_running_stats(get_network("ResNet18", 3, 10, (32, 32))).to(device).eval()
 
 
 def batch_size(device: torch.device, quick: bool) -> int:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.baselines import sre2l_bn_loop
+from bench.bench_bn_stat_loss import perturb_running_stats
 from ddfast.data import load_dataset
 from ddfast.eval import default_augment, embedding_diversity, kd_batch_size
 from ddfast.methods import METHODS, delt, make_config, sre2l, teacher_recipe
@@ -33,13 +34,7 @@ def digits8():
 def teacher8(digits8):
     """An untrained BN ConvNet with running statistics away from 0 and 1 (the BN term is then not trivial)."""
     torch.manual_seed(0)
-    net = get_network("ConvNetD2BN", 1, 10, (8, 8))
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return perturb_running_stats(get_network("ConvNetD2BN", 1, 10, (8, 8))).eval()
 
 
 # ------------------------------------------------------------------------------------------ crops
