@@ -52,6 +52,20 @@ class Context:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    @property
+    def group(self):
+        """The process group collectives run on (the default group), or None with one process: what
+        :func:`ddfast.unroll`'s ``process_group`` takes."""
+        return dist.group.WORLD if self.distributed else None
+
+    def classes(self, num_classes: int) -> list[int]:
+        """This rank's classes of a class-sharded method (:meth:`shard`); a clear error when there are more
+        ranks than classes (a rank would have nothing to match)."""
+        if self.world > num_classes:
+            raise ValueError(f"{self.world} ranks but {num_classes} classes: class-sharded methods need at most one "
+                             f"rank per class; launch with --nproc-per-node <= {num_classes}")
+        return list(self.shard(num_classes))
+
     def barrier(self) -> None:
         if self.distributed:
             if self.backend == "nccl":
@@ -92,6 +106,12 @@ def context(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) ->
     else:
         device = torch.device("cpu")
     return Context(rank, world, device, backend)
+
+
+def resolve(ctx: Context | None) -> Context:
+    """``ctx``, or the job's :func:`context` when None (the methods' default: one process unless launched by
+    torchrun or inside an initialised process group)."""
+    return ctx if ctx is not None else context()
 
 
 def destroy() -> None:

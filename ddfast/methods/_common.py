@@ -147,11 +147,18 @@ class Checkpointing:
 def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | dict], *, config, method: str,
              checkpoint: Checkpointing | None = None, progress: bool = True,
              callback: Callable[[int, LoopState], None] | None = None,
-             stop: Callable[[LoopState], bool] | None = None) -> LoopState:
+             stop: Callable[[LoopState], bool] | None = None, ctx=None) -> LoopState:
     """Run ``step(it)`` for it = state.iteration .. iterations-1, with a tqdm bar, checkpoints and an
     optional ``callback(it, state)`` after each iteration (periodic evaluation). ``step`` returns its loss,
     or a dict with ``"loss"`` and further named values appended to ``state.series``. ``stop(state)``, checked
-    before every iteration (so a resumed run that had stopped stays stopped), ends the loop early."""
+    before every iteration (so a resumed run that had stopped stays stopped), ends the loop early.
+
+    With a distributed ``ctx`` (:class:`ddfast.distributed.Context`) every rank runs the loop on the same state;
+    only rank 0 shows progress, calls ``callback`` and writes the checkpoint, which every rank reads on resume
+    (the folder must be shared)."""
+    main = ctx is None or ctx.is_main
+    progress = progress and main
+    callback = callback if main else None
     if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
         saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
         if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
@@ -177,7 +184,7 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
             if callback is not None:
                 callback(state.iteration, state)
             last = state.iteration == iterations or (stop is not None and stop(state))
-            if checkpoint is not None and (state.iteration % checkpoint.every == 0 or last):
+            if main and checkpoint is not None and (state.iteration % checkpoint.every == 0 or last):
                 atomic_torch_save({"method": method, "config": _plain(config), "state": state.state_dict()},
                                   checkpoint.path)
     finally:
