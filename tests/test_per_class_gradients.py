@@ -84,6 +84,25 @@ def test_labelled_form_with_equal_classes_matches_stacked_form():
     assert_close(_flat(a), _flat(b), torch.float64, "labelled vs stacked")
 
 
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_a_subset_of_classes_gives_those_rows_of_the_full_call(strategy):
+    """classes=[2, 0] (a rank's share of a class-sharded method): the rows of classes 2 and 0 of the call over all
+    classes, in that order, and the same second-order gradient into those classes' images."""
+    model = _model("batchnorm")
+    x = _images(3, requires_grad=True)
+    y = torch.arange(K).repeat_interleave(B)
+    full = ddfast.per_class_gradients(model, None, x.reshape(K * B, 3, 8, 8), y, K, strategy=strategy)
+    g_real = [torch.randn_like(g) for g in full]
+    want_dx = _matching_dx([g[[2, 0]] for g in full], [g[[2, 0]] for g in g_real], x)
+    part = torch.cat([x[2], x[0]])
+    got = ddfast.per_class_gradients(model, None, part, torch.tensor([2] * B + [0] * B), K, strategy=strategy,
+                                     classes=[2, 0])
+    assert_close(_flat(got), _flat([g[[2, 0]] for g in full]), torch.float64, "subset rows")
+    assert_close(_matching_dx(got, [g[[2, 0]] for g in g_real], x), want_dx, torch.float64, "subset second order")
+    stacked = ddfast.per_class_gradients(model, None, x[[2, 0]], None, K, strategy=strategy, classes=[2, 0])
+    assert_close(_flat(stacked), _flat(got), torch.float64, "stacked form with classes")
+
+
 def test_explicit_params_list_and_dict():
     model = _model()
     x = _images(6)
@@ -138,12 +157,20 @@ def test_instance_norm_guard(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(x=torch.randn(2, 4, 3, 8, 8), y=None), ValueError, r"x must be \[num_classes, B, ...\]"),
+    (dict(x=torch.randn(2, 4, 3, 8, 8), y=None), ValueError, r"x must be \[len\(classes\), B, ...\]"),
     (dict(x=torch.randn(6, 3, 8, 8), y=torch.tensor([0, 1, 2, 3, 0, 1])), ValueError, r"labels outside \[0, 3\)"),
     (dict(x=torch.randn(4, 3, 8, 8), y=torch.tensor([0, 1, 0, 1])), ValueError, r"classes \[2\] have no samples"),
     (dict(x=torch.randn(4, 3, 8, 8), y=torch.tensor([0.0, 1, 2, 1])), TypeError, "integer class labels"),
     (dict(x=torch.randn(4, 3, 8, 8), y=torch.tensor([0, 1, 2])), ValueError, "one label per row of x"),
     (dict(x=torch.randn(3, 4, 3, 8, 8), y=None, strategy="batched"), ValueError, "strategy must be one of"),
+    (dict(x=torch.randn(4, 3, 8, 8), y=torch.tensor([0, 1, 0, 1]), classes=[0]), ValueError,
+     r"labels outside classes \[0\]"),
+    (dict(x=torch.randn(4, 3, 8, 8), y=torch.tensor([0, 1, 0, 1]), classes=[1, 1]), ValueError,
+     r"classes must be distinct class indices in \[0, 3\)"),
+    (dict(x=torch.randn(4, 3, 8, 8), y=torch.tensor([0, 1, 0, 1]), classes=[0, 3]), ValueError,
+     "classes must be distinct"),
+    (dict(x=torch.randn(4, 3, 8, 8), y=torch.tensor([0, 1, 0, 1]), classes=[]), ValueError,
+     "classes must be a non-empty sequence of ints"),
     (dict(x=torch.randn(3, 4, 3, 8, 8), y=None, params=[torch.ones(2)]), ValueError, "params has 1 tensors"),
 ])
 def test_bad_inputs(kwargs, error, message):

@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -63,12 +63,15 @@ class ClassSampler:
         """min(n, available) distinct training indices of class ``c`` (a random permutation's head)."""
         return self.data.sample_class_indices(c, min(n, self.counts[c]), gen)
 
-    def batch(self, images: torch.Tensor, n: int, seed: int, *purpose) -> tuple[torch.Tensor, torch.Tensor]:
-        """A real batch with min(n, available) images of every class (class c's rows contiguous, classes
-        in order), drawn with one generator per class, and its labels."""
-        picks = [self.sample(c, n, generator(seed, *purpose, c)) for c in range(self.num_classes)]
+    def batch(self, images: torch.Tensor, n: int, seed: int, *purpose,
+              classes: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A real batch with min(n, available) images of every class of ``classes`` (default all; class c's
+        rows contiguous, classes in order), drawn with one generator per class (so a class's images do not
+        depend on which other classes are drawn), and its labels."""
+        classes = range(self.num_classes) if classes is None else classes
+        picks = [self.sample(c, n, generator(seed, *purpose, c)) for c in classes]
         index = torch.cat(picks)
-        labels = torch.cat([torch.full((len(p),), c, dtype=torch.long) for c, p in enumerate(picks)])
+        labels = torch.cat([torch.full((len(p),), c, dtype=torch.long) for c, p in zip(classes, picks)])
         return images[index.to(images.device)], labels.to(images.device)
 
     def warn_if_short(self, n: int, what: str) -> None:
@@ -76,6 +79,53 @@ class ClassSampler:
         if short:
             warnings.warn(f"{self.data.name}: {what} asks for {n} real images per class; classes {short} have "
                           f"fewer ({min(self.counts)} at least), so those batches take all of them", stacklevel=3)
+
+
+class ClassShard:
+    """The classes this rank matches in a class-sharded method (DC/DSA, DM, DREAM+, LCS-GM under torch.distributed:
+    the issue's data-parallel mode). Each rank computes the matching loss of its classes
+    (:meth:`ddfast.distributed.Context.classes`, round robin) on their rows of the real batch and of the synthetic
+    set; :meth:`reduce` sums the synthetic set's gradient and the loss values over the ranks, so every rank takes
+    the same optimiser step and holds the same set. A class's loss term touches only its own synthetic rows, so
+    each row's gradient comes from exactly one rank and the summed gradient equals the single-process one bit for
+    bit where the per-class computation is the same; loss values differ in summation order only. With one process
+    every method runs exactly as before (:meth:`take` returns its input)."""
+
+    def __init__(self, ctx, num_classes: int):
+        self.ctx = ctx
+        self.classes = ctx.classes(num_classes)
+        self._ids = torch.tensor(self.classes)
+
+    def take(self, x: torch.Tensor, labels: torch.Tensor, by: torch.Tensor | None = None):
+        """The rows of ``x`` and ``labels`` whose class (``by``, default ``labels``) is one of this rank's, order
+        kept."""
+        if not self.ctx.distributed:
+            return x, labels
+        by = labels if by is None else by
+        rows = torch.isin(by, self._ids.to(by.device)).nonzero().flatten()
+        return x[rows], labels[rows]
+
+    def check_network(self, net: nn.Module, method: str, model: str) -> None:
+        """Refuse a BatchNorm network in training mode under several ranks: its statistics would span only this
+        rank's classes instead of every class's images."""
+        if self.ctx.distributed and has_batchnorm(net) and net.training:
+            raise ValueError(f"{method} with model {model!r} (BatchNorm in training mode) normalises over every "
+                             f"class's images at once, so its classes cannot be split across {self.ctx.world} "
+                             f"ranks: run one process or a model without BatchNorm")
+
+    def reduce(self, grad: torch.Tensor | None, *values: torch.Tensor | float) -> list[float]:
+        """Sum ``grad`` (in place) and the scalar ``values`` over the ranks in one collective; returns the summed
+        values as floats."""
+        scalars = [float(v) for v in values]
+        if not self.ctx.distributed:
+            return scalars
+        flat = [] if grad is None else [grad.reshape(-1)]
+        like = grad if grad is not None else torch.zeros((), dtype=torch.float64, device=self.ctx.device)
+        packed = torch.cat([*flat, torch.tensor(scalars, dtype=like.dtype, device=like.device)])
+        self.ctx.all_reduce_(packed)
+        if grad is not None:
+            grad.copy_(packed[:grad.numel()].view_as(grad))
+        return packed[packed.numel() - len(scalars):].tolist()
 
 
 def initial_images(real_images: torch.Tensor, sampler: ClassSampler, ipc: int, init: str, seed: int) -> torch.Tensor:

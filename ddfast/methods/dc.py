@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..distributed import resolve
 from ..ops.grad_distance import grad_distance
 from ..ops.per_class_gradients import per_class_gradients
 from . import _common as common
@@ -85,10 +86,15 @@ def train_network_epoch(net, optimizer, images, labels, batch_size: int, augment
         optimizer.step()
 
 
-def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=True, callback=None, ctx=None):
     """Distil ``data`` (a :class:`ddfast.data.Dataset`) with DC (``config.dsa`` False) or DSA (True);
     returns a :class:`ddfast.SyntheticSet`. The loss of an iteration is DC's ``loss_avg``: the mean
-    over classes and outer loops."""
+    over classes and outer loops.
+
+    ``ctx`` (:mod:`ddfast.distributed`, default the job's): with several ranks each matches its classes
+    (:class:`~ddfast.methods._common.ClassShard`); the BatchNorm warm-up and the network training on the
+    synthetic set run on every rank from the shared seed."""
+    ctx = resolve(ctx)
     outer_loop, inner_loop = config.loops()
     real = common.RealData.of(data, device)
     K = real.num_classes
@@ -101,6 +107,7 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
     train_augment = per_sample(config.dsa_strategy) if config.dsa else None
     state = common.LoopState({"images": images}, {"images": optimizer})
     method = "dsa" if config.dsa else "dc"
+    shard = common.ClassShard(ctx, K)
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, K, real.im_size,
@@ -111,19 +118,23 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
         for ol in range(outer_loop):
             if batchnorm:
                 _freeze_batchnorm_statistics(net, real, config.seed, it, ol)
-            x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it, ol)
-            x_syn = images
+            x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it, ol,
+                                                classes=shard.classes)
+            x_syn, y_syn = shard.take(images, labels)
             if siamese is not None:
                 params = siamese.sample(config.seed, (it, ol), real.device)
-                x_real, x_syn = siamese(x_real, y_real, params), siamese(x_syn, labels, params)
-            g_real = per_class_gradients(net, None, x_real, y_real, K, create_graph=False, strategy=config.strategy)
+                x_real, x_syn = siamese(x_real, y_real, params), siamese(x_syn, y_syn, params)
+            g_real = per_class_gradients(net, None, x_real, y_real, K, create_graph=False, strategy=config.strategy,
+                                         classes=shard.classes)
             g_real = [g.detach() for g in g_real]
-            g_syn = per_class_gradients(net, None, x_syn, labels, K, create_graph=True, strategy=config.strategy)
+            g_syn = per_class_gradients(net, None, x_syn, y_syn, K, create_graph=True, strategy=config.strategy,
+                                        classes=shard.classes)
             loss = grad_distance(g_syn, g_real, config.metric, batched=True).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            (value,) = shard.reduce(images.grad, loss.detach())
             optimizer.step()
-            total += loss.item()
+            total += value
             if ol == outer_loop - 1:
                 break
             syn, syn_labels = images.detach().clone(), labels
@@ -133,5 +144,5 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
         return total / (K * outer_loop)
 
     common.run_loop(state, config.iterations, step, config=config, method=method, checkpoint=checkpoint,
-                    progress=progress, callback=callback)
+                    progress=progress, callback=callback, ctx=ctx)
     return common.result_set(method, data, config, images, labels, state)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from . import _common as common
 from ._augment import DEFAULT_STRATEGY, ClassSiamese
@@ -36,7 +37,7 @@ class DMConfig:
     seed: int = 0
 
 
-def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=True, callback=None, ctx=None):
     """Distil ``data`` (a :class:`ddfast.data.Dataset`) with DM; returns a :class:`ddfast.SyntheticSet`.
 
     ``config.forward``: ``"batched"`` embeds all real images in one forward and the synthetic set in
@@ -44,9 +45,14 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
     bench/bench_methods.py (per-class on CPU, where the convolutions dominate and one big batch was
     slower; batched on CUDA); with a BatchNorm network always batched, as main_DM.py concatenates all
     classes for BN models so the batch statistics span every class.
+
+    ``ctx`` (:mod:`ddfast.distributed`, default the job's): with several ranks each embeds and matches its
+    classes (:class:`~ddfast.methods._common.ClassShard`). Not with a BatchNorm network, whose statistics span
+    every class's images.
     """
     if config.forward not in FORWARDS:
         raise ValueError(f"forward must be one of {FORWARDS}, got {config.forward!r}")
+    ctx = resolve(ctx)
     real = common.RealData.of(data, device)
     images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
     images.requires_grad_(True)
@@ -55,6 +61,7 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
     optimizer = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum)
     augment = ClassSiamese.from_strategy(config.dsa_strategy, real.num_classes)
     state = common.LoopState({"images": images}, {"images": optimizer})
+    shard = common.ClassShard(ctx, real.num_classes)
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, real.num_classes, real.im_size,
@@ -62,15 +69,18 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
         net.train()
         for p in net.parameters():
             p.requires_grad_(False)
-        x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it)
-        x_syn = images
+        shard.check_network(net, "dm", config.model)
+        batchnorm = common.has_batchnorm(net)
+        x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it,
+                                            classes=shard.classes)
+        x_syn, y_syn = shard.take(images, labels)
         if augment is not None:
             params = augment.sample(config.seed, it, real.device)
-            x_real, x_syn = augment(x_real, y_real, params), augment(x_syn, labels, params)
-        per_class = not common.has_batchnorm(net) and (
+            x_real, x_syn = augment(x_real, y_real, params), augment(x_syn, y_syn, params)
+        per_class = not batchnorm and (
             config.forward == "per_class" or (config.forward == "auto" and real.device.type == "cpu"))
         if per_class:
-            real_counts = torch.bincount(y_real, minlength=real.num_classes).tolist()
+            real_counts = [n for n in torch.bincount(y_real, minlength=real.num_classes).tolist() if n]
             with torch.no_grad():
                 f_real = torch.cat([net.embed(x) for x in torch.split(x_real, real_counts)])
             f_syn = torch.cat([net.embed(x) for x in torch.split(x_syn, config.ipc)])
@@ -78,12 +88,13 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
             with torch.no_grad():
                 f_real = net.embed(x_real)
             f_syn = net.embed(x_syn)
-        loss = class_mean_distance(f_syn, labels, f_real, y_real, real.num_classes)
+        loss = class_mean_distance(f_syn, y_syn, f_real, y_real, real.num_classes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        (value,) = shard.reduce(images.grad, loss.detach())
         optimizer.step()
-        return loss.item()
+        return value
 
     common.run_loop(state, config.iterations, step, config=config, method="dm", checkpoint=checkpoint,
-                    progress=progress, callback=callback)
+                    progress=progress, callback=callback, ctx=ctx)
     return common.result_set("dm", data, config, images, labels, state)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from ..ops.grad_distance import grad_distance
 from ..ops.kmeans import kmeans, nearest_to_centroids
@@ -105,11 +106,17 @@ def representative_batch(net, real: common.RealData, k: int, config: DREAMConfig
     return real.images[index], real.labels[index]
 
 
-def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress=True, callback=None, ctx=None):
     """Distil ``data`` with DREAM+ (or DREAM with ``pretrain_epochs=0``, random sampling with ``plain``);
-    returns a :class:`ddfast.SyntheticSet` (multi-formation sets are returned decoded)."""
+    returns a :class:`ddfast.SyntheticSet` (multi-formation sets are returned decoded).
+
+    ``ctx`` (:mod:`ddfast.distributed`, default the job's): with several ranks each matches its classes
+    (:class:`~ddfast.methods._common.ClassShard`); the network's pre-training and training on real data and the
+    k-means (one class-batched call, whose random initialisation is drawn for all classes together) run on every
+    rank from the shared seed."""
     if config.factor < 1 or config.interval < 1 or config.inner_steps < 1:
         raise ValueError("factor, interval and inner_steps must be >= 1")
+    ctx = resolve(ctx)
     if data.zca is not None:
         raise ValueError("dream optimises pixels in [0, 1] as IDC does; load the data without zca")
     real = common.RealData.of(data, device)
@@ -130,10 +137,12 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
     train_augment = per_sample(config.dsa_strategy, mode="M")
     state = common.LoopState({"pixels": pixels}, {"pixels": optimizer},
                              output=lambda: (model_images().detach(), decoded_labels))
+    shard = common.ClassShard(ctx, K)
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, K, real.im_size,
                                     common.derive_seed(config.seed, "net", it), real.device)
+        shard.check_network(net, "dream", config.model)  # its class-mean term embeds in training mode
         net_optimizer = torch.optim.SGD(net.parameters(), lr=config.lr_net, momentum=0.9, weight_decay=5e-4)
         gen = common.generator(config.seed, "train", it)
         for _ in range(config.pretrain_epochs):  # DREAM+ trains on its real loader, batches of net_batch (128)
@@ -142,24 +151,27 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
         total = 0.0
         for inner in range(config.inner_steps):
             if config.plain:  # IDC's random sampling: a fresh batch every step
-                x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it, inner)
+                x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it, inner,
+                                                    classes=shard.classes)
             elif inner % config.interval == 0:
-                x_real, y_real = representative_batch(net, real, config.batch_real, config,
-                                                      common.generator(config.seed, "kmeans", it, inner))
-            x_syn = model_images()
+                x_real, y_real = shard.take(*representative_batch(net, real, config.batch_real, config,
+                                                                  common.generator(config.seed, "kmeans", it, inner)))
+            x_syn, y_syn = shard.take(model_images(), decoded_labels)
             xr, xs = x_real, x_syn
             if siamese is not None:
                 params = siamese.sample(config.seed, (it, inner), real.device)
-                xr, xs = siamese(x_real, y_real, params), siamese(x_syn, decoded_labels, params)
-            g_real = per_class_gradients(net, None, xr, y_real, K, create_graph=False, strategy=config.strategy)
-            g_syn = per_class_gradients(net, None, xs, decoded_labels, K, strategy=config.strategy)
+                xr, xs = siamese(x_real, y_real, params), siamese(x_syn, y_syn, params)
+            g_real = per_class_gradients(net, None, xr, y_real, K, create_graph=False, strategy=config.strategy,
+                                         classes=shard.classes)
+            g_syn = per_class_gradients(net, None, xs, y_syn, K, strategy=config.strategy, classes=shard.classes)
             loss = grad_distance([g_syn[i] for i in conv], [g_real[i].detach() for i in conv], "mse", batched=True).sum()
             with torch.no_grad():
                 f_real = net.embed(xr)
-            loss = loss + class_mean_distance(net.embed(xs), decoded_labels, f_real, y_real, K)
+            loss = loss + class_mean_distance(net.embed(xs), y_syn, f_real, y_real, K)
             (pixels.grad,) = torch.autograd.grad(loss, [pixels])  # not into the network's parameters
+            (value,) = shard.reduce(pixels.grad, loss.detach())
             optimizer.step()
-            total += loss.item()
+            total += value
             index = torch.randperm(real.images.shape[0], generator=gen)[:config.net_samples].to(real.device)
             train_network_epoch(net, net_optimizer, real.images[index], real.labels[index], config.net_batch,
                                 train_augment, gen)
@@ -168,6 +180,6 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
         return total / config.inner_steps
 
     common.run_loop(state, config.iterations, step, config=config, method="dream", checkpoint=checkpoint,
-                    progress=progress, callback=callback)
+                    progress=progress, callback=callback, ctx=ctx)
     return common.result_set("dream", data, config, model_images().detach(), decoded_labels, state,
                              extra={"factor": config.factor})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from ..ops.grad_distance import grad_distance
 from ..ops.per_class_gradients import per_class_gradients
@@ -108,18 +109,28 @@ def early_exit(config: LCSGMConfig):
     return lambda state: plateaued(state.series.get("gm", []), config.early_exit_window, config.early_exit_tol)
 
 
-def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress=True, callback=None, ctx=None):
     """Distil ``data`` with label-cycle-shifting GM; returns the EMA set (or the last set with ``ema=0``)
     as a :class:`ddfast.SyntheticSet` whose metadata records the rounds run and whether it stopped early.
-    The seconds recorded include the pre-training of the fixed network."""
+    The seconds recorded include the pre-training of the fixed network.
+
+    ``ctx`` (:mod:`ddfast.distributed`, default the job's): with several ranks each matches its classes
+    (:class:`~ddfast.methods._common.ClassShard`; class c's gradients under its shifted label (c + s) mod K); the
+    pre-training and the EMA run on every rank from the shared seed, and the early-exit rule reads the loss summed
+    over the ranks, so every rank stops at the same round."""
     if config.shift not in SHIFTS:
         raise ValueError(f"shift must be one of {SHIFTS}, got {config.shift!r}")
     if config.network not in NETWORKS:
         raise ValueError(f"network must be one of {NETWORKS}, got {config.network!r}")
     if not 0.0 <= config.ema < 1.0:
         raise ValueError(f"ema must be in [0, 1), got {config.ema!r}")
+    ctx = resolve(ctx)
     real = common.RealData.of(data, device)
     K = real.num_classes
+    shard = common.ClassShard(ctx, K)
+    if ctx.distributed and config.dm_weight:  # the class-mean term embeds in training mode
+        shard.check_network(common.seeded_network(config.model, real.channels, K, real.im_size, 0, "cpu"), "lcs_gm",
+                            config.model)
     images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
     images.requires_grad_(True)
     ema = images.detach().clone()
@@ -139,29 +150,32 @@ def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress
     def step(it: int) -> dict:
         net = fixed if fixed is not None else pretrained_network(config, real, it)
         s = label_shift(config, it, K)
-        x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it)
-        x_syn = images
+        x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it,
+                                            classes=shard.classes)
+        x_syn, y_syn = shard.take(images, labels)
         if siamese is not None:
             params = siamese.sample(config.seed, it, real.device)
-            x_real, x_syn = siamese(x_real, y_real, params), siamese(x_syn, labels, params)
+            x_real, x_syn = siamese(x_real, y_real, params), siamese(x_syn, y_syn, params)
+        shifted = [(c + s) % K for c in shard.classes]
         g_real = per_class_gradients(net, None, x_real, (y_real + s) % K, K, create_graph=False,
-                                     strategy=config.strategy)
-        g_syn = per_class_gradients(net, None, x_syn, (labels + s) % K, K, strategy=config.strategy)
+                                     strategy=config.strategy, classes=shifted)
+        g_syn = per_class_gradients(net, None, x_syn, (y_syn + s) % K, K, strategy=config.strategy, classes=shifted)
         gm = grad_distance(g_syn, [g.detach() for g in g_real], config.metric, batched=True).sum()
         loss = gm
         if config.dm_weight:
             with torch.no_grad():
                 f_real = net.embed(x_real)
-            loss = loss + config.dm_weight * class_mean_distance(net.embed(x_syn), labels, f_real, y_real, K)
+            loss = loss + config.dm_weight * class_mean_distance(net.embed(x_syn), y_syn, f_real, y_real, K)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        total, gm_total = shard.reduce(images.grad, loss.detach(), gm.detach())
         optimizer.step()
         with torch.no_grad():
             ema.mul_(config.ema).add_(images.detach(), alpha=1.0 - config.ema)
-        return {"loss": loss.item(), "gm": gm.item(), "shift": s}
+        return {"loss": total, "gm": gm_total, "shift": s}
 
     common.run_loop(state, config.iterations, step, config=config, method="lcs_gm", checkpoint=checkpoint,
-                    progress=progress, callback=callback, stop=early_exit(config))
+                    progress=progress, callback=callback, stop=early_exit(config), ctx=ctx)
     output = ema if config.ema > 0 else images
     return common.result_set("lcs_gm", data, config, output, labels, state,
                              extra={"stopped_early": state.iteration < config.iterations})

@@ -58,31 +58,51 @@ def _named_params(model: nn.Module, params) -> dict[str, torch.Tensor]:
     return dict(zip(own, params))
 
 
-def _group_by_class(x: torch.Tensor, y: torch.Tensor | None, num_classes: int):
-    """(per-class inputs, per-class labels, equal_sizes): lists, or stacked [K, B, ...] if equal."""
+def _class_list(classes, num_classes: int) -> list[int]:
+    """``classes`` checked: distinct ints in [0, num_classes), at least one (all classes when None)."""
+    if classes is None:
+        return list(range(num_classes))
+    classes = list(classes)
+    if not classes or any(isinstance(c, bool) or not isinstance(c, int) for c in classes):
+        raise ValueError(f"classes must be a non-empty sequence of ints, got {classes!r}")
+    if len(set(classes)) != len(classes) or min(classes) < 0 or max(classes) >= num_classes:
+        raise ValueError(f"classes must be distinct class indices in [0, {num_classes}), got {classes}")
+    return classes
+
+
+def _group_by_class(x: torch.Tensor, y: torch.Tensor | None, num_classes: int, classes: list[int]):
+    """(per-class inputs, per-class labels, equal_sizes) in the order of ``classes``: lists, or stacked
+    [k, B, ...] if equal."""
+    k = len(classes)
     if y is None:
-        if x.dim() < 2 or x.shape[0] != num_classes:
-            raise ValueError(f"without labels, x must be [num_classes, B, ...] = [{num_classes}, B, ...], "
+        if x.dim() < 2 or x.shape[0] != k:
+            raise ValueError(f"without labels, x must be [len(classes), B, ...] = [{k}, B, ...], "
                              f"got shape {tuple(x.shape)}")
-        labels = torch.arange(num_classes, device=x.device).repeat_interleave(x.shape[1]).view(num_classes, -1)
+        labels = torch.tensor(classes, device=x.device).repeat_interleave(x.shape[1]).view(k, -1)
         return x, labels, True
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be a 1-D label tensor with one label per row of x ({x.shape[0]}), "
                          f"got shape {tuple(y.shape)}")
     if y.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    # slot[c]: the position of class c in ``classes`` (k for a class not asked for)
+    slot = torch.full((num_classes + 1,), k, dtype=torch.long, device=y.device)
+    slot[torch.tensor(classes, device=y.device)] = torch.arange(k, device=y.device)
     if not torch.compiler.is_compiling():
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise ValueError(f"y holds labels outside [0, {num_classes})")
-        counts = torch.bincount(y, minlength=num_classes)
-        empty = (counts == 0).nonzero().flatten().tolist()
+        counts = torch.bincount(slot[y.long()], minlength=k + 1)
+        if int(counts[k]):
+            raise ValueError(f"y holds labels outside classes {classes}")
+        empty = [classes[i] for i in (counts[:k] == 0).nonzero().flatten().tolist()]
         if empty:
             raise ValueError(f"classes {empty} have no samples in x; every class needs at least one")
-    order = torch.argsort(y, stable=True)
-    counts = torch.bincount(y, minlength=num_classes).tolist()
+    position = slot[y.long()]
+    order = torch.argsort(position, stable=True)
+    counts = torch.bincount(position, minlength=k).tolist()
     if len(set(counts)) == 1:
         per = counts[0]
-        return x[order].view(num_classes, per, *x.shape[1:]), y[order].view(num_classes, per), True
+        return x[order].view(k, per, *x.shape[1:]), y[order].view(k, per), True
     xs = list(torch.split(x[order], counts))
     ys = list(torch.split(y[order], counts))
     return xs, ys, False
@@ -114,21 +134,24 @@ def _vmap(model, params, buffers, xs, ys, create_graph):
 
 def per_class_gradients(model: nn.Module, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | None,
                         x: torch.Tensor, y: torch.Tensor | None, num_classes: int, create_graph: bool = True,
-                        strategy: str = "auto") -> list[torch.Tensor]:
+                        strategy: str = "auto", classes: Sequence[int] | None = None) -> list[torch.Tensor]:
     """Gradients of the mean cross-entropy of each class's samples w.r.t. the model's parameters.
 
     Args:
         model: the network; run functionally on ``params`` (``None``: its own parameters) and its
             buffers, with BatchNorm layers in eval mode (OPS.md section 1).
-        x, y: images [N, ...] with integer labels y [N], or images [K, B, ...] (class k in row k)
-            with ``y=None``.
-        num_classes: K; every class needs at least one sample.
+        x, y: images [N, ...] with integer labels y [N], or images [k, B, ...] (class ``classes[i]`` in
+            row i) with ``y=None``.
+        num_classes: K; every class of ``classes`` needs at least one sample.
         create_graph: keep the graph so the result can be differentiated again (w.r.t. x, for the
             synthetic batch of gradient matching); False for the real batch.
         strategy: "loop", "vmap" (needs the same number of samples in every class) or "auto".
+        classes: the classes to compute, in output order (default all K); x holds samples of these
+            only (a rank's share of a class-sharded method, :mod:`ddfast.distributed`). Each class's
+            gradient is the same as in the call over all classes.
 
-    Returns one tensor per parameter, in ``model.named_parameters()`` order, of shape [K, *p.shape]:
-    the batched layout of :func:`ddfast.grad_distance`.
+    Returns one tensor per parameter, in ``model.named_parameters()`` order, of shape [k, *p.shape]
+    (k = len(classes), K by default): the batched layout of :func:`ddfast.grad_distance`.
     """
     choice(strategy, STRATEGIES, "strategy")
     if not isinstance(x, torch.Tensor):
@@ -137,7 +160,7 @@ def per_class_gradients(model: nn.Module, params: Mapping[str, torch.Tensor] | S
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     params = _named_params(model, params)
     buffers = dict(model.named_buffers())
-    xs, ys, equal = _group_by_class(x, y, num_classes)
+    xs, ys, equal = _group_by_class(x, y, num_classes, _class_list(classes, num_classes))
     instance_norm = _has_instance_norm(model)
     if strategy == "vmap":
         if not equal:

@@ -1,0 +1,95 @@
+"""Data-parallel matching under torch.distributed (issue 11 mode b): DC/DSA, DM, DREAM+ and label-cycle GM with
+their classes split over 2 gloo ranks give the single-process set, checkpoints come from rank 0 only and resume
+in a job of another size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddfast import distributed
+from ddfast.data import load_dataset
+from ddfast.methods import METHODS, make_config
+from ddfast.methods._common import Checkpointing
+
+from spawn_ranks import assert_ran, run_ranks
+
+# tiny runs of every class-sharded method on digits (seconds each at one thread)
+SETTINGS = {
+    "dc": dict(ipc=2, iterations=2, outer_loop=2, inner_loop=1, batch_real=8, model="ConvNetD1"),
+    "dsa": dict(ipc=2, iterations=2, outer_loop=2, inner_loop=1, batch_real=8, model="ConvNetD1"),
+    "dm": dict(ipc=2, iterations=3, batch_real=16, model="ConvNetD1"),
+    "dream": dict(ipc=2, iterations=1, inner_steps=3, interval=2, batch_real=4, kmeans_iters=5, net_samples=64,
+                  pretrain_epochs=1, model="ConvNetD1"),
+    "lcs_gm": dict(ipc=2, iterations=3, batch_real=8, pretrain_epochs=1, model="ConvNetD1"),
+}
+
+
+def distill(method: str, folder, ctx=None, iterations: int | None = None, resume: bool = False, **overrides):
+    data = load_dataset("digits")
+    settings = {**SETTINGS[method], **overrides}
+    if iterations is not None:
+        settings["iterations"] = iterations
+    config = make_config(method, "digits", **settings)
+    checkpoint = Checkpointing(Path(folder) / f"{method}.ckpt", every=1, resume=resume)
+    return METHODS[method].distill(data, config, device="cpu", checkpoint=checkpoint, progress=False, ctx=ctx)
+
+
+def _distill_job(ctx, folder, method, iterations=None, resume=False, overrides=None):
+    syn = distill(method, folder, ctx, iterations, resume, **(overrides or {}))
+    torch.save(syn.images, Path(folder) / f"{method}_rank{ctx.rank}.pt")
+    return {"history": torch.load(Path(folder) / f"{method}.ckpt", weights_only=True)["state"]["history"]
+            if ctx.is_main else None}
+
+
+def single_process(method, folder, **kwargs):
+    """The reference: one process at one CPU thread (the ranks' thread count, so the same reduction order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return distill(method, folder, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("method", sorted(SETTINGS))
+def test_class_sharded_run_equals_the_single_process_run(tmp_path, method):
+    reference = single_process(method, tmp_path / "single")
+    start = single_process(method, tmp_path / "start", iterations=0)
+    assert not torch.allclose(reference.images, start.images), "the reference run must move the set"
+    history = torch.load(tmp_path / "single" / f"{method}.ckpt", weights_only=True)["state"]["history"]
+    reports = run_ranks(_distill_job, tmp_path / "ranks", method)
+    assert_ran(reports)
+    for rank in range(2):
+        images = torch.load(tmp_path / "ranks" / f"{method}_rank{rank}.pt")
+        # each synthetic row's gradient comes from the one rank that owns its class: bit for bit
+        assert torch.equal(images, reference.images), f"{method} rank {rank}: max diff " \
+            f"{(images - reference.images).abs().max():.3g}"
+    # the loss is summed over the ranks: the same up to the order of the sum
+    assert reports[0]["history"] == pytest.approx(history, rel=1e-5)
+
+
+def test_checkpoint_from_two_ranks_resumes_in_one_process(tmp_path):
+    """Rank 0 alone writes the checkpoint; the state is the same on every rank, so a job of another size goes on
+    from it: 2 ranks for 2 iterations, then 1 process to 4, equals 4 iterations in one process."""
+    reports = run_ranks(_distill_job, tmp_path, "dm", 2)
+    assert_ran(reports)
+    assert len(reports[0]["history"]) == 2 and reports[1]["history"] is None
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt*")) == ["dm.ckpt"]
+    resumed = single_process("dm", tmp_path, iterations=4, resume=True)
+    uninterrupted = single_process("dm", tmp_path / "whole", iterations=4)
+    assert torch.equal(resumed.images, uninterrupted.images)
+
+
+def test_batchnorm_network_is_refused_under_several_ranks(tmp_path):
+    reports = run_ranks(_distill_job, tmp_path, "dm", None, False, {"model": "ConvNetBN"})
+    for report in reports:
+        assert report is not None and "normalises over every class's images" in report.get("crash", ""), report
+
+
+def test_more_ranks_than_classes_is_a_clear_error():
+    with pytest.raises(ValueError, match="11 ranks but 10 classes"):
+        distributed.Context(rank=0, world=11).classes(10)
+    assert distributed.Context(rank=1, world=3).classes(10) == [1, 4, 7]
