@@ -68,6 +68,8 @@ def _distill(args) -> int:
                           eval_epochs=args.eval_epochs, buffer=args.buffer, teacher=args.teacher,
                           resume=args.resume, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                           settings=_settings(args.set), zca=args.zca, progress=not args.quiet)
+    if results is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     print_table([results])
     print(f"written to {args.out}: set.pt, set.png, loss.png, results.json")
     return 0

@@ -68,13 +68,26 @@ def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, m
     return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
 
 
+def job_device(ctx, device=None) -> torch.device:
+    """``device``, else this rank's accelerator under torch.distributed, else CUDA when available, else the CPU."""
+    if device:
+        return torch.device(device)
+    if ctx.distributed:
+        return ctx.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, data_root=None,
                 iterations: int | None = None, seed: int = 0, device: str | None = None, backend: str = "auto",
                 eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
                 eval_epochs: int | None = None, buffer=None, teacher=None, resume: bool = False,
                 checkpoint_every: int = 50, eval_every: int = 0, settings: dict | None = None, zca: bool = False,
-                progress: bool = True, data=None) -> dict:
+                progress: bool = True, data=None) -> dict | None:
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
+
+    Under ``torchrun`` (:mod:`ddfast.distributed`) every rank distils its share (the method's sharding mode) and
+    rank 0 alone trains a missing teacher (the others wait for it), writes the folder and evaluates; the other
+    ranks return None.
 
     SRe2L/DELT (methods that need a teacher) recover from the teacher at ``teacher`` (a path; default
     ``out/teacher.pt``), trained there by :func:`ensure_teacher` when the file does not exist, and are evaluated
@@ -87,9 +100,12 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     spec = METHODS[method]
     if spec.needs_buffer and buffer is None:
         raise ValueError(f"method {method!r} needs expert trajectories: pass --buffer DIR (made by `ddfast buffer`)")
+    from . import distributed
+
+    ctx = distributed.context()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = job_device(ctx, device)
     data = data if data is not None else load_dataset(dataset, data_root, zca=zca, device=device)
     config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **(settings or {}))
     _require_cli_extras()
@@ -104,8 +120,11 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     if spec.check is not None:
         spec.check(config, data)
     if spec.needs_teacher:
-        teacher_net, teacher_record = ensure_teacher(data, teacher or out / "teacher.pt", seed=seed, device=device,
-                                                     progress=progress)
+        teacher_path = teacher or out / "teacher.pt"
+        if ctx.is_main:
+            ensure_teacher(data, teacher_path, seed=seed, device=device, progress=progress)
+        ctx.barrier()  # the teacher file exists before the other ranks load it
+        teacher_net, teacher_record = load_teacher(teacher_path, data, device)
     evaluation = protocol_settings(data, teacher_net, getattr(config, "temperature", 20.0))
 
     def observe(it, state):
@@ -123,8 +142,10 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     with use_backend(backend):
         extra = (buffer,) if spec.needs_buffer else (teacher_net,) if spec.needs_teacher else ()
         syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
-                           callback=observe)
+                           callback=observe, ctx=ctx)
     wall = time.perf_counter() - start
+    if not ctx.is_main:
+        return None
     history = torch.load(checkpoint.path, weights_only=True)["state"]["history"]  # written at the last iteration
     syn.save(out / "set.pt")
     syn.save_grid(out / "set.png", zca=data.zca)
@@ -210,8 +231,7 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
     if recipe not in BUFFER_RECIPES:
         raise ValueError(f"recipe must be one of {BUFFER_RECIPES}, got {recipe!r}")
     ctx = distributed.context()
-    device = torch.device(device) if device else ctx.device if ctx.distributed else \
-        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = job_device(ctx, device)
     data = load_dataset(dataset, data_root, zca=zca, device=device)
     if data.train_images is None:
         raise ValueError(f"{data.name} is streamed from disk; expert training needs it in memory")

@@ -22,7 +22,7 @@ import torch
 from ddfast import distributed
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,7 +47,7 @@ def _rank_main(rank: int, world: int, port: int, target, folder: str, args: tupl
 def run_ranks(target, folder: Path, *args, world: int = 2, timeout: float = 300) -> list[dict | None]:
     """Start ``world`` ranks of ``target(ctx, folder, *args)`` and return their reports, in rank order."""
     ctx = multiprocessing.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     procs = [ctx.Process(target=_rank_main, args=(r, world, port, target, str(folder), args)) for r in range(world)]

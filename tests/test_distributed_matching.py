@@ -4,6 +4,9 @@ in a job of another size."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,10 @@ from ddfast import distributed
 from ddfast.data import load_dataset
 from ddfast.methods import METHODS, make_config
 from ddfast.methods._common import Checkpointing
+from ddfast.runner import distill_run
+from ddfast.synthetic import SyntheticSet
 
-from spawn_ranks import assert_ran, run_ranks
+from spawn_ranks import assert_ran, free_port, run_ranks
 
 # tiny runs of every class-sharded method on digits (seconds each at one thread)
 SETTINGS = {
@@ -81,6 +86,37 @@ def test_checkpoint_from_two_ranks_resumes_in_one_process(tmp_path):
     resumed = single_process("dm", tmp_path, iterations=4, resume=True)
     uninterrupted = single_process("dm", tmp_path / "whole", iterations=4)
     assert torch.equal(resumed.images, uninterrupted.images)
+
+
+def _run_job(ctx, folder):
+    settings = {k: v for k, v in SETTINGS["dm"].items() if k not in ("ipc", "iterations")}
+    results = distill_run("dm", "digits", 2, Path(folder) / "run", iterations=2, device="cpu", eval_runs=1,
+                          eval_epochs=2, settings=settings, progress=False)
+    return {"results": results}
+
+
+def test_distill_run_under_two_ranks_writes_one_folder_from_rank_0(tmp_path):
+    reports = run_ranks(_run_job, tmp_path)
+    assert_ran(reports)
+    results, other = reports[0]["results"], reports[1]["results"]
+    assert other is None and results["iterations"] == 2 and results["distilled"]["runs"] == 1
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["distilled"] == results["distilled"]
+    reference = single_process("dm", tmp_path / "single", iterations=2)
+    assert torch.equal(SyntheticSet.load(tmp_path / "run" / "set.pt").images, reference.images)
+
+
+def test_the_cli_under_torchrun(tmp_path):
+    """The launcher path users run: torchrun starts 2 ranks of `ddfast distill`; one table, one folder."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(free_port()), "-m", "ddfast", "distill", "--method", "dc", "--dataset", "digits",
+               "--ipc", "2", "--iterations", "2", "--eval-runs", "1", "--eval-epochs", "2", "--set", "model=ConvNetD1",
+               "--set", "outer_loop=2", "--set", "inner_loop=1", "--quiet", "--device", "cpu", "--out",
+               str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("| dc | digits | 2 | 2 |") == 1, done.stdout
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["iterations"] == 2
 
 
 def test_batchnorm_network_is_refused_under_several_ranks(tmp_path):
