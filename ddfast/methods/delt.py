@@ -128,13 +128,17 @@ def check_settings(config: DELTConfig, data) -> None:
         raise ValueError(f"milestone must be > 0, got {config.milestone}")
 
 
-def distill(data, config: DELTConfig, teacher, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: DELTConfig, teacher, *, device=None, checkpoint=None, progress=True, callback=None,
+            ctx=None):
     """DELT's recover of ``config.ipc`` images per class from ``teacher`` (see the module docstring); returns a
-    :class:`ddfast.SyntheticSet` whose metadata ``compute`` records the image-iterations used and SRe2L's."""
+    :class:`ddfast.SyntheticSet` whose metadata ``compute`` records the image-iterations used and SRe2L's.
+    ``ctx`` (:mod:`ddfast.distributed`, default the job's): with several ranks each recovers its share of the
+    batches, each with its own EarlyLate joins and the crop curriculum of its steps, and every rank returns the
+    whole set (:func:`ddfast.methods.sre2l.recover`)."""
     check_settings(config, data)
     real = common.RealData.of(data, device)
     teacher = frozen(teacher.to(real.device))
     images = initial_images(real, teacher, config)
     join = join_iterations(real.num_classes, config)
     return finish("delt", data, config, teacher, images, join, min_crop_at=min_crop_schedule(config),
-                  checkpoint=checkpoint, progress=progress, callback=callback)
+                  checkpoint=checkpoint, progress=progress, callback=callback, ctx=ctx)

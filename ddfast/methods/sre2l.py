@@ -16,20 +16,24 @@
   (:func:`ddfast.evaluate` with ``protocol="kd"``), so the set stores hard labels and the runner evaluates
   it with the teacher.
 
-:func:`recover` is the loop DELT shares: it takes the iteration at which each image joins (all 0 here).
+:func:`recover` is the loop DELT shares: it takes the iteration at which each image joins (all 0 here). Under
+torch.distributed (``ctx``) the ranks recover different batches, round robin, and all end with the set one process
+recovers; checkpoints resume on any world size (see :func:`recover`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._io import atomic_torch_save
+from ..distributed import resolve
 from ..ops.bn_stat_loss import BNStatHooks
 from ..ops.dsa import dsa_augment
 from . import _common as common
@@ -214,14 +218,31 @@ def cosine_lr(base: float, it: int, iterations: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * it / iterations)) * base
 
 
+SERIES = ("ce", "bn", "active")  # what a recover step records besides its loss
+
+
 def recover(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, join: torch.Tensor, data, config, *,
-            method: str, min_crop_at=None, checkpoint=None, progress=True, callback=None) -> common.LoopState:
+            method: str, min_crop_at=None, checkpoint=None, progress=True, callback=None, ctx=None) -> common.LoopState:
     """Optimise ``images`` (class-major, ``config.ipc`` per class, modified in place) batch by batch
     (:func:`batches`), ``config.iterations`` steps per batch; image i takes part from step ``join[i]`` on
     (the forward sees only the images that have joined; the rest get no gradient, and Adam leaves them where
     they are). ``min_crop_at(it)``: the crop scale's lower bound at step ``it`` (default ``config.min_crop``).
-    Returns the loop state, with ``series`` ce, bn and active (images forwarded per step)."""
+    Returns the loop state, with ``series`` ce, bn and active (images forwarded per step).
+
+    Step i of batch b is loop iteration ``it = b * iterations + i`` and draws its crop from ``(seed, "aug", it)``;
+    a batch starts from its initial rows with a fresh Adam, so its result depends on the seed and b alone.
+    ``ctx`` (:mod:`ddfast.distributed`, default the job's): one process runs the batches in order through
+    :func:`ddfast.methods._common.run_loop` (checkpoints every ``checkpoint.every`` iterations, mid-batch ones
+    too; ``callback`` after every iteration). With W ranks the batches go round by round (:func:`_rounds`): every
+    rank ends with the single process's images, loss history and series (bit for bit at the same CPU thread
+    count), ``state.iteration`` counts the iterations of all ranks, and rank 0 writes checkpoints at round ends
+    and calls ``callback`` after each round. A checkpoint is always the single-process state at some iteration,
+    so it resumes on any number of ranks (:func:`_resume`)."""
     check_config(config)
+    ctx = resolve(ctx)
+    if ctx.backend == "nccl" and images.device != ctx.device:
+        raise ValueError(f"device: rank {ctx.rank} runs nccl on {ctx.device} but the images are on {images.device}; "
+                         f"pass device={str(ctx.device)!r} (this rank's GPU)")
     teacher = frozen(teacher)
     low, high = pixel_bounds(data, images.device)
     groups = batches(data.num_classes, config.ipc, config.batch_size)
@@ -229,21 +250,11 @@ def recover(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, join
     current = images[groups[0]].detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([current], lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
     # what a resume must share beyond the config's settings: the steps per batch (the config's iterations, which
-    # run_loop lets change) and the teacher
+    # the settings check leaves out) and the teacher
     identity = torch.tensor([config.iterations, fingerprint(teacher)], dtype=torch.long)
-    state = common.LoopState({"images": images, "current": current, "identity": identity.clone()},
+    state = common.LoopState({"images": images, "current": current, "identity": identity},
                              {"current": optimizer})
     bn = BNStatHooks(teacher, first_weight=config.first_bn_multiplier)
-    total = len(groups) * config.iterations
-
-    def same_run(state) -> bool:  # run_loop's stop check, first called right after a checkpoint is loaded
-        saved = state.tensors["identity"]
-        if int(saved[0]) != config.iterations:
-            raise ValueError(f"the checkpoint recovered {int(saved[0])} iterations per batch, this run asks for "
-                             f"{config.iterations}: a recover cannot be resumed with another iteration count")
-        if int(saved[1]) != int(identity[1]):
-            raise ValueError("the checkpoint was recovered from another teacher; resume with the same teacher file")
-        return False
 
     def step(it: int) -> dict:
         b, i = divmod(it, config.iterations)
@@ -274,12 +285,100 @@ def recover(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, join
 
     state.output = lambda: (images, labels)
     try:
-        common.run_loop(state, total, step, config=config, method=method, checkpoint=checkpoint, progress=progress,
-                        callback=callback, stop=same_run)
-        same_run(state)  # also when the checkpoint had already finished (run_loop then never asks stop)
+        _resume(state, checkpoint, config, method, ctx)
+        if ctx.distributed:
+            _rounds(state, step, groups, config, method=method, checkpoint=checkpoint, progress=progress,
+                    callback=callback, ctx=ctx)
+        else:
+            common.run_loop(state, len(groups) * config.iterations, step, config=config, method=method,
+                            checkpoint=None if checkpoint is None else replace(checkpoint, resume=False),
+                            progress=progress, callback=callback)
     finally:
         bn.remove()
     return state
+
+
+def _resume(state: common.LoopState, checkpoint, config, method: str, ctx) -> None:
+    """Load ``checkpoint`` into ``state`` when it resumes and exists (every rank reads it: the folder must be
+    shared), after checking that it was written by ``method`` with the same settings, steps per batch and teacher
+    (``state.tensors["identity"]``). Every checkpoint, whatever world size wrote it, is the single-process state
+    at its iteration (the batches before it done, in order), so the batches left are shared among this job's
+    ranks. Several ranks restart a batch that one process left unfinished and drop its steps from the history:
+    its rows still hold their initial images and a batch depends only on the seed and its index, so the result is
+    the same."""
+    if checkpoint is None or not checkpoint.resume or not os.path.exists(checkpoint.path):
+        return
+    saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
+    if saved.get("method") != method or common._resumable(saved.get("config")) != common.resumable_settings(config):
+        raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method {saved.get('method')!r} "
+                         f"with another configuration; resume needs the same settings")
+    steps, teacher_hash = saved["state"]["tensors"]["identity"].tolist()
+    if steps != config.iterations:
+        raise ValueError(f"the checkpoint recovered {steps} iterations per batch, this run asks for "
+                         f"{config.iterations}: a recover cannot be resumed with another iteration count")
+    if teacher_hash != int(state.tensors["identity"][1]):
+        raise ValueError("the checkpoint was recovered from another teacher; resume with the same teacher file")
+    state.load_state_dict(saved["state"])
+    if ctx.distributed:
+        done = state.iteration - state.iteration % config.iterations
+        state.iteration, state.history = done, state.history[:done]
+        state.series = {name: values[:done] for name, values in state.series.items()}
+
+
+def _rounds(state: common.LoopState, step, groups: list[torch.Tensor], config, *, method: str, checkpoint,
+            progress: bool, callback, ctx) -> None:
+    """The distributed recover from ``state.iteration`` (a batch boundary): round after round, the next W batches
+    not done (W = ``ctx.world``; the last round may have fewer, and the ranks past them only take part in the
+    collectives) go to the ranks in order, rank r running ``step`` over its batch through
+    :func:`ddfast.methods._common.run_loop`; then every rank sums the round's rows and per-step values (loss and
+    :data:`SERIES`) over the ranks, each coming from exactly one rank and zeros from the others, and appends the
+    values batch by batch: the single-process images (bit for bit; a pixel of -0.0 would come back as 0.0, equal
+    under ==) and series in the single-process order. ``state.seconds`` adds each round's wall time. Rank 0
+    writes ``checkpoint`` at the end of the first round that reaches each multiple of ``checkpoint.every``
+    iterations and of the last one (before any rank returns), and calls ``callback(state.iteration, state)`` after
+    every round."""
+    steps, images = config.iterations, state.tensors["images"]
+    total = len(groups) * steps
+    bar = common._bar(total, state.iteration, progress and ctx.is_main, method)
+    try:
+        while state.iteration < total:
+            start, before = time.perf_counter(), state.iteration
+            first = state.iteration // steps
+            round_groups = groups[first:first + ctx.world]
+            mine = common.LoopState(state.tensors, state.optimizers, iteration=(first + ctx.rank) * steps)
+            if ctx.rank < len(round_groups):
+                common.run_loop(mine, mine.iteration + steps, step, config=config, method=method, progress=False,
+                                ctx=ctx)
+            finished = torch.zeros((sum(len(g) for g in round_groups), *images.shape[1:]), dtype=images.dtype,
+                                   device=images.device)
+            values = torch.zeros((len(round_groups), 1 + len(SERIES), steps), dtype=torch.float64,
+                                 device=images.device)
+            if ctx.rank < len(round_groups):
+                offset = sum(len(g) for g in round_groups[:ctx.rank])
+                finished[offset:offset + len(round_groups[ctx.rank])] = images[round_groups[ctx.rank]]
+                values[ctx.rank] = torch.tensor([mine.history, *(mine.series[name] for name in SERIES)],
+                                                dtype=torch.float64)
+            ctx.all_reduce_(finished)
+            ctx.all_reduce_(values)
+            images[torch.cat(round_groups)] = finished
+            for loss, *series in values.tolist():
+                state.history.extend(loss)
+                for name, per_step in zip(SERIES, series):
+                    state.series.setdefault(name, []).extend(per_step)
+            state.iteration = (first + len(round_groups)) * steps
+            state.seconds += time.perf_counter() - start
+            if bar is not None:
+                bar.update(state.iteration - before)
+            if ctx.is_main and callback is not None:
+                callback(state.iteration, state)
+            if ctx.is_main and checkpoint is not None and (
+                    state.iteration // checkpoint.every > before // checkpoint.every or state.iteration == total):
+                atomic_torch_save({"method": method, "config": common._plain(config), "state": state.state_dict()},
+                                  checkpoint.path)
+        ctx.barrier()  # rank 0's last checkpoint is written when any rank returns
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def initial_images(real: common.RealData, config) -> torch.Tensor:
@@ -287,21 +386,23 @@ def initial_images(real: common.RealData, config) -> torch.Tensor:
 
 
 def distill(data, config: SRe2LConfig, teacher: nn.Module, *, device=None, checkpoint=None, progress=True,
-            callback=None):
+            callback=None, ctx=None):
     """SRe2L's recover of ``config.ipc`` images per class from ``teacher`` (see the module docstring); returns a
-    :class:`ddfast.SyntheticSet` with hard labels, to be evaluated with the teacher's soft labels (KD protocol)."""
+    :class:`ddfast.SyntheticSet` with hard labels, to be evaluated with the teacher's soft labels (KD protocol).
+    ``ctx`` (:mod:`ddfast.distributed`, default the job's): with several ranks each recovers its share of the
+    batches and every rank returns the whole set (:func:`recover`)."""
     check_settings(config, data)
     real = common.RealData.of(data, device)
     images = initial_images(real, config)
     return finish("sre2l", data, config, teacher.to(real.device), images, torch.zeros(len(images), dtype=torch.long),
-                  checkpoint=checkpoint, progress=progress, callback=callback)
+                  checkpoint=checkpoint, progress=progress, callback=callback, ctx=ctx)
 
 
-def finish(method, data, config, teacher, images, join, *, min_crop_at=None, checkpoint, progress, callback):
+def finish(method, data, config, teacher, images, join, *, min_crop_at=None, checkpoint, progress, callback, ctx):
     """Run :func:`recover` and package the set with its compute (image-iterations, and SRe2L's for the same set)."""
     labels = common.class_labels(data.num_classes, config.ipc, images.device)
     state = recover(teacher, images, labels, join, data, config, method=method, min_crop_at=min_crop_at,
-                    checkpoint=checkpoint, progress=progress, callback=callback)
+                    checkpoint=checkpoint, progress=progress, callback=callback, ctx=ctx)
     used = image_iterations(join, config.iterations)
     compute = {"image_iterations": used, "sre2l_image_iterations": len(images) * config.iterations,
                "forwarded_images": int(sum(state.series.get("active", [])))}
