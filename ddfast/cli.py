@@ -75,9 +75,18 @@ def _distill(args) -> int:
     return 0
 
 
+def _not_rank_0() -> bool:
+    """True on ranks other than 0 under torchrun: eval and teacher run on rank 0 alone."""
+    from .distributed import context
+
+    return not context().is_main
+
+
 def _eval(args) -> int:
     from .runner import eval_run
 
+    if _not_rank_0():
+        return 0
     results = eval_run(args.path, args.dataset, data_root=args.data_root, models=args.models.split(","),
                        preset=args.preset, seed=args.seed, device=args.device, source=args.source, lr=args.lr,
                        baseline=not args.no_baseline, runs=args.runs, epochs=args.epochs,
@@ -107,6 +116,8 @@ def _buffer(args) -> int:
 def _teacher(args) -> int:
     from .runner import teacher_run
 
+    if _not_rank_0():
+        return 0
     record = teacher_run(args.dataset, args.out, data_root=args.data_root, seed=args.seed, device=args.device,
                          zca=args.zca, progress=not args.quiet, model=args.model, epochs=args.epochs, lr=args.lr,
                          batch_size=args.batch_size)
@@ -121,6 +132,8 @@ def _quickstart(args) -> int:
     for method, ipc in QUICKSTART:
         rows.append(distill_run(method, "digits", ipc, Path(args.out) / f"{method}_ipc{ipc}", seed=args.seed,
                                 device=args.device, eval_preset="quick", progress=not args.quiet))
+    if None in rows:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     print("\nDistillation on sklearn's digits (16x16), evaluated with the QUICK preset (2 runs, 60 epochs); "
           "`ddfast distill --eval-preset full` runs the full protocol.")
     print_table(rows)
