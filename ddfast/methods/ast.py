@@ -118,9 +118,12 @@ def representative_images(real: common.RealData, trajectories: list, ipc: int, m
     return real.images[index].detach().clone()
 
 
-def distill(data, config: ASTConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: ASTConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None,
+            ctx=None):
     """Distil ``data`` with AST against the (smooth) expert trajectories in ``buffer``; returns a
-    :class:`ddfast.SyntheticSet` carrying the learned lr."""
+    :class:`ddfast.SyntheticSet` carrying the learned lr. ``ctx``: several ranks split every inner minibatch
+    (:func:`ddfast.methods.mtt.match_trajectories`); the representative initialisation runs on every rank and
+    rank 0's is used."""
     trajectories = load_experts(buffer)
     real = common.RealData.of(data, device)
     if config.init == "representative":
@@ -132,5 +135,5 @@ def distill(data, config: ASTConfig, buffer, *, device=None, checkpoint=None, pr
     student = Student(momentum=config.student_momentum, balanced=config.balanced, intermediate=config.intermediate,
                       perturb=config.perturb)
     state, lr = match_trajectories(real, config, trajectories, images, labels, method="ast", student=student,
-                                   checkpoint=checkpoint, progress=progress, callback=callback)
+                                   checkpoint=checkpoint, progress=progress, callback=callback, ctx=ctx)
     return common.result_set("ast", data, config, images, labels, state, lr=lr)

@@ -6,6 +6,12 @@ Each iteration picks an expert trajectory and a start epoch t ~ U{0..max_start_e
 size, and matches the result to expert epoch t + expert_epochs with MTT's normalised parameter
 distance. ddfast runs the unroll with :func:`ddfast.unroll` (``mode="adjoint"``: exact gradient,
 memory constant in the number of steps) and the loss with :func:`ddfast.param_match_loss`.
+
+Under torch.distributed (issue 11 mode (c)) every rank runs this loop on the same state: the expert, the start
+epoch, the perturbation and the optimiser steps come from the shared seed, and the unroll splits each inner
+minibatch over the ranks (``process_group``: the ranks sum the inner gradient, as MTT's distill.py spreads
+the student over the GPUs with DataParallel), so every rank gets the same gradients and holds the same set,
+the one-process set up to the order of the sums. Rank 0 writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
+from ..distributed import resolve
 from ..experts import expert_files, flatten_snapshot, load_buffer
 from ..ops.param_match_loss import param_match_loss
 from ..ops.unroll import MODES, FlatModel, unroll
@@ -112,11 +120,14 @@ def perturb_weights(theta: torch.Tensor, fm: FlatModel, alpha: float, gen: torch
 
 def match_trajectories(real: common.RealData, config, trajectories: list, images: torch.Tensor, labels: torch.Tensor,
                        *, method: str, student: Student = Student(), frozen: tuple | None = None, checkpoint=None,
-                       recorded=None, progress=True, callback=None) -> tuple[common.LoopState, torch.Tensor]:
+                       recorded=None, progress=True, callback=None, ctx=None) -> tuple[common.LoopState, torch.Tensor]:
     """MTT's outer loop on the learnable ``images`` (a leaf), with ``frozen`` = (images, labels) rows joining
     the set in front of them (SeqMatch's earlier subsets; they get no gradient). Returns the loop state and
     the learned lr. ``config`` carries MTT's fields (:class:`MTTConfig`); ``recorded`` (default ``config``) is
-    the configuration the checkpoint records and a resume must match (SeqMatch's whole run)."""
+    the configuration the checkpoint records and a resume must match (SeqMatch's whole run). ``ctx``
+    (:mod:`ddfast.distributed`, default the job's): with several ranks each unroll splits its minibatches over
+    them (the module docstring); every rank must call this with the same arguments."""
+    ctx = resolve(ctx)
     if config.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
     lo, hi = student.start_range or (0, config.max_start_epoch)
@@ -130,6 +141,9 @@ def match_trajectories(real: common.RealData, config, trajectories: list, images
                                 common.derive_seed(config.seed, "student"), real.device)
     fm = FlatModel(net)
     augment = per_sample(config.dsa_strategy)
+    if ctx.distributed:
+        # one start on every rank: a replicated initialisation (AST's k-means on GPUs) may differ in the last bits
+        dist.broadcast(images.data, src=0, group=ctx.group)
     state = common.LoopState({"images": images, "lr": lr}, {"images": image_optimizer, "lr": lr_optimizer})
     all_labels = labels if frozen is None else torch.cat([frozen[1], labels])
     state.output = lambda: (images.detach() if frozen is None else torch.cat([frozen[0], images.detach()]),
@@ -151,7 +165,7 @@ def match_trajectories(real: common.RealData, config, trajectories: list, images
         scale = balanced_scale(start_epoch, config.max_start_epoch) if student.balanced else 1.0
         out = unroll(fm, start, x, all_labels, lr, config.syn_steps, batch_size=config.batch_syn, augment=augment,
                      generator=common.generator(config.seed, "unroll", it), mode=config.mode,
-                     momentum=student.momentum, loss_scale=scale, return_steps=marks)
+                     momentum=student.momentum, loss_scale=scale, return_steps=marks, process_group=ctx.group)
         theta, middles = out if marks else (out, [])
         loss = param_match_loss(theta, start, target)
         for i, middle in zip(matched, middles):
@@ -169,18 +183,20 @@ def match_trajectories(real: common.RealData, config, trajectories: list, images
         return loss.item()
 
     common.run_loop(state, config.iterations, step, config=recorded or config, method=method, checkpoint=checkpoint,
-                    progress=progress, callback=callback)
+                    progress=progress, callback=callback, ctx=ctx)
     return state, lr
 
 
-def distill(data, config: MTTConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: MTTConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None,
+            ctx=None):
     """Distil ``data`` (a :class:`ddfast.data.Dataset`) with MTT against the expert trajectories in
-    ``buffer`` (see :func:`load_experts`); returns a :class:`ddfast.SyntheticSet` carrying the learned lr."""
+    ``buffer`` (see :func:`load_experts`); returns a :class:`ddfast.SyntheticSet` carrying the learned lr.
+    ``ctx``: see :func:`match_trajectories` (several ranks split every inner minibatch)."""
     trajectories = load_experts(buffer)
     real = common.RealData.of(data, device)
     images = common.initial_images(real.images, real.sampler, config.ipc, config.init, config.seed)
     images.requires_grad_(True)
     labels = common.class_labels(real.num_classes, config.ipc, real.device)
     state, lr = match_trajectories(real, config, trajectories, images, labels, method="mtt", checkpoint=checkpoint,
-                                   progress=progress, callback=callback)
+                                   progress=progress, callback=callback, ctx=ctx)
     return common.result_set("mtt", data, config, images, labels, state, lr=lr)

@@ -12,6 +12,11 @@ from per-subset intervals (lo, hi): t ~ U{lo..hi - expert_epochs - 1}, as seqmat
 ``randint(lo, hi - expert_epochs)``. The returned set stores the subsets in order; ``metadata["sequential"]``
 makes :func:`ddfast.evaluate` use the sequential protocol.
 
+Under torch.distributed (issue 11 mode (c)) each subset's loop splits every inner minibatch over the ranks
+(:func:`ddfast.methods.mtt.match_trajectories`), and the ranks share the training of a subset's experts: expert
+e draws from its own seed (seed, "experts", k, e), rank r trains experts r, r + W, ... and the ranks exchange
+them, so every rank holds the experts one process trains.
+
 Departures (named): the released buffer.py's synthetic-stage length reads an option its parser lacks
 (``epoch_eval_train``); ``pretrain_epochs`` defaults to that option's value in distillation (1000). Each
 subset keeps the lr of its last iteration (the released code keeps the one of its best evaluation, which
@@ -20,12 +25,15 @@ needs test data during distillation).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from .._io import atomic_torch_save
+from ..distributed import resolve
 from ..eval import train_sequentially
 from ..experts import train_experts
 from ..models import get_network
@@ -92,9 +100,12 @@ def stage_config(config: SeqMatchConfig, k: int, size: int, rows: int, total: in
 
 
 def subset_experts(real: common.RealData, images: torch.Tensor, labels: torch.Tensor, stages: list, config, k: int,
-                   progress: bool) -> list:
+                   progress: bool, ctx=None) -> list:
     """Trajectories for subset k: fresh networks trained by the sequential protocol on the earlier subsets
-    (``stages``: (rows, lr) per stage over ``images``), then on the real data with snapshots."""
+    (``stages``: (rows, lr) per stage over ``images``), then on the real data with snapshots. Expert e draws
+    from the generator (seed, "experts", k, e) alone; with several ranks (``ctx``, default the job's) rank r
+    trains experts r, r + W, ... and broadcasts them, so every rank returns the one-process list."""
+    ctx = resolve(ctx)
     augment = per_sample(config.dsa_strategy)
 
     def pretrained():
@@ -103,15 +114,28 @@ def subset_experts(real: common.RealData, images: torch.Tensor, labels: torch.Te
         return train_sequentially(net, images, labels, stages, epochs=config.pretrain_epochs, augment=augment,
                                   generator=gen)
 
-    return train_experts(pretrained, real.images, real.labels, config.experts, config.buffer_epochs,
-                         lr=config.expert_lr, augment=augment, device=real.device, progress=progress,
-                         generator=common.generator(config.seed, "experts", k))
+    mine = {e: train_experts(pretrained, real.images, real.labels, 1, config.buffer_epochs, lr=config.expert_lr,
+                             augment=augment, device=real.device, progress=progress and ctx.is_main,
+                             generator=common.generator(config.seed, "experts", k, e))[0]
+            for e in ctx.shard(config.experts)}
+    if not ctx.distributed:
+        return [mine[e] for e in range(config.experts)]
+    trajectories = []
+    for e in range(config.experts):
+        box = [mine.get(e)]
+        dist.broadcast_object_list(box, src=e % ctx.world, group=ctx.group)  # rank e % W trained it (shard)
+        trajectories.append(box[0])
+    return trajectories
 
 
-def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None):
+def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=None, progress=True, callback=None,
+            ctx=None):
     """Distil ``data`` with SeqMatch: S1 against the trajectories in ``buffer``, later subsets against experts
     trained here; returns a :class:`ddfast.SyntheticSet` stored subset by subset, with the last subset's lr and
-    ``metadata["sequential"]`` (cumulative rows and the lr of every subset)."""
+    ``metadata["sequential"]`` (cumulative rows and the lr of every subset). ``ctx`` (default the job's): several
+    ranks split every inner minibatch and share the expert training (module docstring); rank 0 writes the
+    checkpoints and the experts' files."""
+    ctx = resolve(ctx)
     sizes = subset_sizes(config.ipc, config.num_subsets)
     if len(config.intervals) != config.num_subsets:
         raise ValueError(f"intervals must hold one (lo, hi) per subset ({config.num_subsets}), got "
@@ -119,20 +143,22 @@ def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=Non
     real = common.RealData.of(data, device)
     images = torch.empty((0, real.channels, *real.im_size), dtype=real.images.dtype, device=real.device)
     labels = torch.empty((0,), dtype=torch.long, device=real.device)
-    stages, seconds, ran = [], 0.0, []
+    stages, seconds, earlier_ran = [], 0.0, False
     for k, size in enumerate(sizes):
         rows = size * real.num_classes
         stage = stage_config(config, k, size, rows, images.shape[0] + rows)
-        stage_checkpoint = _stage_checkpoint(checkpoint, k, len(sizes), bool(ran))
+        stage_checkpoint = _stage_checkpoint(checkpoint, k, len(sizes), earlier_ran)
         trajectories = load_experts(buffer) if k == 0 else _subset_trajectories(real, images, labels, stages, config,
-                                                                                k, stage_checkpoint, progress)
+                                                                                k, stage_checkpoint, progress, ctx)
         learn = common.initial_images(real.images, real.sampler, size, config.init, stage.seed).requires_grad_(True)
         new_labels = common.class_labels(real.num_classes, size, real.device)
+        resumed_at = _saved_iteration(stage_checkpoint)
         state, lr = match_trajectories(
             real, stage, trajectories, learn, new_labels, method=f"seqmatch-s{k + 1}",
             student=Student(start_range=(config.intervals[k][0], stage.max_start_epoch)),
             frozen=(images, labels) if k else None, checkpoint=stage_checkpoint, recorded=config, progress=progress,
-            callback=_observed(callback, k * config.iterations, ran, stages))
+            callback=_observed(callback, k * config.iterations, stages), ctx=ctx)
+        earlier_ran = earlier_ran or state.iteration > resumed_at
         images = torch.cat([images, learn.detach()])
         labels = torch.cat([labels, new_labels])
         stages.append((images.shape[0], float(lr.detach())))
@@ -143,12 +169,12 @@ def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=Non
                              extra={"sequential": sequential, "iterations": config.iterations * len(sizes)})
 
 
-def _subset_trajectories(real, images, labels, stages, config, k: int, checkpoint, progress: bool) -> list:
+def _subset_trajectories(real, images, labels, stages, config, k: int, checkpoint, progress: bool, ctx) -> list:
     """Subset k's experts: with a checkpoint they are saved beside it (``<name>_experts.pt``, with the run's
-    settings) and a resume loads them instead of training them again (on a GPU retraining need not give the
-    same trajectories)."""
+    settings; by rank 0) and a resume loads them instead of training them again (on a GPU retraining need not give
+    the same trajectories)."""
     if checkpoint is None:
-        return subset_experts(real, images, labels, stages, config, k, progress)
+        return subset_experts(real, images, labels, stages, config, k, progress, ctx)
     path = Path(checkpoint.path)
     path = path.with_name(f"{path.stem}_experts{path.suffix}")
     settings = common.resumable_settings(config)
@@ -156,9 +182,18 @@ def _subset_trajectories(real, images, labels, stages, config, k: int, checkpoin
         saved = torch.load(path, weights_only=True, map_location="cpu")
         if saved.get("settings") == settings:
             return saved["trajectories"]
-    trajectories = subset_experts(real, images, labels, stages, config, k, progress)
-    atomic_torch_save({"settings": settings, "trajectories": trajectories}, path)
+    trajectories = subset_experts(real, images, labels, stages, config, k, progress, ctx)
+    if ctx.is_main:
+        atomic_torch_save({"settings": settings, "trajectories": trajectories}, path)
     return trajectories
+
+
+def _saved_iteration(checkpoint) -> int:
+    """The iteration a stage's loop starts from: its checkpoint's when it resumes one (as run_loop does), else 0."""
+    if checkpoint is None or not checkpoint.resume or not os.path.exists(checkpoint.path):
+        return 0
+    saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
+    return int(saved.get("state", {}).get("iteration", 0))  # a foreign file: run_loop refuses it clearly
 
 
 def _stage_checkpoint(checkpoint, k: int, count: int, earlier_ran: bool):
@@ -173,12 +208,10 @@ def _stage_checkpoint(checkpoint, k: int, count: int, earlier_ran: bool):
     return replace(checkpoint, resume=False) if earlier_ran else checkpoint
 
 
-def _observed(callback, first: int, ran: list, stages: list):
-    """A loop callback that notes that an iteration ran, records on the state the metadata of the set so far (the
-    sequential stages, the current subset's with its current lr) and calls ``callback`` with iterations counted
-    over all subsets."""
+def _observed(callback, first: int, stages: list):
+    """A loop callback that records on the state the metadata of the set so far (the sequential stages, the current
+    subset's with its current lr) and calls ``callback`` with iterations counted over all subsets."""
     def observe(it, state):
-        ran.append(it)
         rows = state.output()[0].shape[0]
         done = [(r, lr) for r, lr in stages] + [(rows, float(state.tensors["lr"].detach()))]
         state.metadata["sequential"] = {"rows": [r for r, _ in done], "lrs": [lr for _, lr in done]}

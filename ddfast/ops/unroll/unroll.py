@@ -12,15 +12,26 @@ Three gradient modes with the same forward:
   of the images and soft labels of that step.
 * ``tesla``: the first-order formula of TESLA's released code (Cui et al., ICML 2023): the same reverse
   walk with lambda held at lambda_N (the Hessian chain through later steps dropped). Approximate.
+
+With a ``process_group`` of W ranks (issue 11 mode (c)) one unroll spans W processes, as MTT's distill.py
+spans the GPUs with ``DataParallel`` (the whole minibatch augmented, then split): every rank augments the
+whole minibatch b_n, takes its rows r, r + W, ... and computes g_n^r = grad of loss_scale * (sum of its rows'
+CE) / |b_n|; g_n = sum_r g_n^r (one all-reduce per forward step). The reverse sweep recomputes g_n^r and takes
+its vector-Jacobian product with u (the same on every rank); H_n u is summed over the ranks at every step, so
+lambda stays the same everywhere, and the image, label and (plain SGD) lr gradients are summed once at the end.
+Every rank returns the same tensors, equal to one process's up to the order of the sums.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._validate import finite_number, real_number
 from ..adjoint_step import adjoint_step
@@ -31,20 +42,44 @@ from .plan import StepPlan, plan_steps
 MODES = ("autograd", "adjoint", "tesla")
 
 
-def inner_loss(fm: FlatModel, theta, images, labels, batch, augment, generator, loss_scale: float):
-    """loss_scale x cross-entropy of one step's minibatch (soft labels: CE against softmax(labels))."""
+@dataclass(frozen=True)
+class _Split:
+    """This rank's share of every inner minibatch under a process group of ``world`` > 1 ranks."""
+
+    group: object
+    rank: int
+    world: int
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over the ranks, in place."""
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+        return t
+
+
+def inner_loss(fm: FlatModel, theta, images, labels, batch, augment, generator, loss_scale: float,
+               split: _Split | None = None):
+    """loss_scale x cross-entropy of one step's minibatch (soft labels: CE against softmax(labels)). With a
+    ``split``, this rank's term of it: the augmented minibatch's rows rank, rank + world, ..., their CE summed
+    and divided by the minibatch's size (so the terms of all ranks add up to the mean)."""
     x = images if batch is None else images[batch.to(images.device)]
     y = labels if batch is None else labels[batch.to(labels.device)]
     if augment is not None:
-        x = augment(x, generator)
+        x = augment(x, generator)  # the whole minibatch: the per-image draws are one process's
+    rows = x.shape[0]
+    if split is not None:
+        x, y = x[split.rank::split.world], y[split.rank::split.world]
     logits = fm(theta, x)
     target = y if y.dtype == torch.long else torch.softmax(y, dim=-1)
-    return loss_scale * F.cross_entropy(logits, target)
+    if split is None:
+        return loss_scale * F.cross_entropy(logits, target)
+    return loss_scale * F.cross_entropy(logits, target, reduction="sum") / rows
 
 
-def _step_gradient(fm, theta, images, labels, plan: StepPlan, n: int, augment, loss_scale, create_graph: bool):
+def _step_gradient(fm, theta, images, labels, plan: StepPlan, n: int, augment, loss_scale, create_graph: bool,
+                   split: _Split | None = None):
+    """g_n at ``theta``, or with a ``split`` this rank's term g_n^r of it."""
     loss = inner_loss(fm, theta, images, labels, plan.batches[n], augment, plan.generator(n, images.device),
-                      loss_scale)
+                      loss_scale, split)
     return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
 
 
@@ -69,7 +104,7 @@ class _Reverse(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, config, lr, images, labels):
-        fm, theta0, plan, momentum, augment, loss_scale, keep, _ = config
+        fm, theta0, plan, momentum, augment, loss_scale, keep, _, split = config
         rate, images_d, labels_d = lr.detach(), images.detach(), labels.detach()
         thetas, velocities = [], []
         theta = theta0.detach()
@@ -78,7 +113,9 @@ class _Reverse(torch.autograd.Function):
             thetas.append(theta)
             with torch.enable_grad():
                 g = _step_gradient(fm, theta.detach().requires_grad_(), images_d, labels_d, plan, n, augment,
-                                   loss_scale, create_graph=False)
+                                   loss_scale, create_graph=False, split=split)
+            if split is not None:
+                split.sum_(g)  # g_n = sum_r g_n^r
             if velocity is None:
                 theta = sgd_step(theta, g, rate)
             else:
@@ -92,7 +129,7 @@ class _Reverse(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_final, *grad_kept):
-        fm, _, plan, momentum, augment, loss_scale, keep, mode = ctx.config
+        fm, _, plan, momentum, augment, loss_scale, keep, mode, split = ctx.config
         lr, images, labels = ctx.saved_tensors
         rate = lr.detach()
         need_lr, need_x, need_y = ctx.needs_input_grad[1:4]
@@ -114,8 +151,8 @@ class _Reverse(torch.autograd.Function):
             with torch.enable_grad():
                 theta = ctx.thetas[n].detach().requires_grad_()
                 g = _step_gradient(fm, theta, images_leaf, labels_leaf, plan, n, augment, loss_scale,
-                                   create_graph=True)
-                if nu is None:
+                                   create_graph=True, split=split)  # with a split: this rank's g_n^r
+                if nu is None:  # with a split, d_lr_n is this rank's term -<lambda_{n+1}, g_n^r>
                     u, d_lr_n = adjoint_step(lam, None, g.detach(), rate)
                 else:
                     u, d_lr_n, nu_next = adjoint_step(lam, nu, ctx.velocities[n], rate, momentum)
@@ -123,7 +160,8 @@ class _Reverse(torch.autograd.Function):
                 wanted = [theta] * exact + [images_leaf] * need_x + [labels_leaf] * need_y
                 vjp = list(torch.autograd.grad(g, wanted, grad_outputs=u, allow_unused=True)) if wanted else []
             if exact:
-                lam = lam + vjp.pop(0)  # lambda_n = lambda_{n+1} + H_n u
+                h_u = vjp.pop(0) if split is None else split.sum_(vjp.pop(0))  # H_n u = sum_r H_n^r u
+                lam = lam + h_u  # lambda_n = lambda_{n+1} + H_n u
                 if nu is not None:
                     nu = nu_next  # momentum * u
                 if n in injected:
@@ -133,6 +171,10 @@ class _Reverse(torch.autograd.Function):
                     got = vjp.pop(0)
                     if got is not None:
                         acc += got
+        if split is not None:  # each rank holds its rows' terms; with momentum d_lr came from v_{n+1}, global
+            for partial in (d_x, d_y, d_lr if nu is None else None):
+                if partial is not None:
+                    split.sum_(partial)
         grad_lr = d_lr.reshape(lr.shape).to(lr.dtype) if need_lr else None
         return None, grad_lr, d_x, d_y
 
@@ -141,7 +183,7 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
            batch_size: int | None = None, momentum: float = 0.0,
            augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
            generator: torch.Generator | None = None, return_steps: Sequence[int] = (), loss_scale: float = 1.0,
-           mode: str = "adjoint"):
+           mode: str = "adjoint", process_group=None):
     """N inner SGD steps of a student from ``theta0`` on the synthetic set (OPS.md section 3).
 
     For n = 0..N-1: b_n = a minibatch (MTT's order: chunks of a seeded permutation, taken from the end;
@@ -164,6 +206,14 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
         mode: ``"adjoint"`` (exact, memory constant in N apart from N stored parameter vectors, 2N with
             momentum), ``"autograd"`` (MTT's create_graph unroll: the reference), ``"tesla"`` (TESLA's
             released first-order formula; plain SGD, no return_steps).
+        process_group: a ``torch.distributed`` process group of W ranks that run this same call (same
+            arguments, same ``generator`` seed) together, or None (one process). With W > 1 each rank computes
+            the inner gradient of its rows r, r + W, ... of every minibatch (augmented whole, then split),
+            the ranks sum it (issue 11 mode (c): one unroll spans W GPUs) and every rank returns the
+            one-process result up to the order of the sums. Needs ``mode`` adjoint or tesla (the autograd
+            mode keeps the whole create_graph graph in one process), at least W images in every minibatch
+            and a module without BatchNorm normalising over the batch (its statistics would span a rank's
+            rows only).
 
     Returns theta_N, or (theta_N, [theta_k for k in return_steps]); autograd continues from them to
     images, lr and soft labels.
@@ -191,15 +241,47 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
     if mode == "tesla" and (momentum or return_steps):
         raise ValueError("mode='tesla' is TESLA's formula for plain SGD with one final matching loss: it takes "
                          "no momentum and no return_steps")
+    split = _rank_split(process_group, fm, mode)
     plan = plan_steps(images.shape[0], steps, batch_size, generator)
+    if split is not None:
+        smallest = min(images.shape[0] if b is None else len(b) for b in plan.batches)
+        if smallest < split.world:
+            chunks = "" if batch_size is None else f" in chunks of batch_size={batch_size}"
+            raise ValueError(f"process_group has {split.world} ranks but the {images.shape[0]} images{chunks} give a "
+                             f"minibatch of {smallest}: every rank needs a row of every minibatch; use fewer ranks or "
+                             f"a batch_size whose chunks (the last one too) hold at least {split.world} images")
     keep = tuple(sorted(set(return_steps)))
     if mode == "autograd":
         theta, kept = _unroll_autograd(fm, theta0, images, labels, lr, plan, momentum, augment, loss_scale, keep)
     else:
-        config = (fm, theta0, plan, momentum, augment, loss_scale, keep, mode)
+        config = (fm, theta0, plan, momentum, augment, loss_scale, keep, mode, split)
         theta, *outs = _Reverse.apply(config, lr, images, labels)
         kept = dict(zip(keep, outs))
     return (theta, [kept[k] for k in return_steps]) if return_steps else theta
+
+
+def _rank_split(process_group, fm: FlatModel, mode: str) -> _Split | None:
+    """The rank's share of the minibatches under ``process_group`` (None: one process, or a group of one)."""
+    if process_group is None:
+        return None
+    if not dist.is_available() or not isinstance(process_group, dist.ProcessGroup):
+        raise TypeError(f"process_group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, "
+                        f"got {type(process_group).__name__}")
+    rank, world = dist.get_rank(process_group), dist.get_world_size(process_group)
+    if rank < 0:
+        raise ValueError("this process is not a member of process_group")
+    if world == 1:
+        return None
+    if mode == "autograd":
+        raise ValueError(f"mode='autograd' keeps the whole create_graph unroll in one process: with a process_group "
+                         f"of {world} ranks use mode='adjoint' (exact) or 'tesla'")
+    batch_stats = [name for name, m in fm.module.named_modules()
+                   if isinstance(m, _BatchNorm) and (m.training or m.running_mean is None)]
+    if batch_stats:
+        raise ValueError(f"the module's BatchNorm layers {batch_stats[:3]} normalise over the minibatch: split across "
+                         f"the {world} ranks of process_group their statistics would span one rank's rows; run one "
+                         f"process or a model without BatchNorm")
+    return _Split(process_group, rank, world)
 
 
 def _check_labels(labels, images) -> None:
