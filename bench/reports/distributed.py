@@ -35,6 +35,7 @@ def render(latest, results: Path, plot: bool) -> str:
         "**The same run with 1 and 2 ranks** (`bench/bench_distributed.py`: each case launched through torchrun, gloo "
         "on the CPU; the machine's cores split evenly between the ranks, so 2 ranks use the same hardware as 1 rank "
         "with every core). ConvNet-3 (SRe2L: ResNet-18) at CIFAR-10 shapes, random data; median time per iteration "
-        "(SRe2L: the whole recover). Multi-GPU scaling and the nccl path cannot be measured on these machines (one GPU "
+        "(SRe2L: the whole recover). A speedup below 1 means one process with every core as intra-op threads beat "
+        "the ranks with one core each. Multi-GPU scaling and the nccl path cannot be measured on these machines (one GPU "
         "at most).", "",
         *table(latest)])
