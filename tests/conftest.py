@@ -76,3 +76,17 @@ def _no_backend_env(monkeypatch):
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def tiny_digits_buffer(folder, digits8):
+    """An MTT buffer of 2 short ConvNetD2 experts (4 snapshots) on 300 images of 8x8 digits, in ``folder``: the
+    trajectory methods' tests only need snapshots of the right shapes."""
+    from ddfast.experts import save_buffer, train_experts
+    from ddfast.models import get_network
+
+    few = slice(0, 300)
+    trajectories = train_experts(lambda: get_network("ConvNetD2", 1, 10, (8, 8)), digits8.train_images[few],
+                                 digits8.train_labels[few], 2, 4, generator=torch.Generator().manual_seed(0),
+                                 progress=False)
+    save_buffer(folder / "replay_buffer_0.pt", trajectories)
+    return folder

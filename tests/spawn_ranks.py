@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -74,3 +75,15 @@ def assert_ran(reports: list[dict | None], world: int = 2) -> None:
         assert report is not None, f"rank {r} died without a report"
         assert "crash" not in report, f"rank {r} crashed:\n{report['crash']}"
         assert report["world"] == world, report
+
+
+@contextmanager
+def one_thread():
+    """The ranks run one CPU thread each; a single-process reference inside this block does too, so its CPU sums
+    run in the same order and results can be compared bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

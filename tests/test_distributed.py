@@ -13,7 +13,7 @@ import torch
 from ddfast import distributed
 from ddfast.experts import expert_files, load_buffer
 from ddfast.runner import buffer_run
-from spawn_ranks import assert_ran, run_ranks
+from spawn_ranks import assert_ran, one_thread, run_ranks
 
 BUFFER = dict(experts=3, epochs=1, model="ConvNetD1", batch_size=512, dsa_strategy="none", progress=False,
               device="cpu")
@@ -59,12 +59,8 @@ def test_round_robin_shards():
 
 
 def test_sharded_buffer_equals_the_single_process_buffer(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the ranks run one thread each: the same CPU reduction order, so bitwise equality
-    try:
+    with one_thread():  # the ranks' thread count: the same CPU reduction order, so bitwise equality
         single = buffer_run("digits", tmp_path / "single", **BUFFER)
-    finally:
-        torch.set_num_threads(threads)
     reports = run_ranks(_buffer_job, tmp_path)
     assert_ran(reports)
     paths = reports[0]["paths"]

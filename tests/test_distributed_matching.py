@@ -19,7 +19,7 @@ from ddfast.methods._common import Checkpointing
 from ddfast.runner import distill_run
 from ddfast.synthetic import SyntheticSet
 
-from spawn_ranks import assert_ran, free_port, run_ranks
+from spawn_ranks import assert_ran, free_port, one_thread, run_ranks
 
 # tiny runs of every class-sharded method on digits (seconds each at one thread)
 SETTINGS = {
@@ -51,12 +51,8 @@ def _distill_job(ctx, folder, method, iterations=None, resume=False, overrides=N
 
 def single_process(method, folder, **kwargs):
     """The reference: one process at one CPU thread (the ranks' thread count, so the same reduction order)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return distill(method, folder, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("method", sorted(SETTINGS))

@@ -5,7 +5,6 @@ one process, and a one-process checkpoint from the middle of a batch resumes on 
 from __future__ import annotations
 
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from ddfast.data import load_dataset
 from ddfast.methods import METHODS, make_config, sre2l
 from ddfast.methods._common import Checkpointing
 from ddfast.models import get_network
-from spawn_ranks import assert_ran, run_ranks
+from spawn_ranks import assert_ran, one_thread, run_ranks
 
 # ipc 5 in batches of 2 per class: batches of 20, 20 and 10 images, so rank 0 recovers batches 0 and 2 (the short
 # one, through the head of its batch tensor) and rank 1 batch 1, then waits out the last round
@@ -37,17 +36,6 @@ def recover(method: str, checkpoint: Path, *, ctx=None, resume: bool = False, ca
     return METHODS[method].distill(load_dataset("digits", im_size=8), config, teacher(),
                                    checkpoint=Checkpointing(checkpoint, every=1, resume=resume), progress=False,
                                    callback=callback, ctx=ctx)
-
-
-@contextmanager
-def one_thread():
-    """The ranks run one CPU thread each: the reference does too, so its sums run in the same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def saved(path: Path) -> dict:

@@ -8,7 +8,6 @@ checkpoint resumes in one process. What cannot be split is refused with a clear 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,13 @@ import torch
 
 import ddfast
 from ddfast.data import load_dataset
-from ddfast.experts import save_buffer, train_experts
 from ddfast.methods import METHODS, make_config, seqmatch
 from ddfast.methods import _common as common
 from ddfast.methods._augment import per_sample
-from ddfast.models import get_network
 from ddfast.models.convnet import ConvNet
 
-from conftest import relative_error
-from spawn_ranks import assert_ran, run_ranks
+from conftest import relative_error, tiny_digits_buffer
+from spawn_ranks import assert_ran, one_thread, run_ranks
 
 EXACT = 1e-10  # fp64: the split sums the same terms in another order
 DSA = per_sample("color_crop_cutout_flip_scale_rotate")
@@ -146,17 +143,6 @@ IMAGES_TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 LR_TOLERANCE = dict(rtol=1e-6, atol=1e-8)
 
 
-@contextmanager
-def one_thread():
-    """The ranks run one CPU thread each: so does the reference (the experts then train bit for bit alike)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def distill(method: str, buffer, checkpoint: Path | None = None, ctx=None, resume=False, callback=None, **overrides):
     config = make_config(method, "digits", **{**SETTINGS[method], **overrides})
     checkpoint = None if checkpoint is None else common.Checkpointing(checkpoint, every=1, resume=resume)
@@ -190,14 +176,7 @@ def _methods_job(ctx, folder, buffer):
 
 @pytest.fixture(scope="module")
 def buffer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("buffer")
-    digits = load_dataset("digits", im_size=8)
-    few = slice(0, 300)  # short experts: the methods only need snapshots of the right shapes
-    trajectories = train_experts(lambda: get_network("ConvNetD2", 1, 10, (8, 8)), digits.train_images[few],
-                                 digits.train_labels[few], 2, 4, generator=torch.Generator().manual_seed(0),
-                                 progress=False)
-    save_buffer(folder / "replay_buffer_0.pt", trajectories)
-    return folder
+    return tiny_digits_buffer(tmp_path_factory.mktemp("buffer"), load_dataset("digits", im_size=8))
 
 
 @pytest.fixture(scope="module")

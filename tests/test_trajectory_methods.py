@@ -15,11 +15,13 @@ from torch import nn
 import ddfast
 from ddfast.data import load_dataset
 from ddfast.eval import evaluate, train_sequentially
-from ddfast.experts import save_buffer, train_experts
+from ddfast.experts import train_experts
 from ddfast.methods import METHODS, ast, make_config, mtt, seqmatch
 from ddfast.methods import _common as common
 from ddfast.models import get_network
 from ddfast.ops.unroll import FlatModel
+
+from conftest import tiny_digits_buffer
 
 TINY = dict(model="ConvNetD2", syn_steps=4, expert_epochs=2, lr_img=10.0)
 
@@ -31,13 +33,7 @@ def digits8():
 
 @pytest.fixture(scope="module")
 def buffer8(tmp_path_factory, digits8):
-    folder = tmp_path_factory.mktemp("buffer")
-    few = slice(0, 300)  # short experts: the methods only need snapshots of the right shapes
-    trajectories = train_experts(lambda: get_network("ConvNetD2", 1, 10, (8, 8)), digits8.train_images[few],
-                                 digits8.train_labels[few], 2, 4, generator=torch.Generator().manual_seed(0),
-                                 progress=False)
-    save_buffer(folder / "replay_buffer_0.pt", trajectories)
-    return folder
+    return tiny_digits_buffer(tmp_path_factory.mktemp("buffer"), digits8)
 
 
 def _run(method, data, buffer, ipc, iterations, **settings):
