@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 DEFAULT_TIMEOUT_S = 600.0  # a collective waits at most this long for a missing rank, then raises
+TIMEOUT_ENV = "DDFAST_DIST_TIMEOUT_S"  # overrides DEFAULT_TIMEOUT_S (rank 0's evaluations and the like wait in it)
 _OWN_GROUP = False  # whether context() initialised the process group (and so destroy() may end it)
 
 
@@ -66,6 +67,17 @@ class Context:
                              f"rank per class; launch with --nproc-per-node <= {num_classes}")
         return list(self.shard(num_classes))
 
+    def check_same(self, value: int, what: str) -> None:
+        """Raise on the ranks whose ``value`` differs from another rank's (e.g. the iteration a resume starts
+        from, when the run folder is not shared): summed over the ranks it must be ``world * value`` everywhere."""
+        if not self.distributed:
+            return
+        total = self.all_reduce_(torch.tensor([float(value)], dtype=torch.float64, device=self.device))
+        if float(total) != self.world * float(value):
+            raise RuntimeError(f"rank {self.rank}: {what} is {value} here but differs on another rank (the ranks sum to "
+                               f"{float(total):g}); every rank must read the same checkpoint: put the run folder on a "
+                               f"file system all ranks share")
+
     def barrier(self) -> None:
         if self.distributed:
             if self.backend == "nccl":
@@ -74,12 +86,17 @@ class Context:
                 dist.barrier()
 
 
-def context(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Context:
+def context(backend: str | None = None, timeout_s: float | None = None) -> Context:
     """The job's :class:`Context`, initialising the process group on first use when a launcher started this
     process (``WORLD_SIZE`` > 1 with ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``: torchrun sets them).
     ``backend``: default nccl when CUDA is available, else gloo. ``timeout_s``: how long a collective waits
     for the other ranks before it raises (a killed rank makes the others fail after at most this long; under
-    torchrun the launcher also stops the job as soon as one rank exits with an error)."""
+    torchrun the launcher also stops the job as soon as one rank exits with an error); default
+    ``DDFAST_DIST_TIMEOUT_S`` from the environment, else 600. Work that only rank 0 does between collectives
+    (an ``eval_every`` evaluation) must fit in it.
+
+    A process group initialised before (by the caller) is used as it is: the methods then run distributed
+    on it; pass ``ctx=Context()`` to a method to run one process's work on every rank instead."""
     global _OWN_GROUP
     if not dist.is_available():
         return Context()
@@ -97,12 +114,17 @@ def context(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) ->
         if backend == "nccl":
             os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # errors and timeouts abort the job
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if timeout_s is None:
+            timeout_s = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s ({TIMEOUT_ENV}) must be > 0 seconds, got {timeout_s}")
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         _OWN_GROUP = True
     backend = dist.get_backend()
     rank, world = dist.get_rank(), dist.get_world_size()
-    if backend == "nccl":
-        device = torch.device("cuda", torch.cuda.current_device())
+    if backend == "nccl":  # this rank's GPU: LOCAL_RANK's under a launcher, else the current one
+        local = os.environ.get("LOCAL_RANK")
+        device = torch.device("cuda", int(local) if local is not None else torch.cuda.current_device())
     else:
         device = torch.device("cpu")
     return Context(rank, world, device, backend)

@@ -70,6 +70,9 @@ def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, m
 
 def job_device(ctx, device=None) -> torch.device:
     """``device``, else this rank's accelerator under torch.distributed, else CUDA when available, else the CPU."""
+    if ctx.backend == "nccl" and device and torch.device(device) != ctx.device:
+        raise ValueError(f"device: rank {ctx.rank} runs nccl on {ctx.device} (its LOCAL_RANK's GPU), not {device}; "
+                         f"leave --device out under torchrun with GPUs")
     if device:
         return torch.device(device)
     if ctx.distributed:
@@ -86,8 +89,8 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
 
     Under ``torchrun`` (:mod:`ddfast.distributed`) every rank distils its share (the method's sharding mode) and
-    rank 0 alone trains a missing teacher (the others wait for it), writes the folder and evaluates; the other
-    ranks return None.
+    rank 0 alone writes the folder and evaluates; the other ranks return None. A teacher must exist there already
+    (training it on one rank would keep the others waiting in a collective past its timeout).
 
     SRe2L/DELT (methods that need a teacher) recover from the teacher at ``teacher`` (a path; default
     ``out/teacher.pt``), trained there by :func:`ensure_teacher` when the file does not exist, and are evaluated
@@ -121,14 +124,18 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
         spec.check(config, data)
     if spec.needs_teacher:
         teacher_path = teacher or out / "teacher.pt"
-        if ctx.is_main:
-            ensure_teacher(data, teacher_path, seed=seed, device=device, progress=progress)
-        ctx.barrier()  # the teacher file exists before the other ranks load it
-        teacher_net, teacher_record = load_teacher(teacher_path, data, device)
+        if ctx.distributed and not os.path.exists(teacher_path):
+            raise FileNotFoundError(f"{method} under torchrun needs its teacher file, and {os.fspath(teacher_path)!r} "
+                                    f"does not exist: train it first (`ddfast teacher --dataset {data.name} --out "
+                                    f"{os.fspath(teacher_path)}`, one process), so no rank waits on it in a collective")
+        teacher_net, teacher_record = ensure_teacher(data, teacher_path, seed=seed, device=device, progress=progress)
     evaluation = protocol_settings(data, teacher_net, getattr(config, "temperature", 20.0))
 
+    seen = [None]  # the previous callback's iteration (SRe2L/DELT on several ranks call back once per round)
+
     def observe(it, state):
-        if eval_every and it % eval_every == 0:
+        previous, seen[0] = (it - 1 if seen[0] is None else seen[0]), it
+        if eval_every and it // eval_every > previous // eval_every:  # a multiple of eval_every was passed
             lr = state.tensors.get("lr")
             images, current_labels = state.output() if state.output is not None else (state.tensors["images"], labels)
             current = SyntheticSet(images.detach().cpu(), current_labels.cpu(),

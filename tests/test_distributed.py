@@ -53,6 +53,16 @@ def test_launcher_environment_without_rendezvous_is_a_clear_error(monkeypatch):
         distributed.context()
 
 
+def test_timeout_from_the_environment_is_checked(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "-5")
+    with pytest.raises(ValueError, match="DDFAST_DIST_TIMEOUT_S"):
+        distributed.context()
+
+
 def test_round_robin_shards():
     shards = [list(distributed.Context(rank=r, world=3).shard(7)) for r in range(3)]
     assert shards == [[0, 3, 6], [1, 4], [2, 5]]

@@ -28,7 +28,9 @@ SETTINGS = {
     "dm": dict(ipc=2, iterations=3, batch_real=16, model="ConvNetD1"),
     "dream": dict(ipc=2, iterations=1, inner_steps=3, interval=2, batch_real=4, kmeans_iters=5, net_samples=64,
                   pretrain_epochs=1, model="ConvNetD1"),
-    "lcs_gm": dict(ipc=2, iterations=3, batch_real=8, pretrain_epochs=1, model="ConvNetD1"),
+    # early exit after 2 of 4 rounds (tol 10: any window "plateaus"), decided on the loss summed over the ranks
+    "lcs_gm": dict(ipc=2, iterations=4, batch_real=8, pretrain_epochs=1, model="ConvNetD1", early_exit_window=1,
+                   early_exit_tol=10.0),
 }
 
 
@@ -46,7 +48,12 @@ def _distill_job(ctx, folder, method, iterations=None, resume=False, overrides=N
     syn = distill(method, folder, ctx, iterations, resume, **(overrides or {}))
     torch.save(syn.images, Path(folder) / f"{method}_rank{ctx.rank}.pt")
     return {"history": torch.load(Path(folder) / f"{method}.ckpt", weights_only=True)["state"]["history"]
-            if ctx.is_main else None}
+            if ctx.is_main else None, "iterations": syn.metadata["iterations"]}
+
+
+def _unshared_folder_job(ctx, folder):
+    """Each rank resumes from a folder of its own, and only rank 0's holds a checkpoint."""
+    distill("dm", Path(folder) / f"own{ctx.rank}", ctx, iterations=4, resume=True)
 
 
 def single_process(method, folder, **kwargs):
@@ -70,6 +77,9 @@ def test_class_sharded_run_equals_the_single_process_run(tmp_path, method):
             f"{(images - reference.images).abs().max():.3g}"
     # the loss is summed over the ranks: the same up to the order of the sum
     assert reports[0]["history"] == pytest.approx(history, rel=1e-5)
+    assert reports[0]["iterations"] == reports[1]["iterations"] == reference.metadata["iterations"]
+    if method == "lcs_gm":
+        assert reference.metadata["stopped_early"] and reference.metadata["iterations"] == 2
 
 
 def test_checkpoint_from_two_ranks_resumes_in_one_process(tmp_path):
@@ -113,6 +123,35 @@ def test_the_cli_under_torchrun(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("| dc | digits | 2 | 2 |") == 1, done.stdout
     assert json.loads((tmp_path / "run" / "results.json").read_text())["iterations"] == 2
+
+
+def test_checkpoint_from_one_process_resumes_on_two_ranks(tmp_path):
+    single_process("dm", tmp_path, iterations=2)
+    reports = run_ranks(_distill_job, tmp_path, "dm", 4, True)
+    assert_ran(reports)
+    assert len(reports[0]["history"]) == 4
+    uninterrupted = single_process("dm", tmp_path / "whole", iterations=4)
+    for rank in range(2):
+        assert torch.equal(torch.load(tmp_path / f"dm_rank{rank}.pt"), uninterrupted.images)
+
+
+def test_ranks_resuming_from_different_checkpoints_fail_clearly(tmp_path):
+    single_process("dm", tmp_path / "own0", iterations=2)
+    reports = run_ranks(_unshared_folder_job, tmp_path)
+    for report in reports:
+        assert report is not None and "file system all ranks share" in report.get("crash", ""), report
+
+
+def _teacherless_job(ctx, folder):
+    distill_run("sre2l", "digits", 2, Path(folder) / "run", iterations=2, device="cpu", progress=False,
+                teacher=Path(folder) / "missing.pt")
+
+
+def test_a_missing_teacher_under_several_ranks_is_a_clear_error(tmp_path):
+    reports = run_ranks(_teacherless_job, tmp_path)
+    for report in reports:
+        assert report is not None and "ddfast teacher --dataset digits" in report.get("crash", ""), report
+    assert not (tmp_path / "missing.pt").exists()
 
 
 def test_batchnorm_network_is_refused_under_several_ranks(tmp_path):

@@ -216,6 +216,8 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
                              f"{saved.get('method')!r} with another configuration; resume needs the same settings "
                              f"(only iterations may change)")
         state.load_state_dict(saved["state"])
+    if ctx is not None and checkpoint is not None and checkpoint.resume:
+        ctx.check_same(state.iteration, "the iteration this resume starts from")
     bar = _bar(iterations, state.iteration, progress, method)
     try:
         while state.iteration < iterations and not (stop is not None and stop(state)):

@@ -156,7 +156,7 @@ def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress
         if siamese is not None:
             params = siamese.sample(config.seed, it, real.device)
             x_real, x_syn = siamese(x_real, y_real, params), siamese(x_syn, y_syn, params)
-        shifted = [(c + s) % K for c in shard.classes]
+        shifted = sorted((c + s) % K for c in shard.classes)  # one process: range(K), the classes' usual order
         g_real = per_class_gradients(net, None, x_real, (y_real + s) % K, K, create_graph=False,
                                      strategy=config.strategy, classes=shifted)
         g_syn = per_class_gradients(net, None, x_syn, (y_syn + s) % K, K, strategy=config.strategy, classes=shifted)

@@ -123,7 +123,7 @@ def subset_experts(real: common.RealData, images: torch.Tensor, labels: torch.Te
     trajectories = []
     for e in range(config.experts):
         box = [mine.get(e)]
-        dist.broadcast_object_list(box, src=e % ctx.world, group=ctx.group)  # rank e % W trained it (shard)
+        dist.broadcast_object_list(box, src=e % ctx.world, group=ctx.group, device=ctx.device)  # rank e % W trained it (shard)
         trajectories.append(box[0])
     return trajectories
 

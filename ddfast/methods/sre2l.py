@@ -286,6 +286,8 @@ def recover(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, join
     state.output = lambda: (images, labels)
     try:
         _resume(state, checkpoint, config, method, ctx)
+        if checkpoint is not None and checkpoint.resume:
+            ctx.check_same(state.iteration, "the iteration this resume starts from")
         if ctx.distributed:
             _rounds(state, step, groups, config, method=method, checkpoint=checkpoint, progress=progress,
                     callback=callback, ctx=ctx)

@@ -144,8 +144,8 @@ class _Reverse(torch.autograd.Function):
         d_lr = torch.zeros((), dtype=lam.dtype, device=lam.device)
         images_leaf = images.detach().requires_grad_(need_x)
         labels_leaf = labels.detach().requires_grad_(need_y)
-        d_x = torch.zeros_like(images) if need_x else None
-        d_y = torch.zeros_like(labels) if need_y else None
+        d_x = torch.zeros_like(images, memory_format=torch.contiguous_format) if need_x else None  # all_reduce: dense
+        d_y = torch.zeros_like(labels, memory_format=torch.contiguous_format) if need_y else None
         exact = mode == "adjoint"
         for n in range(steps - 1, -1, -1):
             with torch.enable_grad():
