@@ -113,19 +113,16 @@ class ClassShard:
                              f"class's images at once, so its classes cannot be split across {self.ctx.world} "
                              f"ranks: run one process or a model without BatchNorm")
 
-    def reduce(self, grad: torch.Tensor | None, *values: torch.Tensor | float) -> list[float]:
+    def reduce(self, grad: torch.Tensor, *values: torch.Tensor | float) -> list[float]:
         """Sum ``grad`` (in place) and the scalar ``values`` over the ranks in one collective; returns the summed
         values as floats."""
         scalars = [float(v) for v in values]
         if not self.ctx.distributed:
             return scalars
-        flat = [] if grad is None else [grad.reshape(-1)]
-        like = grad if grad is not None else torch.zeros((), dtype=torch.float64, device=self.ctx.device)
-        packed = torch.cat([*flat, torch.tensor(scalars, dtype=like.dtype, device=like.device)])
+        packed = torch.cat([grad.reshape(-1), torch.tensor(scalars, dtype=grad.dtype, device=grad.device)])
         self.ctx.all_reduce_(packed)
-        if grad is not None:
-            grad.copy_(packed[:grad.numel()].view_as(grad))
-        return packed[packed.numel() - len(scalars):].tolist()
+        grad.copy_(packed[:grad.numel()].view_as(grad))
+        return packed[grad.numel():].tolist()
 
 
 def initial_images(real_images: torch.Tensor, sampler: ClassSampler, ipc: int, init: str, seed: int) -> torch.Tensor:
@@ -166,6 +163,7 @@ class LoopState:
     series: dict[str, list[float]] = field(default_factory=dict)
     output: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None  # the set the method returns, now
     metadata: dict = field(default_factory=dict)  # metadata that set carries (SeqMatch's stages so far)
+    start: int = 0  # the iteration the last run_loop call started from (a resumed checkpoint's); not saved
 
     def state_dict(self) -> dict:
         return {"tensors": {k: v.detach().cpu() for k, v in self.tensors.items()},
@@ -209,13 +207,10 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
     main = ctx is None or ctx.is_main
     progress = progress and main
     callback = callback if main else None
-    if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
-        saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
-        if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
-            raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method "
-                             f"{saved.get('method')!r} with another configuration; resume needs the same settings "
-                             f"(only iterations may change)")
+    saved = read_checkpoint(checkpoint, method, config)
+    if saved is not None:
         state.load_state_dict(saved["state"])
+    state.start = state.iteration
     if ctx is not None and checkpoint is not None and checkpoint.resume:
         ctx.check_same(state.iteration, "the iteration this resume starts from")
     bar = _bar(iterations, state.iteration, progress, method)
@@ -243,6 +238,19 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
         if bar is not None:
             bar.close()
     return state
+
+
+def read_checkpoint(checkpoint: Checkpointing | None, method: str, config) -> dict | None:
+    """The saved checkpoint when ``checkpoint`` resumes and its file exists (None otherwise), after checking that
+    ``method`` wrote it with the same settings as ``config`` (all but ``iterations``)."""
+    if checkpoint is None or not checkpoint.resume or not os.path.exists(checkpoint.path):
+        return None
+    saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
+    if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
+        raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method "
+                         f"{saved.get('method')!r} with another configuration; resume needs the same settings "
+                         f"(only iterations may change)")
+    return saved
 
 
 def _resumable(config: dict | None) -> dict | None:

@@ -25,7 +25,6 @@ needs test data during distillation).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -152,13 +151,12 @@ def distill(data, config: SeqMatchConfig, buffer, *, device=None, checkpoint=Non
                                                                                 k, stage_checkpoint, progress, ctx)
         learn = common.initial_images(real.images, real.sampler, size, config.init, stage.seed).requires_grad_(True)
         new_labels = common.class_labels(real.num_classes, size, real.device)
-        resumed_at = _saved_iteration(stage_checkpoint)
         state, lr = match_trajectories(
             real, stage, trajectories, learn, new_labels, method=f"seqmatch-s{k + 1}",
             student=Student(start_range=(config.intervals[k][0], stage.max_start_epoch)),
             frozen=(images, labels) if k else None, checkpoint=stage_checkpoint, recorded=config, progress=progress,
             callback=_observed(callback, k * config.iterations, stages), ctx=ctx)
-        earlier_ran = earlier_ran or state.iteration > resumed_at
+        earlier_ran = earlier_ran or state.iteration > state.start
         images = torch.cat([images, learn.detach()])
         labels = torch.cat([labels, new_labels])
         stages.append((images.shape[0], float(lr.detach())))
@@ -186,14 +184,6 @@ def _subset_trajectories(real, images, labels, stages, config, k: int, checkpoin
     if ctx.is_main:
         atomic_torch_save({"settings": settings, "trajectories": trajectories}, path)
     return trajectories
-
-
-def _saved_iteration(checkpoint) -> int:
-    """The iteration a stage's loop starts from: its checkpoint's when it resumes one (as run_loop does), else 0."""
-    if checkpoint is None or not checkpoint.resume or not os.path.exists(checkpoint.path):
-        return 0
-    saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
-    return int(saved.get("state", {}).get("iteration", 0))  # a foreign file: run_loop refuses it clearly
 
 
 def _stage_checkpoint(checkpoint, k: int, count: int, earlier_ran: bool):

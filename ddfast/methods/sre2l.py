@@ -308,12 +308,9 @@ def _resume(state: common.LoopState, checkpoint, config, method: str, ctx) -> No
     ranks. Several ranks restart a batch that one process left unfinished and drop its steps from the history:
     its rows still hold their initial images and a batch depends only on the seed and its index, so the result is
     the same."""
-    if checkpoint is None or not checkpoint.resume or not os.path.exists(checkpoint.path):
+    saved = common.read_checkpoint(checkpoint, method, config)
+    if saved is None:
         return
-    saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
-    if saved.get("method") != method or common._resumable(saved.get("config")) != common.resumable_settings(config):
-        raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method {saved.get('method')!r} "
-                         f"with another configuration; resume needs the same settings")
     steps, teacher_hash = saved["state"]["tensors"]["identity"].tolist()
     if steps != config.iterations:
         raise ValueError(f"the checkpoint recovered {steps} iterations per batch, this run asks for "
