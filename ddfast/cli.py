@@ -67,7 +67,7 @@ def _distill(args) -> int:
                           eval_preset=args.eval_preset, eval_model=args.eval_model, eval_runs=args.eval_runs,
                           eval_epochs=args.eval_epochs, buffer=args.buffer, teacher=args.teacher,
                           resume=args.resume, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                          settings=_settings(args.set), zca=args.zca, progress=not args.quiet)
+                          settings=_settings(args.set), zca=args.zca, progress=not args.quiet, compile=args.compile)
     if results is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print_table([results])
@@ -91,7 +91,7 @@ def _eval(args) -> int:
                        preset=args.preset, seed=args.seed, device=args.device, source=args.source, lr=args.lr,
                        baseline=not args.no_baseline, runs=args.runs, epochs=args.epochs,
                        zca=True if args.zca else None, teacher=args.teacher, temperature=args.temperature,
-                       progress=not args.quiet)
+                       progress=not args.quiet, compile=args.compile)
     print("| model | distilled acc % | random real acc % |")
     print("|---|---|---|")
     for model, entry in results["models"].items():
@@ -150,6 +150,12 @@ def _common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _compile_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile the networks (auto: where the shipped per-device rule says it is faster and "
+                        "the run is long enough to pay for the compilation; compile time is reported apart)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from .methods import METHODS
 
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                    "accuracy.png)")
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (MTT's --zca)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of the method's config")
+    _compile_flag(d)
     _common(d)
     d.set_defaults(func=_distill)
 
@@ -193,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--teacher", default=None, help="teacher file: evaluate by the KD protocol with its soft labels "
                    "(needed for sre2l/delt sets)")
     e.add_argument("--temperature", type=float, default=20.0, help="KD temperature (with --teacher)")
+    _compile_flag(e)
     _common(e)
     e.set_defaults(func=_eval)
 

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compiled import CompiledCall, forward
 from .data import ImageDataset
 from .models import EVAL_POOL, NETWORKS, get_network
 from .synthetic import SyntheticSet
@@ -182,13 +183,15 @@ def _make_network(model, dataset, seed, device) -> nn.Module:
 
 @torch.no_grad()
 def test_accuracy(net: nn.Module, dataset: ImageDataset, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``net`` (eval mode) on ``dataset``'s test split."""
+    """Top-1 accuracy of ``net`` (eval mode) on ``dataset``'s test split (the forward compiled per
+    :mod:`ddfast.compiled`'s setting)."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
     correct, total = 0, 0
+    run = CompiledCall(forward, "eval_forward", calls=math.ceil(dataset.num_test / batch_size))
     for x, y in dataset.loader("test", batch_size):
-        correct += int((net(x.to(device)).argmax(1) == y.to(device)).sum())
+        correct += int((run(net, x.to(device)).argmax(1) == y.to(device)).sum())
         total += int(y.shape[0])
     net.train(was_training)
     return correct / max(total, 1)
@@ -197,6 +200,7 @@ def test_accuracy(net: nn.Module, dataset: ImageDataset, batch_size: int = 256) 
 def _train(net, images, labels, *, protocol, epochs, lr, batch_size, augment, gen, teacher, temperature, bar):
     net.train()
     n = images.shape[0]
+    run = CompiledCall(forward, "train_step", calls=epochs * math.ceil(n / batch_size))
     if protocol == "dc":
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     else:
@@ -212,7 +216,7 @@ def _train(net, images, labels, *, protocol, epochs, lr, batch_size, augment, ge
             x, y = images[idx], labels[idx]
             if augment is not None:
                 x = augment(x, gen)
-            out = net(x)
+            out = run(net, x)
             if protocol == "dc":
                 loss = F.cross_entropy(out, y)
             else:

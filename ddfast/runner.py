@@ -19,6 +19,7 @@ import torch
 
 from ._io import atomic_write_text
 from .backends import use_backend
+from .compiled import MODES as COMPILE_MODES, compile_report, use_compile
 from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
                    test_accuracy)
@@ -85,7 +86,7 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                 eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
                 eval_epochs: int | None = None, buffer=None, teacher=None, resume: bool = False,
                 checkpoint_every: int = 50, eval_every: int = 0, settings: dict | None = None, zca: bool = False,
-                progress: bool = True, data=None) -> dict | None:
+                progress: bool = True, data=None, compile: str = "auto") -> dict | None:
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
 
     Under ``torchrun`` (:mod:`ddfast.distributed`) every rank distils its share (the method's sharding mode) and
@@ -97,9 +98,15 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     by the KD protocol with that teacher, as is their random-real baseline.
 
     ``eval_every`` > 0 evaluates the current set every that many iterations (one run of the quick
-    preset, ``eval_epochs`` if given, seed ``seed``) and plots the curve to ``accuracy.png``; results.json keeps it as ``curve``."""
+    preset, ``eval_epochs`` if given, seed ``seed``) and plots the curve to ``accuracy.png``; results.json keeps it as ``curve``.
+
+    ``compile`` (:mod:`ddfast.compiled`: auto, on, off) applies to the distillation and the evaluation; results.json
+    records, per compiled path, whether it compiled and its compilation seconds, and the distillation's seconds
+    without them."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
     spec = METHODS[method]
     if spec.needs_buffer and buffer is None:
         raise ValueError(f"method {method!r} needs expert trajectories: pass --buffer DIR (made by `ddfast buffer`)")
@@ -146,11 +153,13 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
             curve.append((it, result.mean))
 
     start = time.perf_counter()
-    with use_backend(backend):
+    compile_report(reset=True)
+    with use_backend(backend), use_compile(compile):
         extra = (buffer,) if spec.needs_buffer else (teacher_net,) if spec.needs_teacher else ()
         syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
                            callback=observe, ctx=ctx)
     wall = time.perf_counter() - start
+    compiled_distill = compile_report(reset=True)
     if not ctx.is_main:
         return None
     history = torch.load(checkpoint.path, weights_only=True)["state"]["history"]  # written at the last iteration
@@ -161,12 +170,16 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     if curve:
         plot_curves(out / "accuracy.png", {"distilled set, quick preset, 1 run": [100 * a for _, a in curve]},
                     steps=[it for it, _ in curve], ylabel="test accuracy %", title=f"{method}, {data.name}, IPC {ipc}")
-    accuracy = evaluate_with_baseline(syn, data, ipc=ipc, model=eval_model, preset=eval_preset, seed=seed,
-                                      runs=eval_runs, epochs=eval_epochs, device=device, progress=progress,
-                                      teacher=teacher_net, temperature=evaluation.get("temperature", 20.0))
+    with use_compile(compile):
+        accuracy = evaluate_with_baseline(syn, data, ipc=ipc, model=eval_model, preset=eval_preset, seed=seed,
+                                          runs=eval_runs, epochs=eval_epochs, device=device, progress=progress,
+                                          teacher=teacher_net, temperature=evaluation.get("temperature", 20.0))
+    compile_seconds = sum(entry["compile_seconds"] for entry in compiled_distill.values())
     results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
-               "seconds": syn.metadata["seconds"], "wall_seconds": wall, "device": str(device), "backend": backend,
-               "seed": seed, "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
+               "seconds": syn.metadata["seconds"], "seconds_without_compile": syn.metadata["seconds"] - compile_seconds,
+               "wall_seconds": wall, "device": str(device), "backend": backend, "seed": seed,
+               "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
+               "compile": {"setting": compile, "distill": compiled_distill, "eval": compile_report(reset=True)},
                "curve": [{"iteration": it, "accuracy": a} for it, a in curve]}
     if teacher_record is not None:
         results["teacher"] = {k: v for k, v in teacher_record.items() if k != "dataset"}
@@ -180,12 +193,15 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
 def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("ConvNet",), preset: str = "full",
              seed: int = 0, device: str | None = None, source: str = "ddfast", lr: float | None = None,
              baseline: bool = True, runs: int | None = None, epochs: int | None = None, zca: bool | None = None,
-             teacher=None, temperature: float = 20.0, progress: bool = True) -> dict:
+             teacher=None, temperature: float = 20.0, progress: bool = True, compile: str = "auto") -> dict:
     """Evaluate a saved set (ddfast's ``set.pt``, DC's ``res_*.pt`` with ``source="dc"``, or MTT's
     images/labels files with ``source="mtt"``) on each of ``models``, with the random-real baseline. The
     test data is ZCA-whitened when ``zca`` is True, or (None) when a ddfast set records that it was
     distilled on whitened data. With ``teacher`` (a path written by ``ddfast teacher``) the KD protocol runs with
-    that teacher's soft labels at ``temperature``; an SRe2L/DELT set needs one."""
+    that teacher's soft labels at ``temperature``; an SRe2L/DELT set needs one. ``compile``: the evaluation
+    networks' setting (:mod:`ddfast.compiled`)."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if source not in ("ddfast", "dc", "mtt"):
         raise ValueError(f"source must be 'ddfast', 'dc' or 'mtt', got {source!r}")
@@ -206,11 +222,12 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
               **protocol_settings(data, teacher_net, temperature)}
     results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "protocol": kwargs["protocol"],
                "models": {}}
-    for model in models:
-        entry = {"distilled": _accuracy(evaluate(syn, data, model, **kwargs))}
-        if baseline:
-            entry["random_real"] = _accuracy(random_real_baseline(data, syn.ipc, model, **kwargs))
-        results["models"][model] = entry
+    with use_compile(compile):
+        for model in models:
+            entry = {"distilled": _accuracy(evaluate(syn, data, model, **kwargs))}
+            if baseline:
+                entry["random_real"] = _accuracy(random_real_baseline(data, syn.ipc, model, **kwargs))
+            results["models"][model] = entry
     return results
 
 

@@ -70,8 +70,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _no_backend_env(monkeypatch):
-    """Tests choose backends explicitly; a DDFAST_BACKEND in the environment must not leak in."""
+    """Tests choose backends and the compile setting explicitly; the environment's must not leak in."""
     monkeypatch.delenv("DDFAST_BACKEND", raising=False)
+    monkeypatch.setenv("DDFAST_COMPILE", "off")  # eager unless a test asks: auto's timing-based choice stays out
 
 
 def seeded(seed: int = 0) -> torch.Generator:

@@ -12,11 +12,14 @@ DSA each class's real and synthetic images share one augmentation parameter set 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..compiled import CompiledCall, forward
 from ..distributed import resolve
 from ..ops.grad_distance import grad_distance
 from ..ops.per_class_gradients import per_class_gradients
@@ -71,16 +74,18 @@ def _freeze_batchnorm_statistics(net, real: common.RealData, seed: int, it: int,
         net(x)
 
 
-def train_network_epoch(net, optimizer, images, labels, batch_size: int, augment, gen: torch.Generator) -> None:
+def train_network_epoch(net, optimizer, images, labels, batch_size: int, augment, gen: torch.Generator,
+                        forward: Callable | None = None) -> None:
     """One epoch of DC's ``epoch('train', ...)`` on a tensor set: shuffled minibatches, mean CE, one SGD
-    step each; ``augment(x, generator)`` per minibatch when given."""
+    step each; ``augment(x, generator)`` per minibatch when given. ``forward(net, x)``: how the network
+    runs (a :class:`ddfast.compiled.CompiledCall` of the ``train_step`` path; None: ``net(x)``)."""
     net.train()
     order = torch.randperm(images.shape[0], generator=gen).to(images.device)
     for index in torch.split(order, batch_size):
         x = images[index]
         if augment is not None:
             x = augment(x, gen)
-        loss = F.cross_entropy(net(x), labels[index])
+        loss = F.cross_entropy(net(x) if forward is None else forward(net, x), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -108,6 +113,8 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
     state = common.LoopState({"images": images}, {"images": optimizer})
     method = "dsa" if config.dsa else "dc"
     shard = common.ClassShard(ctx, K)
+    train_steps = config.iterations * (outer_loop - 1) * inner_loop * math.ceil(len(labels) / config.batch_train)
+    train_forward = CompiledCall(forward, "train_step", train_steps)
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, K, real.im_size,
@@ -140,7 +147,8 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
             syn, syn_labels = images.detach().clone(), labels
             gen = common.generator(config.seed, "train", it, ol)
             for _ in range(inner_loop):
-                train_network_epoch(net, net_optimizer, syn, syn_labels, config.batch_train, train_augment, gen)
+                train_network_epoch(net, net_optimizer, syn, syn_labels, config.batch_train, train_augment, gen,
+                                    train_forward)
         return total / (K * outer_loop)
 
     common.run_loop(state, config.iterations, step, config=config, method=method, checkpoint=checkpoint,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..compiled import CompiledCall, embed
 from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from . import _common as common
@@ -62,6 +63,8 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
     augment = ClassSiamese.from_strategy(config.dsa_strategy, real.num_classes)
     state = common.LoopState({"images": images}, {"images": optimizer})
     shard = common.ClassShard(ctx, real.num_classes)
+    calls = config.iterations * real.num_classes  # per-class embedding calls in a run (auto weighs compiling)
+    embed_real, embed_syn = CompiledCall(embed, "embed", calls), CompiledCall(embed, "embed_grad", calls)
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, real.num_classes, real.im_size,
@@ -82,12 +85,12 @@ def distill(data, config: DMConfig, *, device=None, checkpoint=None, progress=Tr
         if per_class:
             real_counts = [n for n in torch.bincount(y_real, minlength=real.num_classes).tolist() if n]
             with torch.no_grad():
-                f_real = torch.cat([net.embed(x) for x in torch.split(x_real, real_counts)])
-            f_syn = torch.cat([net.embed(x) for x in torch.split(x_syn, config.ipc)])
+                f_real = torch.cat([embed_real(net, x) for x in torch.split(x_real, real_counts)])
+            f_syn = torch.cat([embed_syn(net, x) for x in torch.split(x_syn, config.ipc)])
         else:
             with torch.no_grad():
-                f_real = net.embed(x_real)
-            f_syn = net.embed(x_syn)
+                f_real = embed_real(net, x_real)
+            f_syn = embed_syn(net, x_syn)
         loss = class_mean_distance(f_syn, y_syn, f_real, y_real, real.num_classes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -27,11 +27,13 @@ training drops cutout); the k-means embeds the normalised images the network see
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..compiled import CompiledCall, embed, forward
 from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from ..ops.grad_distance import grad_distance
@@ -138,6 +140,11 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
     state = common.LoopState({"pixels": pixels}, {"pixels": optimizer},
                              output=lambda: (model_images().detach(), decoded_labels))
     shard = common.ClassShard(ctx, K)
+    batches = (config.pretrain_epochs * math.ceil(real.images.shape[0] / config.net_batch)
+               + config.inner_steps * math.ceil(config.net_samples / config.net_batch))
+    train_forward = CompiledCall(forward, "train_step", config.iterations * batches)
+    embed_real = CompiledCall(embed, "embed", config.iterations * config.inner_steps)
+    embed_syn = CompiledCall(embed, "embed_grad", config.iterations * config.inner_steps)
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, K, real.im_size,
@@ -146,7 +153,8 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
         net_optimizer = torch.optim.SGD(net.parameters(), lr=config.lr_net, momentum=0.9, weight_decay=5e-4)
         gen = common.generator(config.seed, "train", it)
         for _ in range(config.pretrain_epochs):  # DREAM+ trains on its real loader, batches of net_batch (128)
-            train_network_epoch(net, net_optimizer, real.images, real.labels, config.net_batch, train_augment, gen)
+            train_network_epoch(net, net_optimizer, real.images, real.labels, config.net_batch, train_augment, gen,
+                                train_forward)
         conv = conv_indices(net)
         total = 0.0
         for inner in range(config.inner_steps):
@@ -166,15 +174,15 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
             g_syn = per_class_gradients(net, None, xs, y_syn, K, strategy=config.strategy, classes=shard.classes)
             loss = grad_distance([g_syn[i] for i in conv], [g_real[i].detach() for i in conv], "mse", batched=True).sum()
             with torch.no_grad():
-                f_real = net.embed(xr)
-            loss = loss + class_mean_distance(net.embed(xs), y_syn, f_real, y_real, K)
+                f_real = embed_real(net, xr)
+            loss = loss + class_mean_distance(embed_syn(net, xs), y_syn, f_real, y_real, K)
             (pixels.grad,) = torch.autograd.grad(loss, [pixels])  # not into the network's parameters
             (value,) = shard.reduce(pixels.grad, loss.detach())
             optimizer.step()
             total += value
             index = torch.randperm(real.images.shape[0], generator=gen)[:config.net_samples].to(real.device)
             train_network_epoch(net, net_optimizer, real.images[index], real.labels[index], config.net_batch,
-                                train_augment, gen)
+                                train_augment, gen, train_forward)
         with torch.no_grad():
             pixels.clamp_(0, 1)
         return total / config.inner_steps

@@ -15,11 +15,13 @@ the images, then the EMA update.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
+from ..compiled import CompiledCall, embed, forward
 from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from ..ops.grad_distance import grad_distance
@@ -78,16 +80,18 @@ def label_shift(config: LCSGMConfig, round_: int, num_classes: int) -> int:
     return 1 + round_ % (num_classes - 1)
 
 
-def pretrained_network(config: LCSGMConfig, real: common.RealData, purpose) -> torch.nn.Module:
+def pretrained_network(config: LCSGMConfig, real: common.RealData, purpose,
+                       train_forward: CompiledCall | None = None) -> torch.nn.Module:
     """A network initialised from ``(seed, "net", purpose)`` and trained ``pretrain_epochs`` on the real
-    data (minibatches of 256, per-image DSA, SGD momentum 0.9)."""
+    data (minibatches of 256, per-image DSA, SGD momentum 0.9); ``train_forward``: how it runs in training
+    (:func:`ddfast.methods.dc.train_network_epoch`)."""
     net = common.seeded_network(config.model, real.channels, real.num_classes, real.im_size,
                                 common.derive_seed(config.seed, "net", purpose), real.device)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.pretrain_lr, momentum=0.9)
     augment = per_sample(config.dsa_strategy)
     gen = common.generator(config.seed, "pretrain", purpose)
     for _ in range(config.pretrain_epochs):
-        train_network_epoch(net, optimizer, real.images, real.labels, 256, augment, gen)
+        train_network_epoch(net, optimizer, real.images, real.labels, 256, augment, gen, train_forward)
     for p in net.parameters():
         p.requires_grad_(False)
     return net
@@ -140,15 +144,20 @@ def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress
     siamese = ClassSiamese.from_strategy(config.dsa_strategy, K)
     state = common.LoopState({"images": images, "ema": ema}, {"images": optimizer},
                              output=lambda: (ema if config.ema > 0 else images, labels))
+    nets = 1 if config.network == "fixed" else config.iterations
+    train_forward = CompiledCall(forward, "train_step",
+                                 nets * config.pretrain_epochs * math.ceil(real.images.shape[0] / 256))
+    embed_real = CompiledCall(embed, "embed", config.iterations)
+    embed_syn = CompiledCall(embed, "embed_grad", config.iterations)
     fixed = None
     if config.network == "fixed":  # pre-trained once; its weights go into the checkpoint (a resume loads them)
         start = time.perf_counter()
-        fixed = pretrained_network(config, real, "fixed")
+        fixed = pretrained_network(config, real, "fixed", train_forward)
         state.seconds = time.perf_counter() - start
         state.tensors.update({f"net.{name}": t for name, t in [*fixed.named_parameters(), *fixed.named_buffers()]})
 
     def step(it: int) -> dict:
-        net = fixed if fixed is not None else pretrained_network(config, real, it)
+        net = fixed if fixed is not None else pretrained_network(config, real, it, train_forward)
         s = label_shift(config, it, K)
         x_real, y_real = real.sampler.batch(real.images, config.batch_real, config.seed, "real", it,
                                             classes=shard.classes)
@@ -164,8 +173,8 @@ def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress
         loss = gm
         if config.dm_weight:
             with torch.no_grad():
-                f_real = net.embed(x_real)
-            loss = loss + config.dm_weight * class_mean_distance(net.embed(x_syn), y_syn, f_real, y_real, K)
+                f_real = embed_real(net, x_real)
+            loss = loss + config.dm_weight * class_mean_distance(embed_syn(net, x_syn), y_syn, f_real, y_real, K)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         total, gm_total = shard.reduce(images.grad, loss.detach(), gm.detach())
