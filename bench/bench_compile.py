@@ -4,6 +4,7 @@ compilation takes, per path of ``ddfast.compiled.PATHS``:
   embed_grad    the embedding of 10 synthetic images (IPC 10, one class) forward and backward to the images
   train_step    forward, cross-entropy, backward of a batch of 256 (evaluation, DC/DSA's network training)
   eval_forward  the test pass, eval mode, no grad, a batch of 256
+  class_gradients  one class's parameter gradient of 256 real images (the real side of DC/DSA, DREAM+, LCS-GM)
 at CIFAR-10 shapes (3x32x32) and Fashion-MNIST shapes (1x28x28). Compilation is timed cold (dynamo reset,
 Inductor's caches off) as a user's first run pays it. ``--write-rules`` then writes ddfast/compile_rules.json,
 the rule ``compile: auto`` follows: per device type and path, the smaller speedup and the larger compilation time
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddfast.compiled import PATHS, RULES_PATH, embed, forward  # noqa: E402
 from ddfast.models import get_network  # noqa: E402
+from ddfast.ops.per_class_gradients import class_loss  # noqa: E402
 
 from bench.common import RESULTS, bench_main, synchronize, time_ms  # noqa: E402
 
@@ -64,6 +66,12 @@ def workload(path: str, shape, device, run):
         def call():
             net.zero_grad(set_to_none=True)
             F.cross_entropy(run(net, x), y).backward()
+    elif path == "class_gradients":
+        x, y = torch.randn(256, *shape, device=device), torch.full((256,), 3, device=device)
+        params, buffers = dict(net.named_parameters()), dict(net.named_buffers())
+
+        def call():
+            return torch.autograd.grad(run(net, params, buffers, x, y), list(params.values()))
     else:
         x = torch.randn(256, *shape, device=device)
         net.eval()
@@ -75,7 +83,7 @@ def workload(path: str, shape, device, run):
 
 
 def bench_path(rec, device, quick, path: str):
-    fn = embed if path.startswith("embed") else forward
+    fn = embed if path.startswith("embed") else class_loss if path == "class_gradients" else forward
     for dataset, shape in SHAPES.items():
         torch._dynamo.reset()
         compiled = torch.compile(fn, dynamic=False)

@@ -47,7 +47,7 @@ from typing import Callable, Iterator
 import torch
 
 MODES = ("auto", "on", "off")
-PATHS = ("embed", "embed_grad", "train_step", "eval_forward")
+PATHS = ("embed", "embed_grad", "train_step", "eval_forward", "class_gradients")
 RULES_PATH = Path(__file__).resolve().parent / "compile_rules.json"
 MIN_SPEEDUP = 1.05  # a rule below this is not worth the compilation anywhere
 

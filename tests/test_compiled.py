@@ -137,7 +137,7 @@ def test_method_sets_compiled_equal_eager(digits8, method, settings):
         config = make_config(method, digits8.name, ipc=2, iterations=2, model="ConvNetD2", **settings)
         with use_compile(mode):
             sets[mode] = METHODS[method].distill(digits8, config, progress=False).images
-    paths = {"dm": ("embed", "embed_grad"), "dsa": ("train_step",)}[method]
+    paths = {"dm": ("embed", "embed_grad"), "dsa": ("train_step", "class_gradients")}[method]
     report = compile_report()
     assert all(report[p]["compiled"] for p in paths)
     config = make_config(method, digits8.name, ipc=2, iterations=0, model="ConvNetD2", **settings)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..compiled import CompiledCall, forward
 from ..distributed import resolve
 from ..ops.grad_distance import grad_distance
-from ..ops.per_class_gradients import per_class_gradients
+from ..ops.per_class_gradients import class_loss, per_class_gradients
 from . import _common as common
 from ._augment import DEFAULT_STRATEGY, ClassSiamese, per_sample
 
@@ -115,6 +115,7 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
     shard = common.ClassShard(ctx, K)
     train_steps = config.iterations * (outer_loop - 1) * inner_loop * math.ceil(len(labels) / config.batch_train)
     train_forward = CompiledCall(forward, "train_step", train_steps)
+    real_loss = CompiledCall(class_loss, "class_gradients", config.iterations * outer_loop * len(shard.classes))
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, K, real.im_size,
@@ -132,7 +133,7 @@ def distill(data, config: DCConfig, *, device=None, checkpoint=None, progress=Tr
                 params = siamese.sample(config.seed, (it, ol), real.device)
                 x_real, x_syn = siamese(x_real, y_real, params), siamese(x_syn, y_syn, params)
             g_real = per_class_gradients(net, None, x_real, y_real, K, create_graph=False, strategy=config.strategy,
-                                         classes=shard.classes)
+                                         classes=shard.classes, compiled=real_loss)
             g_real = [g.detach() for g in g_real]
             g_syn = per_class_gradients(net, None, x_syn, y_syn, K, create_graph=True, strategy=config.strategy,
                                         classes=shard.classes)

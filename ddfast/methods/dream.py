@@ -38,7 +38,7 @@ from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from ..ops.grad_distance import grad_distance
 from ..ops.kmeans import kmeans, nearest_to_centroids
-from ..ops.per_class_gradients import per_class_gradients
+from ..ops.per_class_gradients import class_loss, per_class_gradients
 from . import _common as common
 from ._augment import ClassSiamese, per_sample
 from .dc import train_network_epoch
@@ -145,6 +145,7 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
     train_forward = CompiledCall(forward, "train_step", config.iterations * batches)
     embed_real = CompiledCall(embed, "embed", config.iterations * config.inner_steps)
     embed_syn = CompiledCall(embed, "embed_grad", config.iterations * config.inner_steps)
+    real_loss = CompiledCall(class_loss, "class_gradients", config.iterations * config.inner_steps * len(shard.classes))
 
     def step(it: int) -> float:
         net = common.seeded_network(config.model, real.channels, K, real.im_size,
@@ -170,7 +171,7 @@ def distill(data, config: DREAMConfig, *, device=None, checkpoint=None, progress
                 params = siamese.sample(config.seed, (it, inner), real.device)
                 xr, xs = siamese(x_real, y_real, params), siamese(x_syn, y_syn, params)
             g_real = per_class_gradients(net, None, xr, y_real, K, create_graph=False, strategy=config.strategy,
-                                         classes=shard.classes)
+                                         classes=shard.classes, compiled=real_loss)
             g_syn = per_class_gradients(net, None, xs, y_syn, K, strategy=config.strategy, classes=shard.classes)
             loss = grad_distance([g_syn[i] for i in conv], [g_real[i].detach() for i in conv], "mse", batched=True).sum()
             with torch.no_grad():

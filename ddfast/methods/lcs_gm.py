@@ -25,7 +25,7 @@ from ..compiled import CompiledCall, embed, forward
 from ..distributed import resolve
 from ..ops.class_mean_distance import class_mean_distance
 from ..ops.grad_distance import grad_distance
-from ..ops.per_class_gradients import per_class_gradients
+from ..ops.per_class_gradients import class_loss, per_class_gradients
 from . import _common as common
 from ._augment import DEFAULT_STRATEGY, ClassSiamese, per_sample
 from .dc import train_network_epoch
@@ -149,6 +149,7 @@ def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress
                                  nets * config.pretrain_epochs * math.ceil(real.images.shape[0] / 256))
     embed_real = CompiledCall(embed, "embed", config.iterations)
     embed_syn = CompiledCall(embed, "embed_grad", config.iterations)
+    real_loss = CompiledCall(class_loss, "class_gradients", config.iterations * K)
     fixed = None
     if config.network == "fixed":  # pre-trained once; its weights go into the checkpoint (a resume loads them)
         start = time.perf_counter()
@@ -167,7 +168,7 @@ def distill(data, config: LCSGMConfig, *, device=None, checkpoint=None, progress
             x_real, x_syn = siamese(x_real, y_real, params), siamese(x_syn, y_syn, params)
         shifted = sorted((c + s) % K for c in shard.classes)  # one process: range(K), the classes' usual order
         g_real = per_class_gradients(net, None, x_real, (y_real + s) % K, K, create_graph=False,
-                                     strategy=config.strategy, classes=shifted)
+                                     strategy=config.strategy, classes=shifted, compiled=real_loss)
         g_syn = per_class_gradients(net, None, x_syn, (y_syn + s) % K, K, strategy=config.strategy, classes=shifted)
         gm = grad_distance(g_syn, [g.detach() for g in g_real], config.metric, batched=True).sum()
         loss = gm

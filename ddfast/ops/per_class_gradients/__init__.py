@@ -112,12 +112,17 @@ def _has_instance_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in model.modules())
 
 
-def _loop(model, params, buffers, xs, ys, create_graph):
+def class_loss(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``model`` run functionally on ``params`` and ``buffers``: one class's loss (the
+    function a :class:`ddfast.compiled.CompiledCall` of the ``class_gradients`` path compiles)."""
+    return F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
+
+
+def _loop(model, params, buffers, xs, ys, create_graph, loss_fn=class_loss):
     tensors = {n: p if p.requires_grad else p.detach().requires_grad_() for n, p in params.items()}
     per_class = []
     for xc, yc in zip(xs, ys):
-        out = functional_call(model, (tensors, buffers), (xc,))
-        per_class.append(torch.autograd.grad(F.cross_entropy(out, yc), list(tensors.values()),
+        per_class.append(torch.autograd.grad(loss_fn(model, tensors, buffers, xc, yc), list(tensors.values()),
                                              create_graph=create_graph))
     return [torch.stack(grads) for grads in zip(*per_class)]
 
@@ -134,7 +139,8 @@ def _vmap(model, params, buffers, xs, ys, create_graph):
 
 def per_class_gradients(model: nn.Module, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | None,
                         x: torch.Tensor, y: torch.Tensor | None, num_classes: int, create_graph: bool = True,
-                        strategy: str = "auto", classes: Sequence[int] | None = None) -> list[torch.Tensor]:
+                        strategy: str = "auto", classes: Sequence[int] | None = None,
+                        compiled=None) -> list[torch.Tensor]:
     """Gradients of the mean cross-entropy of each class's samples w.r.t. the model's parameters.
 
     Args:
@@ -149,6 +155,9 @@ def per_class_gradients(model: nn.Module, params: Mapping[str, torch.Tensor] | S
         classes: the classes to compute, in output order (default all K); x holds samples of these
             only (a rank's share of a class-sharded method, :mod:`ddfast.distributed`). Each class's
             gradient is the same as in the call over all classes.
+        compiled: a :class:`ddfast.compiled.CompiledCall` of :func:`class_loss` (path ``class_gradients``) that
+            the loop strategy runs each class's loss through when ``create_graph`` is False (the real side of
+            gradient matching; a compiled backward cannot be differentiated again, so it is not used otherwise).
 
     Returns one tensor per parameter, in ``model.named_parameters()`` order, of shape [k, *p.shape]
     (k = len(classes), K by default): the batched layout of :func:`ddfast.grad_distance`.
@@ -175,4 +184,5 @@ def per_class_gradients(model: nn.Module, params: Mapping[str, torch.Tensor] | S
     with batchnorm_in_eval(model):
         if strategy == "vmap":
             return _vmap(model, params, buffers, xs, ys, create_graph)
-        return _loop(model, params, buffers, xs, ys, create_graph)
+        return _loop(model, params, buffers, xs, ys, create_graph,
+                     compiled if compiled is not None and not create_graph else class_loss)
