@@ -1,11 +1,18 @@
 """Benchmark one outer iteration of the DD methods: ddfast's method code vs the reference structure.
 
-Cases (issue: distillation end to end, item 8), ConvNet-3 on CIFAR-10 shapes (random data), 10 classes:
-  dc    one DSA matching step (DC's outer_loop body: all classes' real and synthetic gradients with
-        Siamese DSA, the layer-wise distance, one image step) at IPC 1 and 10; ddfast = ddfast.methods.dc
-        (per_class_gradients + one grad_distance call + fused DSA) with outer_loop = 1.
+Cases, ConvNet-3 on random data of CIFAR-10 shapes (3x32x32) and, for dc, dm and eval, also of Fashion-MNIST
+shapes (1x28x28, DC's padding 3), 10 classes. The cases with compiled network paths (dc, dm, dream, eval) time
+ddfast twice, eager and with ``compile on`` (ddfast.compiled; the first, compiling iteration is the warm-up,
+its compilation seconds are recorded apart as compile_s):
+  dc    one DSA outer iteration with DC's default loops for the IPC (quick: IPC 1, loops (1, 1): one matching
+        step; full: IPC 1 and IPC 10, loops (10, 50): ten matching steps and 450 epochs of network training
+        on the set between them); ddfast = ddfast.methods.dc (per_class_gradients + one grad_distance call +
+        fused DSA) vs DC main.py's body (per-class loops, DiffAugment, match_loss, epoch('train')).
   dm    one DM iteration (fresh network, Siamese DSA per class, embeddings, class-mean loss, image step)
         at IPC 10; ddfast = ddfast.methods.dm (fused DSA, class_mean_distance, per-device forward).
+  eval  one DC-protocol evaluation run: a fresh ConvNet-3 trained on an IPC 10 set (100 images) for a fixed
+        number of epochs (quick 20, full 100) with per-image DSA, then tested on 2,000 images; ddfast =
+        ddfast.evaluate (runs=1) vs DC's evaluate_synset loop.
   dream one DREAM+ outer iteration at IPC 10 (fresh network trained one epoch on the real data, then
         ``inner_steps`` 10 matching steps with one k-means query of every class, k = batch_real, and the
         network trained on 256 real samples after each step) on 500 real images per class (quick: 200,
@@ -31,7 +38,7 @@ Cases (issue: distillation end to end, item 8), ConvNet-3 on CIFAR-10 shapes (ra
 Both sides run the same hyperparameters; the time is the median per iteration after one warm-up.
 Results: bench/results/<device>.jsonl (op "methods").
 
-Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt,ast,seqmatch,sre2l,delt]
+Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt,ast,seqmatch,sre2l,delt,eval]
        [--out DIR]
 """
 
@@ -46,8 +53,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ddfast.compiled import compile_report, use_compile  # noqa: E402
 from ddfast.data import ImageDataset  # noqa: E402
-from ddfast.methods import METHODS, make_config, seqmatch  # noqa: E402
+from ddfast.methods import METHODS, dc, make_config, seqmatch  # noqa: E402
 from ddfast.methods.mtt import Student, match_trajectories  # noqa: E402
 from ddfast.methods import _common as common  # noqa: E402
 from ddfast.models import get_network  # noqa: E402
@@ -60,19 +68,31 @@ OP = "methods"
 CLASSES = 10
 
 
-def fake_cifar(device, per_class: int) -> ImageDataset:
+SHAPES = {"cifar10": (3, 32, 32), "fashion_mnist": (1, 28, 28)}
+
+
+def fake_data(device, per_class: int, dataset: str = "cifar10", test_per_class: int = 0) -> ImageDataset:
+    """Random images of ``dataset``'s shape (:data:`SHAPES`), ``per_class`` training (and ``test_per_class`` test)
+    images per class."""
     g = torch.Generator().manual_seed(0)
-    n = CLASSES * per_class
+    shape = SHAPES[dataset]
     labels = torch.arange(CLASSES).repeat_interleave(per_class)
-    return ImageDataset(name="random-cifar10-shapes", train_images=torch.randn(n, 3, 32, 32, generator=g).to(device),
-                        train_labels=labels.to(device), test_images=torch.zeros(0, 3, 32, 32, device=device),
-                        test_labels=torch.zeros(0, dtype=torch.long, device=device), num_classes=CLASSES, channels=3,
-                        im_size=(32, 32), class_names=[str(c) for c in range(CLASSES)], mean=(0.0,) * 3,
-                        std=(1.0,) * 3, device=torch.device(device))
+    test_labels = torch.arange(CLASSES).repeat_interleave(test_per_class)
+    return ImageDataset(name=dataset, train_images=torch.randn(len(labels), *shape, generator=g).to(device),
+                        train_labels=labels.to(device),
+                        test_images=torch.randn(len(test_labels), *shape, generator=g).to(device),
+                        test_labels=test_labels.to(device), num_classes=CLASSES, channels=shape[0],
+                        im_size=shape[1:], class_names=[str(c) for c in range(CLASSES)], mean=(0.0,) * shape[0],
+                        std=(1.0,) * shape[0], device=torch.device(device))
 
 
-def ddfast_iteration_seconds(method: str, data, repeats: int, *args, **settings) -> float:
-    """Median seconds per iteration of the method's own loop (the first iteration is the warm-up)."""
+def fake_cifar(device, per_class: int) -> ImageDataset:
+    return fake_data(device, per_class, "cifar10")
+
+
+def ddfast_iteration_seconds(method: str, data, repeats: int, *args, compile: str = "off", **settings) -> float:
+    """Median seconds per iteration of the method's own loop (the first iteration is the warm-up) with compile
+    setting ``compile``."""
     marks = []
 
     def mark(_it, _state):  # wall time after the device finished the iteration's queued work
@@ -80,8 +100,20 @@ def ddfast_iteration_seconds(method: str, data, repeats: int, *args, **settings)
         marks.append(time.perf_counter())
 
     config = make_config(method, "cifar10", iterations=repeats + 1, **settings)
-    METHODS[method].distill(data, config, *args, device=data.device, progress=False, callback=mark)
+    with use_compile(compile):
+        METHODS[method].distill(data, config, *args, device=data.device, progress=False, callback=mark)
     return statistics.median(b - a for a, b in zip(marks, marks[1:]))
+
+
+def ddfast_both(method: str, data, repeats: int, *args, **settings) -> dict:
+    """Eager and compiled median seconds per iteration of the method, and the compiled run's compilation
+    seconds (every path's first call)."""
+    compile_report(reset=True)
+    eager = ddfast_iteration_seconds(method, data, repeats, *args, compile="off", **settings)
+    compile_report(reset=True)
+    compiled = ddfast_iteration_seconds(method, data, repeats, *args, compile="on", **settings)
+    compile_s = sum(entry["compile_seconds"] for entry in compile_report(reset=True).values())
+    return {"eager": eager, "compiled": compiled, "compile_s": compile_s}
 
 
 def reference_iteration_seconds(step, repeats: int, device) -> float:
@@ -100,44 +132,94 @@ def _real_per_class(data, n: int, it: int):
 
 
 def _record(rec, case, size, ours_s, reference_s, **extra):
-    row = rec.record(op=OP, case=case, backend="ddfast", strategy="method", size=size, median_ms=1000 * ours_s,
-                     baseline="reference structure", baseline_ms=1000 * reference_s, speedup=reference_s / ours_s,
-                     **extra)
-    print(f"{case:4s} {size:28s} ddfast {row['median_ms']:9.1f} ms   reference {row['baseline_ms']:9.1f} ms   "
-          f"x{row['speedup']:.2f}")
+    """One row; ``ours_s`` is a number (eager only) or :func:`ddfast_both`'s dict (eager, compiled, compile_s)."""
+    both = ours_s if isinstance(ours_s, dict) else {"eager": ours_s, "compiled": None, "compile_s": None}
+    compiled = both["compiled"]
+    row = rec.record(op=OP, case=case, backend="ddfast", strategy="method", size=size,
+                     median_ms=1000 * both["eager"], baseline="reference structure", baseline_ms=1000 * reference_s,
+                     speedup=reference_s / both["eager"],
+                     compiled_ms=None if compiled is None else 1000 * compiled,
+                     compiled_speedup=None if compiled is None else reference_s / compiled,
+                     compile_s=both["compile_s"], **extra)
+    line = (f"{case:5s} {size:34s} ddfast {row['median_ms']:9.1f} ms   reference {row['baseline_ms']:9.1f} ms   "
+            f"x{row['speedup']:.2f}")
+    if compiled is not None:
+        line += f"   compiled {row['compiled_ms']:9.1f} ms x{row['compiled_speedup']:.2f} (compile {both['compile_s']:.0f} s)"
+    print(line, flush=True)
 
 
 def bench_dc(rec, device, quick):
     batch_real = 64 if quick else 256
-    data = fake_cifar(device, batch_real)
-    repeats = 2 if quick else 3
-    for ipc in (1, 10):
-        ours = ddfast_iteration_seconds("dsa", data, repeats, ipc=ipc, batch_real=batch_real, outer_loop=1,
-                                        inner_loop=1)
-        syn = torch.randn(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
-        opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
+    repeats = 1 if quick else 2
+    for dataset in SHAPES:
+        data = fake_data(device, batch_real, dataset)
+        for ipc in (1,) if quick else (1, 10):
+            outer_loop, inner_loop = dc.LOOPS[ipc]
+            ours = ddfast_both("dsa", data, repeats, ipc=ipc, batch_real=batch_real)
+            syn = torch.randn(CLASSES * ipc, *SHAPES[dataset], device=device, requires_grad=True)
+            opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
 
-        def step(it):
-            net = common.seeded_network("ConvNet", 3, CLASSES, (32, 32), it, device)
-            method_steps.dc_matching_step(net, _real_per_class(data, batch_real, it), syn, ipc, opt, True, it)
-        _record(rec, "dc", f"ipc{ipc}-real{batch_real}", ours, reference_iteration_seconds(step, repeats, device),
-                ipc=ipc, batch_real=batch_real)
+            def step(it):
+                net = common.seeded_network("ConvNet", data.channels, CLASSES, data.im_size, it, device)
+                method_steps.dc_iteration(net, lambda ol: _real_per_class(data, batch_real, it), syn, ipc, opt,
+                                          outer_loop=outer_loop, inner_loop=inner_loop, batch_train=256, lr_net=0.01,
+                                          dsa=True, seed=it)
+            _record(rec, "dc", f"{dataset}-ipc{ipc}-loops{outer_loop}x{inner_loop}-real{batch_real}", ours,
+                    reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=batch_real,
+                    outer_loop=outer_loop, inner_loop=inner_loop, dataset_shape=dataset)
 
 
 def bench_dm(rec, device, quick):
     batch_real = 64 if quick else 256
-    data = fake_cifar(device, batch_real)
     repeats = 2 if quick else 3
     ipc = 10
-    ours = ddfast_iteration_seconds("dm", data, repeats, ipc=ipc, batch_real=batch_real)
-    syn = torch.randn(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
-    opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
+    for dataset in SHAPES:
+        data = fake_data(device, batch_real, dataset)
+        ours = ddfast_both("dm", data, repeats, ipc=ipc, batch_real=batch_real)
+        syn = torch.randn(CLASSES * ipc, *SHAPES[dataset], device=device, requires_grad=True)
+        opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
 
-    def step(it):
-        net = common.seeded_network("ConvNet", 3, CLASSES, (32, 32), it, device)
-        method_steps.dm_step(net, _real_per_class(data, batch_real, it), syn, ipc, opt, it)
-    _record(rec, "dm", f"ipc{ipc}-real{batch_real}", ours, reference_iteration_seconds(step, repeats, device),
-            ipc=ipc, batch_real=batch_real)
+        def step(it):
+            net = common.seeded_network("ConvNet", data.channels, CLASSES, data.im_size, it, device)
+            method_steps.dm_step(net, _real_per_class(data, batch_real, it), syn, ipc, opt, it)
+        _record(rec, "dm", f"{dataset}-ipc{ipc}-real{batch_real}", ours,
+                reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=batch_real,
+                dataset_shape=dataset)
+
+
+def bench_eval(rec, device, quick):
+    """One DC-protocol evaluation run (train on an IPC 10 set, test on 2,000 images): ddfast.evaluate eager and
+    compiled (the compiled side runs once to compile, then is timed) vs DC's evaluate_synset loop."""
+    from ddfast.eval import default_augment, evaluate
+
+    epochs, ipc = (20 if quick else 100), 10
+    for dataset in SHAPES:
+        data = fake_data(device, ipc, dataset, test_per_class=200)
+        syn = (data.train_images, data.train_labels)
+
+        def ours(mode):
+            with use_compile(mode):
+                synchronize(device)
+                start = time.perf_counter()
+                evaluate(syn, data, "ConvNet", preset="quick", runs=1, epochs=epochs, augment=default_augment("dc"),
+                         seed=0, device=device, progress=False)
+                synchronize(device)
+                return time.perf_counter() - start
+
+        compile_report(reset=True)
+        eager = ours("off")
+        first = ours("on")
+        compile_s = sum(entry["compile_seconds"] for entry in compile_report(reset=True).values())
+        compiled = ours("on")
+
+        def step(it):
+            net = common.seeded_network("ConvNet", data.channels, CLASSES, data.im_size, it, device)
+            method_steps.dc_evaluate(net, data.train_images, data.train_labels, data.test_images, data.test_labels,
+                                     epochs=epochs)
+        reference = reference_iteration_seconds(step, 1, device)
+        _record(rec, "eval", f"{dataset}-ipc{ipc}-epochs{epochs}-test2000",
+                {"eager": eager, "compiled": compiled, "compile_s": compile_s}, reference, ipc=ipc, epochs=epochs,
+                dataset_shape=dataset, first_compiled_ms=1000 * first)
 
 
 def bench_dream(rec, device, quick):
@@ -145,8 +227,8 @@ def bench_dream(rec, device, quick):
     data = fake_cifar(device, per_class)
     repeats = 1 if quick else 2
     ipc, inner_steps, net_samples = 10, 10, 256
-    ours = ddfast_iteration_seconds("dream", data, repeats, ipc=ipc, batch_real=k, inner_steps=inner_steps,
-                                    interval=inner_steps, net_samples=net_samples, pretrain_epochs=1, factor=1)
+    ours = ddfast_both("dream", data, repeats, ipc=ipc, batch_real=k, inner_steps=inner_steps,
+                       interval=inner_steps, net_samples=net_samples, pretrain_epochs=1, factor=1)
     syn = torch.rand(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
     opt = torch.optim.SGD([syn], lr=0.005, momentum=0.5)
 
@@ -325,5 +407,5 @@ if __name__ == "__main__":
     trajectory_cases = {case: (lambda rec, device, quick, case=case: bench_trajectory(rec, device, quick, case))
                         for case in TRAJECTORY_CASES}
     bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "dream": bench_dream, **trajectory_cases, "sre2l": bench_sre2l,
-                         "delt": bench_delt},
+                         "delt": bench_delt, "eval": bench_eval},
                lambda rec, device: f"methods on {rec.common['device']}, torch {rec.common['torch']}")

@@ -67,7 +67,8 @@ def _distill(args) -> int:
                           eval_preset=args.eval_preset, eval_model=args.eval_model, eval_runs=args.eval_runs,
                           eval_epochs=args.eval_epochs, buffer=args.buffer, teacher=args.teacher,
                           resume=args.resume, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                          settings=_settings(args.set), zca=args.zca, progress=not args.quiet, compile=args.compile)
+                          settings=_settings(args.set), zca=args.zca, progress=not args.quiet, compile=args.compile,
+                          autocast=args.autocast)
     if results is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print_table([results])
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (MTT's --zca)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of the method's config")
     _compile_flag(d)
+    d.add_argument("--autocast", default="off", choices=["off", "bf16"],
+                   help="run the distillation's networks in bf16 autocast (faster on AMX CPUs and tensor-core GPUs; "
+                        "changes results beyond rounding, so off by default; evaluation stays fp32)")
     _common(d)
     d.set_defaults(func=_distill)
 

@@ -25,6 +25,13 @@ A compilation that fails, or a torch without a working ``torch.compile``, falls 
 warning per path, never an error. Graphs are specialised to shapes (``dynamic=False``): a handful of
 distinct batch shapes compile a handful of graphs.
 
+bf16 autocast (``autocast``: :data:`AUTOCAST`; ``with ddfast.use_autocast("bf16"):``, ``DDFAST_AUTOCAST`` or the
+CLI's ``--autocast``; default ``off``) runs the same paths under ``torch.autocast(dtype=torch.bfloat16)`` and
+returns their outputs in fp32, so the fused ops after them see fp32. CPUs with AMX and GPUs with tensor
+cores run bf16 convolutions several times faster (compiled ConvNet-3 embedding on the 2-core Xeon: 4x the
+eager fp32 one), at about 0.5% relative error in the features; it changes results beyond reassociation, so
+it is off unless asked for.
+
 Compiled and eager results agree to floating-point reassociation (Inductor reorders sums); a seeded run
 is reproducible with the same setting, not bit-identical across settings. :func:`compile_report` gives, per
 path, whether it compiled, the calls and the seconds spent compiling, which the runner stores in
@@ -50,8 +57,10 @@ MODES = ("auto", "on", "off")
 PATHS = ("embed", "embed_grad", "train_step", "eval_forward", "class_gradients")
 RULES_PATH = Path(__file__).resolve().parent / "compile_rules.json"
 MIN_SPEEDUP = 1.05  # a rule below this is not worth the compilation anywhere
+AUTOCAST = ("off", "bf16")
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("ddfast_compile", default=None)
+_autocast: contextvars.ContextVar[str | None] = contextvars.ContextVar("ddfast_autocast", default=None)
 _report: dict[str, dict] = {}
 _report_lock = threading.Lock()
 
@@ -79,6 +88,29 @@ def use_compile(mode: str) -> Iterator[None]:
         yield
     finally:
         _forced.reset(token)
+
+
+def autocast_mode() -> str:
+    """The autocast setting in force: :func:`use_autocast`'s, else ``DDFAST_AUTOCAST``'s, else ``"off"``."""
+    forced = _autocast.get()
+    if forced is not None:
+        return forced
+    env = os.environ.get("DDFAST_AUTOCAST", "").strip()
+    if env and env not in AUTOCAST:
+        raise ValueError(f"DDFAST_AUTOCAST must be one of {AUTOCAST}, got {env!r}")
+    return env or "off"
+
+
+@contextlib.contextmanager
+def use_autocast(mode: str) -> Iterator[None]:
+    """Run the network paths of the block under bf16 autocast (``"bf16"``) or in full precision (``"off"``)."""
+    if mode not in AUTOCAST:
+        raise ValueError(f"autocast must be one of {AUTOCAST}, got {mode!r}")
+    token = _autocast.set(mode)
+    try:
+        yield
+    finally:
+        _autocast.reset(token)
 
 
 @functools.lru_cache(maxsize=1)
@@ -141,6 +173,16 @@ def embed(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net.embed(x)
 
 
+def _in_bf16(fn: Callable) -> Callable:
+    """``fn`` under bf16 autocast on its inputs' device, its tensor output returned in fp32."""
+    @functools.wraps(fn)
+    def run(*args):
+        with torch.autocast(_device_of(args).type, dtype=torch.bfloat16):
+            out = fn(*args)
+        return out.float() if isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16 else out
+    return run
+
+
 class CompiledCall:
     """``fn(*args)``, compiled or eager according to the compile setting in force when it was made.
 
@@ -157,7 +199,8 @@ class CompiledCall:
     def __init__(self, fn: Callable, path: str, calls: int = 1):
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-        self.fn, self.path, self.calls = fn, path, max(int(calls), 1)
+        self.path, self.calls = path, max(int(calls), 1)
+        self.fn = _in_bf16(fn) if autocast_mode() == "bf16" else fn
         self.mode = compile_mode()
         self._compiled: Callable | None = None
         self._first_key: tuple | None = None  # set while the compiled code has not run yet

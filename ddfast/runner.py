@@ -19,7 +19,7 @@ import torch
 
 from ._io import atomic_write_text
 from .backends import use_backend
-from .compiled import MODES as COMPILE_MODES, compile_report, use_compile
+from .compiled import AUTOCAST, MODES as COMPILE_MODES, compile_report, use_autocast, use_compile
 from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
                    test_accuracy)
@@ -86,7 +86,7 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                 eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
                 eval_epochs: int | None = None, buffer=None, teacher=None, resume: bool = False,
                 checkpoint_every: int = 50, eval_every: int = 0, settings: dict | None = None, zca: bool = False,
-                progress: bool = True, data=None, compile: str = "auto") -> dict | None:
+                progress: bool = True, data=None, compile: str = "auto", autocast: str = "off") -> dict | None:
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
 
     Under ``torchrun`` (:mod:`ddfast.distributed`) every rank distils its share (the method's sharding mode) and
@@ -102,11 +102,14 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
 
     ``compile`` (:mod:`ddfast.compiled`: auto, on, off) applies to the distillation and the evaluation; results.json
     records, per compiled path, whether it compiled and its compilation seconds, and the distillation's seconds
-    without them."""
+    without them. ``autocast="bf16"`` runs the distillation's network paths in bf16 (the evaluation stays fp32, so
+    the accuracy measures the set)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     if compile not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
+    if autocast not in AUTOCAST:
+        raise ValueError(f"autocast must be one of {AUTOCAST}, got {autocast!r}")
     spec = METHODS[method]
     if spec.needs_buffer and buffer is None:
         raise ValueError(f"method {method!r} needs expert trajectories: pass --buffer DIR (made by `ddfast buffer`)")
@@ -148,13 +151,14 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
             current = SyntheticSet(images.detach().cpu(), current_labels.cpu(),
                                    lr=None if lr is None else lr.detach().cpu(),
                                    metadata={**data.metadata(), "method": method, "ipc": ipc, **state.metadata})
-            result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs, seed=seed,
-                              device=device, progress=False, **evaluation)
+            with use_autocast("off"):  # the curve measures the set, in full precision
+                result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs, seed=seed,
+                                  device=device, progress=False, **evaluation)
             curve.append((it, result.mean))
 
     start = time.perf_counter()
     compile_report(reset=True)
-    with use_backend(backend), use_compile(compile):
+    with use_backend(backend), use_compile(compile), use_autocast(autocast):
         extra = (buffer,) if spec.needs_buffer else (teacher_net,) if spec.needs_teacher else ()
         syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
                            callback=observe, ctx=ctx)
@@ -179,7 +183,8 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                "seconds": syn.metadata["seconds"], "seconds_without_compile": syn.metadata["seconds"] - compile_seconds,
                "wall_seconds": wall, "device": str(device), "backend": backend, "seed": seed,
                "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
-               "compile": {"setting": compile, "distill": compiled_distill, "eval": compile_report(reset=True)},
+               "compile": {"setting": compile, "autocast": autocast, "distill": compiled_distill,
+                           "eval": compile_report(reset=True)},
                "curve": [{"iteration": it, "accuracy": a} for it, a in curve]}
     if teacher_record is not None:
         results["teacher"] = {k: v for k, v in teacher_record.items() if k != "dataset"}

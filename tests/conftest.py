@@ -73,6 +73,7 @@ def _no_backend_env(monkeypatch):
     """Tests choose backends and the compile setting explicitly; the environment's must not leak in."""
     monkeypatch.delenv("DDFAST_BACKEND", raising=False)
     monkeypatch.setenv("DDFAST_COMPILE", "off")  # eager unless a test asks: auto's timing-based choice stays out
+    monkeypatch.delenv("DDFAST_AUTOCAST", raising=False)
 
 
 def seeded(seed: int = 0) -> torch.Generator:

@@ -155,3 +155,23 @@ def test_evaluation_compiled_and_eager_agree(digits8):
     report = compile_report()
     assert report["train_step"]["compiled"] and report["eval_forward"]["compiled"]
     assert abs(results["on"].mean - results["off"].mean) <= max(results["on"].std, results["off"].std, 0.01)
+
+
+def test_bf16_autocast_runs_the_path_in_bf16_and_returns_fp32(monkeypatch):
+    seen = []
+
+    def probe(net, x):
+        out = net.embed(x)
+        seen.append(out.dtype)
+        return out
+    net, x = get_network("ConvNetD2", 1, 10, (8, 8)), torch.randn(4, 1, 8, 8)
+    with use_compile("off"), compiled.use_autocast("bf16"):
+        out = CompiledCall(probe, "embed")(net, x)
+    assert seen == [torch.bfloat16] and out.dtype == torch.float32
+    torch.testing.assert_close(out, net.embed(x), rtol=0.05, atol=0.05)  # bf16 rounding, not another function
+    monkeypatch.setenv("DDFAST_AUTOCAST", "fp8")
+    with pytest.raises(ValueError, match="DDFAST_AUTOCAST"):
+        compiled.autocast_mode()
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        with compiled.use_autocast("fp16"):
+            pass

@@ -37,6 +37,40 @@ def dc_matching_step(net, real_per_class, syn, ipc: int, optimizer_img, dsa: boo
     return loss.item()
 
 
+def dc_iteration(net, sample_real, syn, ipc: int, optimizer_img, *, outer_loop: int, inner_loop: int,
+                 batch_train: int, lr_net: float, dsa: bool, seed: int) -> float:
+    """One outer iteration of DC main.py: ``outer_loop`` times the matching step (:func:`dc_matching_step` on
+    ``sample_real(ol)``, a list of per-class real batches), then, except after the last, ``inner_loop`` epochs
+    of the network on the synthetic set (DC's epoch('train') with per-image DiffAugment when ``dsa``)."""
+    net_optimizer = torch.optim.SGD(net.parameters(), lr=lr_net)
+    labels = torch.arange(len(syn) // ipc, device=syn.device).repeat_interleave(ipc)
+    total = 0.0
+    for ol in range(outer_loop):
+        total += dc_matching_step(net, sample_real(ol), syn, ipc, optimizer_img, dsa, seed + ol)
+        if ol == outer_loop - 1:
+            break
+        for _ in range(inner_loop):
+            _train_epoch(net, net_optimizer, syn.detach().clone(), labels, batch_train, STRATEGY if dsa else "")
+    return total
+
+
+def dc_evaluate(net, images, labels, test_images, test_labels, *, epochs: int, lr: float = 0.01,
+                batch_size: int = 256) -> float:
+    """DC's evaluate_synset: SGD momentum 0.9, weight decay 5e-4, lr x 0.1 from epoch epochs // 2 (a new
+    optimiser), DC's epoch('train') with per-image DiffAugment, then the test accuracy in batches of 256."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    for epoch in range(epochs):
+        if epoch == epochs // 2:
+            optimizer = torch.optim.SGD(net.parameters(), lr=lr * 0.1, momentum=0.9, weight_decay=5e-4)
+        _train_epoch(net, optimizer, images, labels, batch_size, STRATEGY)
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in zip(torch.split(test_images, 256), torch.split(test_labels, 256)):
+            correct += int((net(x).argmax(1) == y).sum())
+    return correct / len(test_labels)
+
+
 def dm_step(net, real_per_class, syn, ipc: int, optimizer_img, seed: int) -> float:
     """main_DM.py's iteration body: per class, Siamese DSA, embed real (detached) and synthetic, squared
     distance of the means; one SGD step on the images."""
@@ -108,11 +142,12 @@ def _reference_kmeans_query(net, images, k: int, iters: int = 100, tol: float = 
 
 
 def _train_epoch(net, optimizer, images, labels, batch_size: int, strategy: str) -> None:
-    """DC's epoch('train'): shuffled minibatches, per-image DiffAugment (global RNG), one SGD step each."""
+    """DC's epoch('train'): shuffled minibatches, per-image DiffAugment (global RNG; none for an empty
+    ``strategy``), one SGD step each."""
     net.train()
     order = torch.randperm(images.shape[0], device=images.device)
     for index in torch.split(order, batch_size):
-        x = dsa_reference.diff_augment(images[index], strategy, seed=-1, mode="M")
+        x = dsa_reference.diff_augment(images[index], strategy, seed=-1, mode="M") if strategy else images[index]
         loss = F.cross_entropy(net(x), labels[index])
         optimizer.zero_grad()
         loss.backward()

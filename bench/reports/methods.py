@@ -6,14 +6,20 @@ from pathlib import Path
 
 from .format import ms, source
 
-ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3, "ast": 4, "seqmatch": 5, "sre2l": 6}
-WHAT = {"dc": "DSA matching step (all classes)", "dm": "DM iteration",
+ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3, "ast": 4, "seqmatch": 5, "sre2l": 6, "eval": 7}
+WHAT = {"dc": "DSA outer iteration (DC's loops for the IPC)", "dm": "DM iteration",
+        "eval": "DC-protocol evaluation run (ConvNet-3 trained on the set, then tested)",
         "dream": "DREAM+ outer iteration (pretrain epoch, k-means query, 10 steps)",
         "mtt": "MTT iteration (adjoint unroll)",
         "ast": "AST iteration (adjoint unroll with momentum, a middle target, perturbed start)",
         "seqmatch": "SeqMatch iteration on subset 2 (adjoint unroll, subset 1 frozen in the minibatches)",
         "sre2l": "SRe2L recover step on ResNet-18 (fused BN-statistics loss vs one hook graph per BN layer)"}
 SYNTHESIS = "delt"  # DELT vs SRe2L synthesis time: its own table
+COMPILED = {"dc", "dm", "dream", "eval"}  # cases timed eager and compiled; their older, eager-only rows are left out
+
+
+def _shown(row) -> bool:
+    return row["case"] != SYNTHESIS and (row["case"] not in COMPILED or "compiled_ms" in row)
 
 
 def _mib(value) -> str:
@@ -21,15 +27,20 @@ def _mib(value) -> str:
 
 
 def table(latest) -> list[str]:
-    lines = ["| device | method | measured | setting | ddfast ms | reference structure ms | speedup | "
-             "peak MiB, ddfast / reference |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| device | method | measured | setting | ddfast ms | speedup | ddfast compiled ms | speedup | "
+             "compile s | reference structure ms | peak MiB, ddfast / reference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, rows in sorted(latest.items()):
-        for r in sorted((r for r in rows.values() if r["case"] != SYNTHESIS),
+        for r in sorted((r for r in rows.values() if _shown(r)),
                         key=lambda r: (ORDER.get(r["case"], 9), r["size"])):
             memory = (f"{_mib(r['peak_mem_bytes'])} / {_mib(r.get('baseline_peak_mem_bytes'))}"
                       if r.get("peak_mem_bytes") is not None else "")
+            compiled = r.get("compiled_ms")
+            compiled_cells = ("| | |" if compiled is None else
+                              f"| {ms(compiled)} | {r['compiled_speedup']:.2f}x | {r['compile_s']:.0f} |")
             lines.append(f"| {r['device']} | {r['case']} | {WHAT.get(r['case'], '')} | {r['size']} | "
-                         f"{ms(r['median_ms'])} | {ms(r['baseline_ms'])} | {r['speedup']:.2f}x | {memory} |")
+                         f"{ms(r['median_ms'])} | {r['speedup']:.2f}x {compiled_cells} {ms(r['baseline_ms'])} | "
+                         f"{memory} |")
     return lines
 
 
