@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .flat_model import FlatModel
-from .unroll import MODES, unroll
+from .unroll import DEFAULT_MEMORY_BUDGET, MODES, steps_kept, unroll
 
-__all__ = ["FlatModel", "MODES", "unroll"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "FlatModel", "MODES", "steps_kept", "unroll"]
