@@ -59,58 +59,59 @@ RULES_PATH = Path(__file__).resolve().parent / "compile_rules.json"
 MIN_SPEEDUP = 1.05  # a rule below this is not worth the compilation anywhere
 AUTOCAST = ("off", "bf16")
 
-_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("ddfast_compile", default=None)
-_autocast: contextvars.ContextVar[str | None] = contextvars.ContextVar("ddfast_autocast", default=None)
+class _Setting:
+    """A per-run choice among ``choices``: a context variable (set by a ``use_*`` block), else the environment
+    variable ``env``, else ``default``; values are checked where they come in, naming their source."""
+
+    def __init__(self, name: str, choices: tuple, env: str, default: str):
+        self.name, self.choices, self.env, self.default = name, choices, env, default
+        self.var: contextvars.ContextVar[str | None] = contextvars.ContextVar(f"ddfast_{name}", default=None)
+
+    def check(self, value, source: str) -> str:
+        if value not in self.choices:
+            raise ValueError(f"{source} must be one of {self.choices}, got {value!r}")
+        return value
+
+    def get(self) -> str:
+        forced = self.var.get()
+        if forced is not None:
+            return forced
+        env = os.environ.get(self.env, "").strip()
+        return self.check(env, self.env) if env else self.default
+
+    @contextlib.contextmanager
+    def use(self, value: str) -> Iterator[None]:
+        token = self.var.set(self.check(value, self.name))
+        try:
+            yield
+        finally:
+            self.var.reset(token)
+
+
+_compile = _Setting("compile", MODES, "DDFAST_COMPILE", "auto")
+_autocast = _Setting("autocast", AUTOCAST, "DDFAST_AUTOCAST", "off")
 _report: dict[str, dict] = {}
 _report_lock = threading.Lock()
 
 
-def _check_mode(mode, source: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"{source} must be one of {MODES}, got {mode!r}")
-    return mode
-
-
 def compile_mode() -> str:
     """The compile setting in force: :func:`use_compile`'s, else ``DDFAST_COMPILE``'s, else ``"auto"``."""
-    forced = _forced.get()
-    if forced is not None:
-        return forced
-    env = os.environ.get("DDFAST_COMPILE", "").strip()
-    return _check_mode(env, "DDFAST_COMPILE") if env else "auto"
+    return _compile.get()
 
 
-@contextlib.contextmanager
-def use_compile(mode: str) -> Iterator[None]:
+def use_compile(mode: str):
     """Run the block with compile setting ``mode`` (``"auto"``, ``"on"`` or ``"off"``)."""
-    token = _forced.set(_check_mode(mode, "compile"))
-    try:
-        yield
-    finally:
-        _forced.reset(token)
+    return _compile.use(mode)
 
 
 def autocast_mode() -> str:
     """The autocast setting in force: :func:`use_autocast`'s, else ``DDFAST_AUTOCAST``'s, else ``"off"``."""
-    forced = _autocast.get()
-    if forced is not None:
-        return forced
-    env = os.environ.get("DDFAST_AUTOCAST", "").strip()
-    if env and env not in AUTOCAST:
-        raise ValueError(f"DDFAST_AUTOCAST must be one of {AUTOCAST}, got {env!r}")
-    return env or "off"
+    return _autocast.get()
 
 
-@contextlib.contextmanager
-def use_autocast(mode: str) -> Iterator[None]:
+def use_autocast(mode: str):
     """Run the network paths of the block under bf16 autocast (``"bf16"``) or in full precision (``"off"``)."""
-    if mode not in AUTOCAST:
-        raise ValueError(f"autocast must be one of {AUTOCAST}, got {mode!r}")
-    token = _autocast.set(mode)
-    try:
-        yield
-    finally:
-        _autocast.reset(token)
+    return _autocast.use(mode)
 
 
 @functools.lru_cache(maxsize=1)
