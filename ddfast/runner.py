@@ -164,6 +164,10 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                            callback=observe, ctx=ctx)
     wall = time.perf_counter() - start
     compiled_distill = compile_report(reset=True)
+    # The ranks leave together: a group this run started ends here on every rank at once, before rank 0's final
+    # evaluation (which needs no peer), instead of the other ranks tearing it down while rank 0 still works.
+    ctx.barrier()
+    distributed.destroy()
     if not ctx.is_main:
         return None
     history = torch.load(checkpoint.path, weights_only=True)["state"]["history"]  # written at the last iteration
