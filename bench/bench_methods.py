@@ -1,13 +1,17 @@
 """Benchmark one outer iteration of the DD methods: ddfast's method code vs the reference structure.
 
-Cases, ConvNet-3 on random data of CIFAR-10 shapes (3x32x32) and, for dc, dm and eval, also of Fashion-MNIST
-shapes (1x28x28, DC's padding 3), 10 classes. The cases with compiled network paths (dc, dm, dream, eval) time
-ddfast twice, eager and with ``compile on`` (ddfast.compiled; the first, compiling iteration is the warm-up,
-its compilation seconds are recorded apart as compile_s):
-  dc    one DSA outer iteration with DC's default loops for the IPC (quick: IPC 1, loops (1, 1): one matching
-        step; full: IPC 1 and IPC 10, loops (10, 50): ten matching steps and 450 epochs of network training
-        on the set between them); ddfast = ddfast.methods.dc (per_class_gradients + one grad_distance call +
-        fused DSA) vs DC main.py's body (per-class loops, DiffAugment, match_loss, epoch('train')).
+Cases, ConvNet-3 on random data of CIFAR-10 shapes (3x32x32) and of Fashion-MNIST shapes (1x28x28, DC's
+padding 3; sre2l and delt: CIFAR-10 only, their ResNet-18 teacher is CIFAR's), 10 classes. The cases with
+compiled network paths (dc, dsa, lcs_gm, dm, dream, eval) time ddfast twice, eager and with ``compile on``
+(ddfast.compiled; the first, compiling iteration is the warm-up, its compilation seconds are recorded apart as
+compile_s):
+  dc, dsa  one DC (no augmentation) or DSA outer iteration with DC's default loops for the IPC (quick: IPC 1,
+        loops (1, 1): one matching step; full: IPC 1 and IPC 10, loops (10, 50): ten matching steps and 450
+        epochs of network training on the set between them); ddfast = ddfast.methods.dc (per_class_gradients +
+        one grad_distance call + fused DSA) vs DC main.py's body (per-class loops, DiffAugment, match_loss,
+        epoch('train')).
+  lcs_gm one label-cycle-shifting GM round at IPC 10 on its fixed pre-trained network: ddfast.methods.lcs_gm vs
+        DC's per-class matching step with shifted labels plus a per-class DM term and the EMA.
   dm    one DM iteration (fresh network, Siamese DSA per class, embeddings, class-mean loss, image step)
         at IPC 10; ddfast = ddfast.methods.dm (fused DSA, class_mean_distance, per-device forward).
   eval  one DC-protocol evaluation run: a fresh ConvNet-3 trained on an IPC 10 set (100 images) for a fixed
@@ -38,7 +42,8 @@ its compilation seconds are recorded apart as compile_s):
 Both sides run the same hyperparameters; the time is the median per iteration after one warm-up.
 Results: bench/results/<device>.jsonl (op "methods").
 
-Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick] [--cases dc,dm,dream,mtt,ast,seqmatch,sre2l,delt,eval]
+Usage: python bench/bench_methods.py [--device cpu|cuda] [--quick]
+       [--cases dc,dsa,lcs_gm,dm,dream,mtt,ast,seqmatch,sre2l,delt,eval]
        [--out DIR]
 """
 
@@ -99,7 +104,7 @@ def ddfast_iteration_seconds(method: str, data, repeats: int, *args, compile: st
         synchronize(data.device)
         marks.append(time.perf_counter())
 
-    config = make_config(method, "cifar10", iterations=repeats + 1, **settings)
+    config = make_config(method, data.name, iterations=repeats + 1, **settings)
     with use_compile(compile):
         METHODS[method].distill(data, config, *args, device=data.device, progress=False, callback=mark)
     return statistics.median(b - a for a, b in zip(marks, marks[1:]))
@@ -107,7 +112,8 @@ def ddfast_iteration_seconds(method: str, data, repeats: int, *args, compile: st
 
 def ddfast_both(method: str, data, repeats: int, *args, **settings) -> dict:
     """Eager and compiled median seconds per iteration of the method, and the compiled run's compilation
-    seconds (every path's first call)."""
+    seconds (every path's first call, from a cold Dynamo cache: what a fresh process pays)."""
+    torch._dynamo.reset()
     compile_report(reset=True)
     eager = ddfast_iteration_seconds(method, data, repeats, *args, compile="off", **settings)
     compile_report(reset=True)
@@ -148,14 +154,16 @@ def _record(rec, case, size, ours_s, reference_s, **extra):
     print(line, flush=True)
 
 
-def bench_dc(rec, device, quick):
+def _bench_gradient_matching(rec, device, quick, case: str):
+    """DC (``case`` "dc", no augmentation) or DSA: one outer iteration with DC's default loops for the IPC."""
     batch_real = 64 if quick else 256
     repeats = 1 if quick else 2
+    dsa = case == "dsa"
     for dataset in SHAPES:
         data = fake_data(device, batch_real, dataset)
         for ipc in (1,) if quick else (1, 10):
             outer_loop, inner_loop = dc.LOOPS[ipc]
-            ours = ddfast_both("dsa", data, repeats, ipc=ipc, batch_real=batch_real)
+            ours = ddfast_both(case, data, repeats, ipc=ipc, batch_real=batch_real)
             syn = torch.randn(CLASSES * ipc, *SHAPES[dataset], device=device, requires_grad=True)
             opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
 
@@ -163,10 +171,36 @@ def bench_dc(rec, device, quick):
                 net = common.seeded_network("ConvNet", data.channels, CLASSES, data.im_size, it, device)
                 method_steps.dc_iteration(net, lambda ol: _real_per_class(data, batch_real, it), syn, ipc, opt,
                                           outer_loop=outer_loop, inner_loop=inner_loop, batch_train=256, lr_net=0.01,
-                                          dsa=True, seed=it)
-            _record(rec, "dc", f"{dataset}-ipc{ipc}-loops{outer_loop}x{inner_loop}-real{batch_real}", ours,
+                                          dsa=dsa, seed=it)
+            _record(rec, case, f"{dataset}-ipc{ipc}-loops{outer_loop}x{inner_loop}-real{batch_real}", ours,
                     reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=batch_real,
                     outer_loop=outer_loop, inner_loop=inner_loop, dataset_shape=dataset)
+
+
+def bench_lcs_gm(rec, device, quick):
+    """One round of label-cycle-shifting GM at IPC 10 on its fixed pre-trained network (the pre-training, once per
+    run, left out): shifted-label gradient matching of every class, the DM term, the EMA."""
+    batch_real = 64 if quick else 256
+    repeats = 2 if quick else 3
+    ipc = 10
+    for dataset in SHAPES:
+        data = fake_data(device, batch_real, dataset)
+        ours = ddfast_both("lcs_gm", data, repeats, ipc=ipc, batch_real=batch_real, pretrain_epochs=1)
+        config = make_config("lcs_gm", data.name, ipc=ipc)
+        syn = torch.randn(CLASSES * ipc, *SHAPES[dataset], device=device, requires_grad=True)
+        ema = syn.detach().clone()
+        opt = torch.optim.SGD([syn], lr=config.lr_img, momentum=config.momentum)
+        net = common.seeded_network("ConvNet", data.channels, CLASSES, data.im_size, 0, device)
+
+        def step(it):
+            shift = 1 + it % (CLASSES - 1)
+            method_steps.dc_matching_step(net, _real_per_class(data, batch_real, it), syn, ipc, opt, True, it,
+                                          shift=shift, dm_weight=config.dm_weight)
+            with torch.no_grad():
+                ema.mul_(config.ema).add_(syn.detach(), alpha=1.0 - config.ema)
+        _record(rec, "lcs_gm", f"{dataset}-ipc{ipc}-real{batch_real}", ours,
+                reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=batch_real,
+                dataset_shape=dataset)
 
 
 def bench_dm(rec, device, quick):
@@ -206,6 +240,7 @@ def bench_eval(rec, device, quick):
                 synchronize(device)
                 return time.perf_counter() - start
 
+        torch._dynamo.reset()
         compile_report(reset=True)
         eager = ours("off")
         first = ours("on")
@@ -224,28 +259,31 @@ def bench_eval(rec, device, quick):
 
 def bench_dream(rec, device, quick):
     per_class, k = (200, 64) if quick else (500, 128)
-    data = fake_cifar(device, per_class)
     repeats = 1 if quick else 2
     ipc, inner_steps, net_samples = 10, 10, 256
-    ours = ddfast_both("dream", data, repeats, ipc=ipc, batch_real=k, inner_steps=inner_steps,
-                       interval=inner_steps, net_samples=net_samples, pretrain_epochs=1, factor=1)
-    syn = torch.rand(CLASSES * ipc, 3, 32, 32, device=device, requires_grad=True)
-    opt = torch.optim.SGD([syn], lr=0.005, momentum=0.5)
+    for dataset in SHAPES:
+        data = fake_data(device, per_class, dataset)
+        ours = ddfast_both("dream", data, repeats, ipc=ipc, batch_real=k, inner_steps=inner_steps,
+                           interval=inner_steps, net_samples=net_samples, pretrain_epochs=1, factor=1)
+        syn = torch.rand(CLASSES * ipc, *SHAPES[dataset], device=device, requires_grad=True)
+        opt = torch.optim.SGD([syn], lr=0.005, momentum=0.5)
 
-    def step(it):
-        torch.manual_seed(it)
-        net = common.seeded_network("ConvNet", 3, CLASSES, (32, 32), it, device)
-        method_steps.dream_iteration(net, data.train_images, data.train_labels, syn, ipc, opt, inner_steps=inner_steps,
-                                     interval=inner_steps, batch_real=k, net_samples=net_samples, seed=it)
-    _record(rec, "dream", f"ipc{ipc}-real{per_class}-k{k}-steps{inner_steps}", ours,
-            reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=k, inner_steps=inner_steps,
-            real_per_class=per_class)
+        def step(it):
+            torch.manual_seed(it)
+            net = common.seeded_network("ConvNet", data.channels, CLASSES, data.im_size, it, device)
+            method_steps.dream_iteration(net, data.train_images, data.train_labels, syn, ipc, opt,
+                                         inner_steps=inner_steps, interval=inner_steps, batch_real=k,
+                                         net_samples=net_samples, seed=it)
+        _record(rec, "dream", f"{dataset}-ipc{ipc}-real{per_class}-k{k}-steps{inner_steps}", ours,
+                reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=k, inner_steps=inner_steps,
+                real_per_class=per_class, dataset_shape=dataset)
 
 
-def _expert_trajectory(device, epochs: int = 3):
+def _expert_trajectory(device, dataset: str = "cifar10", epochs: int = 3):
     """A ConvNet-3 'trajectory' of small random steps (the speed of an iteration does not depend on the values)."""
     torch.manual_seed(0)
-    net = get_network("ConvNet", 3, CLASSES, (32, 32))
+    channels, *im_size = SHAPES[dataset]
+    net = get_network("ConvNet", channels, CLASSES, tuple(im_size))
     snapshot = [p.detach().clone() for p in net.parameters()]
     return net.to(device), [[p + 0.01 * k * torch.randn_like(p) for p in snapshot] for k in range(epochs)]
 
@@ -260,14 +298,15 @@ TRAJECTORY_CASES = {
 }
 
 
-def trajectory_workload(case: str, side: str, steps: int, ipc: int, device: str, iterations: int = 1,
-                        callback=None):
+def trajectory_workload(case: str, side: str, steps: int, ipc: int, device: str, dataset: str = "cifar10",
+                        iterations: int = 1, callback=None):
     """``iterations`` outer iterations of ``case`` (mtt, ast, seqmatch: its second subset, the first frozen) at
-    CIFAR-10 shapes, as a zero-argument callable: ddfast's method (``callback`` after each iteration) or one
+    ``dataset``'s shapes, as a zero-argument callable: ddfast's method (``callback`` after each iteration) or one
     reference step (module level, so a child process can build it for the peak-memory measurement)."""
-    net, trajectory = _expert_trajectory(device)
-    data = fake_cifar(device, ipc)
-    config = make_config(case, "cifar10", ipc=ipc, iterations=iterations, syn_steps=steps, expert_epochs=2,
+    net, trajectory = _expert_trajectory(device, dataset)
+    data = fake_data(device, ipc, dataset)
+    shape = SHAPES[dataset]
+    config = make_config(case, data.name, ipc=ipc, iterations=iterations, syn_steps=steps, expert_epochs=2,
                          **TRAJECTORY_CASES[case][0])
     if side == "ddfast" and case != "seqmatch":
         return lambda: METHODS[case].distill(data, config, [trajectory], device=data.device, progress=False,
@@ -275,20 +314,20 @@ def trajectory_workload(case: str, side: str, steps: int, ipc: int, device: str,
     half = ipc // 2
     learn_ipc = half if case == "seqmatch" else ipc
     labels = torch.arange(CLASSES, device=device).repeat_interleave(learn_ipc)
-    frozen = torch.randn(CLASSES * half, 3, 32, 32, device=device)
+    frozen = torch.randn(CLASSES * half, *shape, device=device)
     if side == "ddfast":  # SeqMatch's second subset through the loop the method runs
         real = common.RealData.of(data, device)
         stage = seqmatch.stage_config(config, 1, half, half * CLASSES, ipc * CLASSES)
 
         def run():
-            learn = torch.randn(CLASSES * half, 3, 32, 32, device=device, requires_grad=True)
+            learn = torch.randn(CLASSES * half, *shape, device=device, requires_grad=True)
             return match_trajectories(real, stage, [trajectory], learn, labels, method="seqmatch-s2",
                                       student=Student(start_range=(0, 1)), frozen=(frozen, labels), progress=False,
                                       callback=callback)
         return run
     fm = FlatModel(net)
     start, middle, target = (fm.flatten(s).to(device) for s in trajectory)
-    syn = torch.randn(CLASSES * learn_ipc, 3, 32, 32, device=device, requires_grad=True)
+    syn = torch.randn(CLASSES * learn_ipc, *shape, device=device, requires_grad=True)
     lr = torch.tensor(0.01, device=device, requires_grad=True)
     opt_img = torch.optim.SGD([syn], lr=1000.0, momentum=0.5)
     opt_lr = torch.optim.SGD([lr], lr=1e-5, momentum=0.5)
@@ -310,25 +349,28 @@ def bench_trajectory(rec, device, quick, case: str):
     steps = 5 if quick else 20
     ipc = 10
     repeats = 2 if quick else 3
-    marks = []  # ddfast: the method's own loop, timed between iterations (the set-up left out)
+    for dataset in SHAPES:
+        marks = []  # ddfast: the method's own loop, timed between iterations (the set-up left out)
 
-    def mark(_it, _state):
-        synchronize(device)
-        marks.append(time.perf_counter())
-    trajectory_workload(case, "ddfast", steps, ipc, str(device), iterations=repeats + 1, callback=mark)()
-    ours = statistics.median(b - a for a, b in zip(marks, marks[1:]))
-    reference = _median_seconds(trajectory_workload(case, "reference", steps, ipc, str(device)), repeats, device)
-    memory = {}
-    for side in ("ddfast", "reference"):
-        if device.type == "cuda":
-            memory[side] = peak_memory(trajectory_workload(case, side, steps, ipc, str(device)), device)
-        else:
-            memory[side] = peak_rss_child(trajectory_workload, case, side, steps, ipc, "cpu",
-                                          warmup_args=(case, side, 1, ipc, "cpu"))
-    _record(rec, case, f"ipc{ipc}-steps{steps}", ours, reference, ipc=ipc, syn_steps=steps,
-            peak_mem_bytes=memory["ddfast"], baseline_peak_mem_bytes=memory["reference"])
-    print(f"     peak memory: ddfast {memory['ddfast'] / 2**20:.0f} MiB, "
-          f"reference {memory['reference'] / 2**20:.0f} MiB")
+        def mark(_it, _state):
+            synchronize(device)
+            marks.append(time.perf_counter())
+        trajectory_workload(case, "ddfast", steps, ipc, str(device), dataset, iterations=repeats + 1,
+                            callback=mark)()
+        ours = statistics.median(b - a for a, b in zip(marks, marks[1:]))
+        reference = _median_seconds(trajectory_workload(case, "reference", steps, ipc, str(device), dataset), repeats,
+                                    device)
+        memory = {}
+        for side in ("ddfast", "reference"):
+            if device.type == "cuda":
+                memory[side] = peak_memory(trajectory_workload(case, side, steps, ipc, str(device), dataset), device)
+            else:
+                memory[side] = peak_rss_child(trajectory_workload, case, side, steps, ipc, "cpu", dataset,
+                                              warmup_args=(case, side, 1, ipc, "cpu", dataset))
+        _record(rec, case, f"{dataset}-ipc{ipc}-steps{steps}", ours, reference, ipc=ipc, syn_steps=steps,
+                peak_mem_bytes=memory["ddfast"], baseline_peak_mem_bytes=memory["reference"], dataset_shape=dataset)
+        print(f"     peak memory: ddfast {memory['ddfast'] / 2**20:.0f} MiB, "
+              f"reference {memory['reference'] / 2**20:.0f} MiB")
 
 
 def _recover_setup(device):
@@ -406,6 +448,8 @@ def bench_delt(rec, device, quick):
 if __name__ == "__main__":
     trajectory_cases = {case: (lambda rec, device, quick, case=case: bench_trajectory(rec, device, quick, case))
                         for case in TRAJECTORY_CASES}
-    bench_main(__doc__, {"dc": bench_dc, "dm": bench_dm, "dream": bench_dream, **trajectory_cases, "sre2l": bench_sre2l,
-                         "delt": bench_delt, "eval": bench_eval},
+    gradient_matching = {case: (lambda rec, device, quick, case=case: _bench_gradient_matching(rec, device, quick, case))
+                         for case in ("dc", "dsa")}
+    bench_main(__doc__, {**gradient_matching, "lcs_gm": bench_lcs_gm, "dm": bench_dm, "dream": bench_dream,
+                         **trajectory_cases, "sre2l": bench_sre2l, "delt": bench_delt, "eval": bench_eval},
                lambda rec, device: f"methods on {rec.common['device']}, torch {rec.common['torch']}")

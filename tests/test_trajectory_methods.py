@@ -142,9 +142,10 @@ def test_representative_init_takes_distinct_real_images_of_each_class(digits8, b
         ast.representative_images(real, trajectories, 10_000, "ConvNetD2", seed=0)
 
 
-def test_ast_adjoint_equals_autograd_with_every_component_on(digits8, buffer8):
+@pytest.mark.parametrize("memory_budget", [None, 0.0, 0.5, 1.0, 10 ** 12])
+def test_ast_adjoint_equals_autograd_with_every_component_on(digits8, buffer8, memory_budget):
     settings = dict(TINY, max_start_epoch=2, lr_teacher=0.003)
-    adjoint = _run("ast", digits8, buffer8, 1, 2, **settings)
+    adjoint = _run("ast", digits8, buffer8, 1, 2, memory_budget=memory_budget, **settings)
     autograd = _run("ast", digits8, buffer8, 1, 2, mode="autograd", **settings)
     torch.testing.assert_close(adjoint.images, autograd.images, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(adjoint.lr, autograd.lr, rtol=1e-4, atol=1e-7)
@@ -200,11 +201,21 @@ def test_seqmatch_keeps_earlier_subsets_frozen_and_stores_the_stages(digits8, bu
     assert both.metadata["iterations"] == 4 and float(both.lr) == pytest.approx(seq["lrs"][1])
 
 
-def test_seqmatch_adjoint_equals_autograd_with_the_frozen_subset(digits8, buffer8):
+@pytest.mark.parametrize("memory_budget", [0.0, 1.0])
+def test_seqmatch_adjoint_equals_autograd_with_the_frozen_subset(digits8, buffer8, memory_budget):
     settings = dict(SEQ, num_subsets=2, intervals=((0, 4), (0, 3)))
-    adjoint = _run("seqmatch", digits8, buffer8, 2, 1, **settings)
+    adjoint = _run("seqmatch", digits8, buffer8, 2, 1, memory_budget=memory_budget, **settings)
     autograd = _run("seqmatch", digits8, buffer8, 2, 1, mode="autograd", **settings)
     torch.testing.assert_close(adjoint.images, autograd.images, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mtt", "ast", "seqmatch"])
+def test_the_memory_budget_setting_reaches_the_unroll(digits8, buffer8, method):
+    settings = dict(SEQ, num_subsets=1, intervals=((0, 4),)) if method == "seqmatch" else dict(TINY, max_start_epoch=2)
+    with pytest.raises(ValueError, match="memory_budget"):
+        _run(method, digits8, buffer8, 1, 1, memory_budget=-0.5, **settings)
+    with pytest.raises(ValueError, match="memory_budget"):  # autograd keeps every graph: a budget is a mistake
+        _run(method, digits8, buffer8, 1, 1, memory_budget=0.5, mode="autograd", **settings)
 
 
 def test_subset_experts_start_from_the_sequentially_trained_network(digits8):

@@ -1,4 +1,4 @@
-"""One outer iteration of DC/DSA, DM, MTT (and its SeqMatch and AST forks) and DREAM in the structure of their
+"""One outer iteration of DC/DSA, label-cycle-shifting GM, DM, MTT (and its SeqMatch and AST forks) and DREAM in the structure of their
 reference code bases (VICO-UoE/DatasetCondensation main.py / main_DM.py, GeorgeCazenavette/mtt-distillation
 distill.py, shqii1j/seqmatch, shenjiyuan123/AST-Alignment-with-Smooth-Expert, lyq312318224/DREAM),
 written by us from their published semantics as the baselines of bench/bench_methods.py: a Python
@@ -15,15 +15,19 @@ from . import dc_match, dsa_reference, mtt_unroll, sre2l_bn_loop
 STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
-def dc_matching_step(net, real_per_class, syn, ipc: int, optimizer_img, dsa: bool, seed: int) -> float:
+def dc_matching_step(net, real_per_class, syn, ipc: int, optimizer_img, dsa: bool, seed: int, *, shift: int = 0,
+                     dm_weight: float = 0.0) -> float:
     """DC main.py's inner body for one outer loop: per class, the real and synthetic gradients (Siamese
-    DSA with a shared seed), match_loss summed over classes, one SGD step on the images."""
+    DSA with a shared seed), match_loss summed over classes, one SGD step on the images. Label-cycle-shifting
+    GM's round in the same structure: class c's gradients under label (c + ``shift``) mod K, plus ``dm_weight``
+    times DM's squared distance of the class's embedding means."""
     net_params = list(net.parameters())
     loss = torch.tensor(0.0, device=syn.device)
     for c, img_real in enumerate(real_per_class):
         img_syn = syn[c * ipc:(c + 1) * ipc]
-        lab_real = torch.full((img_real.shape[0],), c, dtype=torch.long, device=syn.device)
-        lab_syn = torch.full((ipc,), c, dtype=torch.long, device=syn.device)
+        label = (c + shift) % len(real_per_class)
+        lab_real = torch.full((img_real.shape[0],), label, dtype=torch.long, device=syn.device)
+        lab_syn = torch.full((ipc,), label, dtype=torch.long, device=syn.device)
         if dsa:
             img_real = dsa_reference.diff_augment(img_real, STRATEGY, seed=seed + 1000 * c, mode="S")
             img_syn = dsa_reference.diff_augment(img_syn, STRATEGY, seed=seed + 1000 * c, mode="S")
@@ -31,6 +35,9 @@ def dc_matching_step(net, real_per_class, syn, ipc: int, optimizer_img, dsa: boo
         gw_real = [g.detach() for g in gw_real]
         gw_syn = torch.autograd.grad(F.cross_entropy(net(img_syn), lab_syn), net_params, create_graph=True)
         loss = loss + dc_match.match_loss(gw_syn, gw_real, "ours", syn.device)
+        if dm_weight:
+            mean_real = net.embed(img_real).detach().mean(0)
+            loss = loss + dm_weight * torch.sum((mean_real - net.embed(img_syn).mean(0)) ** 2)
     optimizer_img.zero_grad()
     loss.backward()
     optimizer_img.step()

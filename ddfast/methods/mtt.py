@@ -36,7 +36,9 @@ class MTTConfig:
     """MTT's CIFAR-10 IPC 10 defaults (distill.py and its README table): ``--syn_steps 30``,
     ``--expert_epochs 2``, ``--max_start_epoch 20``, ``--lr_img 1000``, ``--lr_lr 1e-05``,
     ``--lr_teacher 0.01``, ``--batch_syn`` the whole set (None), SGD momentum 0.5 on images and lr,
-    ``--Iteration 5000``, DSA on, init real. ``mode`` is the unroll mode (adjoint, autograd, tesla)."""
+    ``--Iteration 5000``, DSA on, init real. ``mode`` is the unroll mode (adjoint, autograd, tesla);
+    ``memory_budget`` what the adjoint may keep of the inner steps' graphs instead of replaying them (a fraction
+    of all steps or bytes; None: :func:`ddfast.unroll`'s default; the gradient is the same for any budget)."""
 
     ipc: int = 10
     iterations: int = 5000
@@ -52,6 +54,7 @@ class MTTConfig:
     init: str = "real"
     dsa_strategy: str = DEFAULT_STRATEGY
     mode: str = "adjoint"
+    memory_budget: float | int | None = None
     seed: int = 0
 
 
@@ -165,7 +168,8 @@ def match_trajectories(real: common.RealData, config, trajectories: list, images
         scale = balanced_scale(start_epoch, config.max_start_epoch) if student.balanced else 1.0
         out = unroll(fm, start, x, all_labels, lr, config.syn_steps, batch_size=config.batch_syn, augment=augment,
                      generator=common.generator(config.seed, "unroll", it), mode=config.mode,
-                     momentum=student.momentum, loss_scale=scale, return_steps=marks, process_group=ctx.group)
+                     memory_budget=config.memory_budget, momentum=student.momentum, loss_scale=scale,
+                     return_steps=marks, process_group=ctx.group)
         theta, middles = out if marks else (out, [])
         loss = param_match_loss(theta, start, target)
         for i, middle in zip(matched, middles):

@@ -48,7 +48,7 @@ class SeqMatchConfig:
     ``lr_teacher_later`` 0.01 for the others, ``batch_syn`` None (= the rows of the subset being learned,
     drawn from the whole concatenation; S1 alone is the whole set, MTT's None), ``iterations`` 5000 per subset;
     later subsets' experts: ``experts`` 100, ``buffer_epochs`` 20 real-data epochs (SGD ``expert_lr`` 0.01,
-    batch 256, DSA) after ``pretrain_epochs`` 1000 per synthetic stage. ``mode``: the unroll mode."""
+    batch 256, DSA) after ``pretrain_epochs`` 1000 per synthetic stage. ``mode`` and ``memory_budget``: the unroll's, as MTT's."""
 
     ipc: int = 50
     num_subsets: int = 3
@@ -70,6 +70,7 @@ class SeqMatchConfig:
     init: str = "real"
     dsa_strategy: str = DEFAULT_STRATEGY
     mode: str = "adjoint"
+    memory_budget: float | int | None = None
     seed: int = 0
 
 
@@ -95,7 +96,7 @@ def stage_config(config: SeqMatchConfig, k: int, size: int, rows: int, total: in
                      lr_teacher=config.lr_teacher if k == 0 else config.lr_teacher_later,
                      batch_syn=batch, momentum=config.momentum, model=config.model, init=config.init,
                      dsa_strategy=config.dsa_strategy, mode=config.mode,
-                     seed=config.seed if k == 0 else common.derive_seed(config.seed, "subset", k))
+                     memory_budget=config.memory_budget, seed=config.seed if k == 0 else common.derive_seed(config.seed, "subset", k))
 
 
 def subset_experts(real: common.RealData, images: torch.Tensor, labels: torch.Tensor, stages: list, config, k: int,
