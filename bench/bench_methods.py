@@ -174,7 +174,7 @@ def _bench_gradient_matching(rec, device, quick, case: str):
                                           dsa=dsa, seed=it)
             _record(rec, case, f"{dataset}-ipc{ipc}-loops{outer_loop}x{inner_loop}-real{batch_real}", ours,
                     reference_iteration_seconds(step, repeats, device), ipc=ipc, batch_real=batch_real,
-                    outer_loop=outer_loop, inner_loop=inner_loop, dataset_shape=dataset)
+                    outer_loop=outer_loop, inner_loop=inner_loop, dataset_shape=dataset, dsa=dsa)
 
 
 def bench_lcs_gm(rec, device, quick):

@@ -6,8 +6,12 @@ from pathlib import Path
 
 from .format import ms, source
 
-ORDER = {"dc": 0, "dm": 1, "dream": 2, "mtt": 3, "ast": 4, "seqmatch": 5, "sre2l": 6, "eval": 7}
-WHAT = {"dc": "DSA outer iteration (DC's loops for the IPC)", "dm": "DM iteration",
+ORDER = {"dc": 0, "dsa": 1, "lcs_gm": 2, "dm": 3, "dream": 4, "mtt": 5, "ast": 6, "seqmatch": 7, "sre2l": 8,
+         "eval": 9}
+WHAT = {"dc": "DC outer iteration (DC's loops for the IPC)",
+        "dsa": "DSA outer iteration (DC's loops for the IPC)",
+        "lcs_gm": "label-cycle-shifting GM round (fixed pre-trained network, DM term, EMA)",
+        "dm": "DM iteration",
         "eval": "DC-protocol evaluation run (ConvNet-3 trained on the set, then tested)",
         "dream": "DREAM+ outer iteration (pretrain epoch, k-means query, 10 steps)",
         "mtt": "MTT iteration (adjoint unroll)",
@@ -15,11 +19,16 @@ WHAT = {"dc": "DSA outer iteration (DC's loops for the IPC)", "dm": "DM iteratio
         "seqmatch": "SeqMatch iteration on subset 2 (adjoint unroll, subset 1 frozen in the minibatches)",
         "sre2l": "SRe2L recover step on ResNet-18 (fused BN-statistics loss vs one hook graph per BN layer)"}
 SYNTHESIS = "delt"  # DELT vs SRe2L synthesis time: its own table
-COMPILED = {"dc", "dm", "dream", "eval"}  # cases timed eager and compiled; their older, eager-only rows are left out
+COMPILED = {"dc", "dsa", "lcs_gm", "dm", "dream", "eval"}  # cases timed eager and compiled; their older, eager-only rows are left out
 
 
 def _shown(row) -> bool:
     return row["case"] != SYNTHESIS and (row["case"] not in COMPILED or "compiled_ms" in row)
+
+
+def _case(row) -> str:
+    """The row's method; rows written before DC and DSA were timed apart named the DSA case "dc" (no dsa field)."""
+    return "dsa" if row["case"] == "dc" and "dsa" not in row else row["case"]
 
 
 def _mib(value) -> str:
@@ -32,13 +41,13 @@ def table(latest) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, rows in sorted(latest.items()):
         for r in sorted((r for r in rows.values() if _shown(r)),
-                        key=lambda r: (ORDER.get(r["case"], 9), r["size"])):
+                        key=lambda r: (ORDER.get(_case(r), 99), r["size"])):
             memory = (f"{_mib(r['peak_mem_bytes'])} / {_mib(r.get('baseline_peak_mem_bytes'))}"
                       if r.get("peak_mem_bytes") is not None else "")
             compiled = r.get("compiled_ms")
             compiled_cells = ("| | |" if compiled is None else
                               f"| {ms(compiled)} | {r['compiled_speedup']:.2f}x | {r['compile_s']:.0f} |")
-            lines.append(f"| {r['device']} | {r['case']} | {WHAT.get(r['case'], '')} | {r['size']} | "
+            lines.append(f"| {r['device']} | {_case(r)} | {WHAT.get(_case(r), '')} | {r['size']} | "
                          f"{ms(r['median_ms'])} | {r['speedup']:.2f}x {compiled_cells} {ms(r['baseline_ms'])} | "
                          f"{memory} |")
     return lines
@@ -70,7 +79,17 @@ def render(latest, results: Path, plot: bool) -> str:
         "the reference code bases (`bench/baselines/method_steps.py`: class loops, DiffAugment with per-class "
         "seeds, DC's `match_loss`, MTT's create_graph unroll, with AST's momentum and middle loss and SeqMatch's "
         "frozen subset in the minibatches), same hyperparameters, ConvNet-3 on CIFAR-10 "
-        "shapes (random data), median time per iteration after one warm-up. The trajectory methods also record "
+        "shapes (rows named cifar10 or without a dataset) and Fashion-MNIST shapes (fashion_mnist), random data, "
+        "median time per iteration after one warm-up. The trajectory methods also record "
         "the peak memory of one iteration (CPU: peak resident growth in a fresh process; CUDA: the allocator's "
-        "peak): the adjoint unroll keeps parameter vectors, the create_graph unroll every step's graph. On a CPU the network's convolutions dominate both sides, so eager ddfast stays near the reference (run-to-run spread of a few percent on a shared machine, more in single rows); the compiled columns (`--compile on`, ddfast.compiled: Inductor fuses normalisation, activation and pooling around the convolutions; compile s is that run's compilation, with a warm Inductor cache) are where DC/DSA, DM and evaluation gain. Rows without a compiled column have no compiled path (double backward, or not yet measured). AST and SeqMatch are slower with ddfast on a CPU: the adjoint replays each inner step's forward in its backward pass, a cost the create_graph unroll does not pay, in exchange for the memory column. DREAM+ is slower for a reason not yet found (docs/DESIGN.md, DREAM+).", "",
+        "peak): the adjoint unroll keeps parameter vectors, the create_graph unroll every step's graph. On a CPU "
+        "the network's convolutions dominate both sides, so eager ddfast stays near the reference (a spread of about "
+        "10% in single rows on a shared machine); the compiled columns (`--compile on`, ddfast.compiled: Inductor "
+        "fuses normalisation, activation and pooling around the convolutions; compile s is that run's compilation "
+        "from a cold Dynamo cache and a warm Inductor disk cache) are where DC, DSA, label-cycle GM, DM, DREAM+ and "
+        "evaluation gain. Rows without a compiled column have no compiled path (double backward, or not measured). "
+        "MTT, AST and SeqMatch are slower with ddfast on a CPU: the adjoint replays inner steps in its backward "
+        "pass, a cost the create_graph unroll does not pay, in exchange for the memory column (`memory_budget` "
+        "trades memory back for time; docs/DESIGN.md). The 1-thread Xeon rows were measured pinned to one core "
+        "while the other core ran other work; both sides of a row ran in that one session.", "",
         *table(latest), *synthesis_table(latest)])
