@@ -29,7 +29,7 @@ from .methods.sre2l import load_teacher, save_teacher, squeeze
 from .methods._augment import per_sample
 from .methods._common import Checkpointing, class_labels, derive_seed
 from .models import get_network
-from .synthetic import SyntheticSet, plot_curves
+from .synthetic import SyntheticSet, from_dc, from_mtt, plot_curves
 
 EXPERTS_PER_FILE = 10  # MTT buffer.py's save_interval: experts per replay_buffer_{n}.pt
 
@@ -219,9 +219,9 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
     if source == "ddfast":
         syn = SyntheticSet.load(path)
     elif source == "dc":
-        syn = SyntheticSet.from_dc(path, dataset=data)
+        syn = from_dc(path, dataset=data)
     else:
-        syn = SyntheticSet.from_mtt(path, lr=lr, dataset=data)
+        syn = from_mtt(path, lr=lr, dataset=data)
     made_by = str(syn.metadata.get("method", ""))
     if teacher is None and made_by in METHODS and METHODS[made_by].needs_teacher:
         raise ValueError(f"{os.fspath(path)!r} is a {made_by} set: its evaluation is the KD protocol with the "
