@@ -119,20 +119,23 @@ def test_gradgradcheck(case, backend):
         assert torch.autograd.gradgradcheck(fn, _leaves(inputs), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_first_order_backward_runs_the_kernel(monkeypatch):
-    """Without create_graph the backend's backward kernel runs, not the differentiable re-computation."""
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_op_takes_the_shared_rule_and_first_order_runs_the_kernel(monkeypatch, case):
+    """Each op's backward asks ddfast.ops._higher_order whether autograd records it: no in a first-order pass
+    (the backend's kernel runs), yes under create_graph (the reference re-run)."""
     import ddfast.ops._higher_order as higher_order
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("reference_vjp ran in a first-order pass")
-
-    monkeypatch.setattr(higher_order, "reference_vjp", refuse)
-    for case in sorted(CASES):
-        fn, inputs = CASES[case]()
-        leaves = _leaves(inputs)
-        with ddfast.use_backend("cpp"):
-            fn(*leaves).sum().backward()
-        assert leaves[0].grad is not None, case
+    answers = []
+    decide = higher_order.records_graph
+    monkeypatch.setattr(higher_order, "records_graph", lambda *read: answers.append(decide(*read)) or answers[-1])
+    fn, inputs = CASES[case]()
+    leaves = _leaves(inputs)
+    with ddfast.use_backend("cpp"):
+        fn(*leaves).sum().backward()
+        assert answers and not any(answers), case
+        answers.clear()
+        torch.autograd.grad(fn(*leaves).sum(), leaves[0], create_graph=True)
+        assert answers and all(answers), case
 
 
 def test_an_op_without_a_differentiable_backward_names_itself():
