@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from .backends import BackendUnavailableError, use_backend
 from .compiled import use_autocast, use_compile
 from .data import load_dataset
+from .errors import UsageError
 from .eval import evaluate
 from .experts import ExpertHooks, load_buffer, save_buffer, train_experts
 from .ops.adjoint_step import adjoint_step
@@ -23,7 +24,7 @@ from .ops.unroll import FlatModel, unroll
 from .synthetic import SyntheticSet
 
 __all__ = ["BackendUnavailableError", "BNStatHooks", "DSAConfig", "DSAParams", "ExpertHooks", "FlatModel",
-           "KMeansResult", "SyntheticSet", "adjoint_step", "bn_stat_loss", "class_mean_distance", "class_mmd", "dsa",
-           "dsa_augment", "dsa_sample", "evaluate", "grad_distance", "kmeans", "load_buffer", "load_dataset", "mmd",
-           "nearest_to_centroids", "param_match_loss", "per_class_gradients", "save_buffer", "sgd_step",
-           "train_experts", "unroll", "use_autocast", "use_backend", "use_compile", "__version__"]
+           "KMeansResult", "SyntheticSet", "UsageError", "adjoint_step", "bn_stat_loss", "class_mean_distance",
+           "class_mmd", "dsa", "dsa_augment", "dsa_sample", "evaluate", "grad_distance", "kmeans", "load_buffer",
+           "load_dataset", "mmd", "nearest_to_centroids", "param_match_loss", "per_class_gradients", "save_buffer",
+           "sgd_step", "train_experts", "unroll", "use_autocast", "use_backend", "use_compile", "__version__"]

@@ -30,18 +30,15 @@ def _bench(args) -> int:
 
 
 def _settings(pairs: list[str]) -> dict:
-    """``--set key=value`` pairs, values parsed as Python literals where they are one."""
-    import ast
+    """``--set key=value`` pairs as strings; ddfast.usage.check_settings parses each as its config field's type."""
+    from .errors import UsageError
 
     settings = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"ddfast: --set expects key=value, got {pair!r}")
-        try:
-            settings[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            settings[key] = value
+            raise UsageError("--set", f"--set expects KEY=VALUE, got {pair!r}")
+        settings[key] = value
     return settings
 
 

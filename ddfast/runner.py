@@ -6,6 +6,9 @@ row per class), ``loss.png`` (the matching loss per iteration), ``accuracy.png``
 ``checkpoint_every`` iterations; ``resume=True`` continues from it) and ``results.json``: method,
 dataset, ipc, iterations, seconds, and the accuracy (mean, std, runs, preset) of the distilled set and
 of a random real subset of the same size under the same evaluation protocol.
+
+Every run function checks its arguments and settings first (:mod:`ddfast.usage`, raising
+:class:`ddfast.UsageError`), before it loads data or writes a folder.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from ._io import atomic_write_text
 from .backends import use_backend
-from .compiled import AUTOCAST, MODES as COMPILE_MODES, compile_report, use_autocast, use_compile
+from .compiled import compile_report, use_autocast, use_compile
 from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
                    test_accuracy)
@@ -29,7 +32,8 @@ from .methods.sre2l import load_teacher, save_teacher, squeeze
 from .methods._augment import per_sample
 from .methods._common import Checkpointing, class_labels, derive_seed
 from .models import get_network
-from .synthetic import SyntheticSet, plot_curves
+from .synthetic import SyntheticSet, from_dc, from_mtt, plot_curves
+from .usage import check_run_arguments, check_settings
 
 EXPERTS_PER_FILE = 10  # MTT buffer.py's save_interval: experts per replay_buffer_{n}.pt
 
@@ -104,12 +108,10 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     records, per compiled path, whether it compiled and its compilation seconds, and the distillation's seconds
     without them. ``autocast="bf16"`` runs the distillation's network paths in bf16 (the evaluation stays fp32, so
     the accuracy measures the set)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    if compile not in COMPILE_MODES:
-        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
-    if autocast not in AUTOCAST:
-        raise ValueError(f"autocast must be one of {AUTOCAST}, got {autocast!r}")
+    check_run_arguments(method=method, ipc=ipc, iterations=iterations, seed=seed, device=device, backend=backend,
+                        eval_preset=eval_preset, eval_model=eval_model, eval_runs=eval_runs, eval_epochs=eval_epochs,
+                        checkpoint_every=checkpoint_every, eval_every=eval_every, compile=compile, autocast=autocast)
+    settings = check_settings(method, settings or {})
     spec = METHODS[method]
     if spec.needs_buffer and buffer is None:
         raise ValueError(f"method {method!r} needs expert trajectories: pass --buffer DIR (made by `ddfast buffer`)")
@@ -120,10 +122,8 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     out.mkdir(parents=True, exist_ok=True)
     device = job_device(ctx, device)
     data = data if data is not None else load_dataset(dataset, data_root, zca=zca, device=device)
-    config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **(settings or {}))
+    config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **settings)
     _require_cli_extras()
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume)
     curve: list[tuple[int, float]] = []
     labels = class_labels(data.num_classes, ipc, "cpu")
@@ -209,19 +209,17 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
     distilled on whitened data. With ``teacher`` (a path written by ``ddfast teacher``) the KD protocol runs with
     that teacher's soft labels at ``temperature``; an SRe2L/DELT set needs one. ``compile``: the evaluation
     networks' setting (:mod:`ddfast.compiled`)."""
-    if compile not in COMPILE_MODES:
-        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
+    check_run_arguments(source=source, models=list(models), preset=preset, seed=seed, device=device, lr=lr,
+                        runs=runs, epochs=epochs, temperature=temperature, compile=compile)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if source not in ("ddfast", "dc", "mtt"):
-        raise ValueError(f"source must be 'ddfast', 'dc' or 'mtt', got {source!r}")
     zca = zca if zca is not None else bool(SyntheticSet.load(path).metadata.get("zca")) if source == "ddfast" else False
     data = load_dataset(dataset, data_root, zca=zca, device=device)
     if source == "ddfast":
         syn = SyntheticSet.load(path)
     elif source == "dc":
-        syn = SyntheticSet.from_dc(path, dataset=data)
+        syn = from_dc(path, dataset=data)
     else:
-        syn = SyntheticSet.from_mtt(path, lr=lr, dataset=data)
+        syn = from_mtt(path, lr=lr, dataset=data)
     made_by = str(syn.metadata.get("method", ""))
     if teacher is None and made_by in METHODS and METHODS[made_by].needs_teacher:
         raise ValueError(f"{os.fspath(path)!r} is a {made_by} set: its evaluation is the KD protocol with the "
@@ -261,8 +259,8 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
     from .methods._augment import DEFAULT_STRATEGY
     from .methods.ast import SmoothExperts, smooth_expert_hooks
 
-    if recipe not in BUFFER_RECIPES:
-        raise ValueError(f"recipe must be one of {BUFFER_RECIPES}, got {recipe!r}")
+    check_run_arguments(experts=experts, epochs=epochs, lr=lr, batch_size=batch_size, model=model, recipe=recipe,
+                        seed=seed, device=device)
     ctx = distributed.context()
     device = job_device(ctx, device)
     data = load_dataset(dataset, data_root, zca=zca, device=device)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ddfast.data import load_dataset
+from ddfast.errors import UsageError
 from ddfast.methods import METHODS, dream, make_config
 from ddfast.methods import _common as common
 from ddfast.models import get_network
@@ -85,7 +86,6 @@ def test_one_step_equals_the_hand_computation(digits8):
     torch.testing.assert_close(syn.images, ((expected - mean) / std).detach(), rtol=1e-4, atol=1e-5)
 
 
-def test_bad_settings_raise(digits8):
-    config = make_config("dream", "digits", ipc=1, iterations=1, **{**SMALL, "interval": 0})
-    with pytest.raises(ValueError, match="interval"):
-        METHODS["dream"].distill(digits8, config, progress=False)
+def test_bad_settings_raise():
+    with pytest.raises(UsageError, match=r"--set interval must be an integer >= 1, got 0"):
+        make_config("dream", "digits", ipc=1, iterations=1, **{**SMALL, "interval": 0})

@@ -85,13 +85,6 @@ def test_param_match_loss_gradient_only_where_required(backend):
     assert dn.shape == (11,) and ds.numel() == 0 and dt.numel() == 0
 
 
-def test_param_match_loss_is_first_order_only():
-    n, s, t = (x.requires_grad_() for x in vectors(3, 5, torch.float64, seed=5))
-    (dn,) = torch.autograd.grad(ddfast.param_match_loss(n, s, t), n, create_graph=True)
-    with pytest.raises(RuntimeError, match="param_match_loss_backward"):
-        dn.sum().backward()
-
-
 # ---- sgd_step ---------------------------------------------------------------------------------------------------
 
 def _sgd_formula(theta, grad, lr, velocity, momentum):

@@ -62,8 +62,9 @@ def test_output_is_the_ema_of_the_rounds(digits8):
 
 
 def test_early_exit_stops_when_the_loss_stalls(digits8):
-    # lr 0, every real image each round, no shift: the GM loss stays put, so the run stops after 2W rounds
-    _, syn = _run(digits8, 10, lr_img=0.0, early_exit_window=2, batch_real=1000, shift="none")
+    # lr 1e-12 (images all but frozen; lr 0 is refused), every real image each round, no shift: the GM loss stays
+    # put, so the run stops after 2W rounds
+    _, syn = _run(digits8, 10, lr_img=1e-12, early_exit_window=2, batch_real=1000, shift="none")
     assert syn.metadata["iterations"] == 4 and syn.metadata["stopped_early"] is True
     _, syn = _run(digits8, 3, early_exit_window=0)
     assert syn.metadata["iterations"] == 3 and syn.metadata["stopped_early"] is False

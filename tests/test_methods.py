@@ -58,7 +58,7 @@ def test_make_config_applies_dataset_defaults_then_overrides():
 def test_make_config_rejects_unknown_settings_by_name():
     with pytest.raises(ValueError, match="no_such_setting"):
         make_config("dm", "digits", ipc=1, no_such_setting=3)
-    with pytest.raises(ValueError, match="unknown method 'nope'"):
+    with pytest.raises(ddfast.UsageError, match=r"--method must be one of \[.*'dm'.*\], got 'nope'"):
         make_config("nope", "digits", ipc=1)
     with pytest.raises(ValueError, match="fixes"):
         make_config("dc", "digits", ipc=1, dsa=True)

@@ -15,6 +15,7 @@ from torch import nn
 from bench.baselines import sre2l_bn_loop
 from bench.bench_bn_stat_loss import perturb_running_stats
 from ddfast.data import load_dataset
+from ddfast.errors import UsageError
 from ddfast.eval import default_augment, embedding_diversity, kd_batch_size
 from ddfast.methods import METHODS, delt, make_config, sre2l, teacher_recipe
 from ddfast.methods import _common as common
@@ -184,9 +185,11 @@ def test_uneven_last_batch(digits8, teacher8):
 
 
 def test_bad_settings_name_the_argument(digits8, teacher8):
-    for key, value, match in (("min_crop", 0.0, "min_crop"), ("jitter", -1, "jitter"), ("iterations", 0,
-                                                                                     "iterations"),
-                              ("init", "zeros", "init")):
+    for key, value, match in (("min_crop", 0.0, r"--set min_crop must be a float in \(0, 1\], got 0.0"),
+                              ("jitter", -1, r"--set jitter must be an integer >= 0, got -1")):
+        with pytest.raises(UsageError, match=match):
+            make_config("sre2l", "digits", ipc=1, **{**TINY, key: value})
+    for key, value, match in (("iterations", 0, "iterations"), ("init", "zeros", "init")):
         config = make_config("sre2l", "digits", ipc=1, **{**TINY, key: value})
         with pytest.raises(ValueError, match=match):
             sre2l.distill(digits8, config, teacher8, progress=False)

@@ -7,9 +7,10 @@ returning a :class:`ddfast.SyntheticSet`. :data:`METHODS` maps the CLI's method 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
+from ..usage import check_settings
 from . import ast, dc, delt, dm, dream, lcs_gm, mtt, seqmatch, sre2l
 
 
@@ -85,21 +86,12 @@ def teacher_recipe(dataset: str, **overrides):
 
 def make_config(method: str, dataset: str, **overrides):
     """The config of ``method`` with its dataset (and dataset + ipc) defaults, then ``overrides`` (None values
-    ignored)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    ignored; typed and checked by :func:`ddfast.usage.check_settings`, so strings parse as the field's type)."""
+    overrides = check_settings(method, {k: v for k, v in overrides.items() if v is not None})
     spec = METHODS[method]
-    names = {f.name for f in fields(spec.config)}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
     ipc = overrides.get("ipc", spec.config().ipc)
     settings = {**DATASET_DEFAULTS.get((method, dataset), {}), **DATASET_DEFAULTS.get((method, dataset, ipc), {}),
                 **overrides}
-    unknown = sorted(set(settings) - names)
-    if unknown:
-        raise ValueError(f"method {method!r} has no settings {unknown}")
-    clash = {k for k in spec.fixed if k in overrides and overrides[k] != spec.fixed[k]}
-    if clash:
-        raise ValueError(f"method {method!r} fixes {sorted(clash)}")
     return replace(spec.config(), **{**settings, **spec.fixed})
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ...backends import OpDispatch
+from .._higher_order import input_gradients, reference_vjp
 from .._lazy import LazyModule
 from . import compiled, reference
 from .plan import accumulate_dtype, stats_numel
@@ -53,6 +54,22 @@ def _backward_kernel(grad_out, activations, running_means, running_vars, stats, 
     return impl.backward(grad_out, activations, running_means, running_vars, stats, weights, need_act, need_stats)
 
 
+def _gradients(kernel, grad_out, activations, running_means, running_vars, stats, weights, need_act, need_stats,
+               backend):
+    """(d activations, d running_means, d running_vars), [] where not needed: ``kernel`` (the backward op or its
+    device kernel) in a first-order pass, the reference's differentiable gradients when autograd records the pass
+    (ddfast.ops._higher_order)."""
+    def differentiable():
+        grads = reference_vjp(reference.forward, (activations, running_means, running_vars, weights),
+                              (need_act, need_stats, need_stats), grad_out)
+        return tuple(g or [] for g in grads[:3])
+
+    return input_gradients("bn_stat_loss", backend, (grad_out, activations, running_means, running_vars),
+                           differentiable=differentiable,
+                           kernel=lambda: kernel(grad_out, activations, running_means, running_vars, stats, weights,
+                                                 need_act, need_stats, backend))
+
+
 for _device in ("cpu", "cuda"):
     bn_stat_loss_op.register_kernel(_device)(_forward_kernel)
     bn_stat_loss_backward_op.register_kernel(_device)(_backward_kernel)
@@ -85,8 +102,8 @@ def _backward(ctx, grad_out, _grad_stats):
     acts, means, variances = list(saved[:n]), list(saved[n:2 * n]), list(saved[2 * n:3 * n])
     need_act = any(ctx.needs_input_grad[0])  # one flag per list entry
     need_stats = any(ctx.needs_input_grad[1]) or any(ctx.needs_input_grad[2])
-    d_act, d_mean, d_var = bn_stat_loss_backward_op(grad_out, acts, means, variances, saved[-1], weights, need_act,
-                                                    need_stats, backend)
+    d_act, d_mean, d_var = _gradients(bn_stat_loss_backward_op, grad_out, acts, means, variances, saved[-1], weights,
+                                      need_act, need_stats, backend)
     # List inputs get a list of gradients, [None] * n where none is needed (custom-op convention).
     return d_act or [None] * n, d_mean or [None] * n, d_var or [None] * n, None
 
@@ -115,7 +132,6 @@ class EagerBNStatLoss(torch.autograd.Function):
         saved = ctx.saved_tensors
         need = ctx.needs_input_grad[1:]
         need_act, need_stats = any(need[:n]), any(need[n:])
-        d_act, d_mean, d_var = _backward_kernel(grad_out, list(saved[:n]), list(saved[n:2 * n]),
-                                                list(saved[2 * n:3 * n]), saved[-1], weights, need_act, need_stats,
-                                                backend)
+        d_act, d_mean, d_var = _gradients(_backward_kernel, grad_out, list(saved[:n]), list(saved[n:2 * n]),
+                                          list(saved[2 * n:3 * n]), saved[-1], weights, need_act, need_stats, backend)
         return (None, *(d_act or [None] * n), *(d_mean or [None] * n), *(d_var or [None] * n))

@@ -6,10 +6,13 @@ backward passes on its own threads, where use_backend() does not reach)."""
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 import torch
 from torch import Tensor
 
 from ...backends import OpDispatch
+from .._higher_order import input_gradients, reference_vjp
 from .._lazy import LazyModule
 from . import compiled, reference
 from .reference import accumulate_dtype
@@ -66,18 +69,23 @@ def _(grad_out, y_syn, y_real, diff, scale, dtype, need_syn, need_real, backend)
 
 
 def _setup_context(ctx, inputs, output):
-    f_syn, y_syn, f_real, y_real, _, _ = inputs
+    f_syn, y_syn, f_real, y_real, num_classes, per_class = inputs
     _, diff, scale = output
-    ctx.save_for_backward(y_syn, y_real, diff, scale)
-    ctx.dtype = f_syn.dtype
+    ctx.save_for_backward(f_syn, y_syn, f_real, y_real, diff, scale)  # the features for a double backward
+    ctx.dtype, ctx.args = f_syn.dtype, (num_classes, per_class)
     ctx.backend, _ = DISPATCH.resolve(f_syn.device, f_syn.dtype)  # the one the forward ran
 
 
 def _backward(ctx, grad_out, _grad_diff, _grad_scale):
-    y_syn, y_real, diff, scale = ctx.saved_tensors
+    f_syn, y_syn, f_real, y_real, diff, scale = ctx.saved_tensors
     need_syn, need_real = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
-    d_syn, d_real = class_mean_distance_backward_op(grad_out.contiguous(), y_syn, y_real, diff, scale, ctx.dtype,
-                                                    need_syn, need_real, ctx.backend)
+    d_syn, d_real = input_gradients(
+        "class_mean_distance", ctx.backend, (grad_out, f_syn, f_real),
+        kernel=lambda: class_mean_distance_backward_op(grad_out.contiguous(), y_syn, y_real, diff, scale, ctx.dtype,
+                                                       need_syn, need_real, ctx.backend),
+        differentiable=lambda: itemgetter(0, 2)(reference_vjp(reference.forward, (f_syn, y_syn, f_real, y_real,
+                                                                                  *ctx.args),
+                                                              (need_syn, False, need_real, False), grad_out)))
     return (d_syn if need_syn else None), None, (d_real if need_real else None), None, None, None
 
 

@@ -1,7 +1,7 @@
 """Custom-op registration of one fused DSA pass: ``ddfast::dsa_pass`` (the augmented images) and
 ``ddfast::dsa_pass_backward`` (the gradient w.r.t. the images), with fake and autograd registrations and
 per-device kernels that dispatch to the selected backend. A pass is affine in the images, so the
-backward saves nothing but the parameter table."""
+first-order backward reads nothing but the parameter table; the images are saved for a double backward."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ...backends import OpDispatch
+from .._higher_order import input_gradients, reference_vjp
 from .._lazy import LazyModule
 from . import compiled, reference
 
@@ -62,15 +63,18 @@ def _(grad, table, row_index, ops, geometry, backend):
 
 def _setup_context(ctx, inputs, output):
     x, table, row_index, ops, geometry = inputs
-    ctx.save_for_backward(table, row_index)
+    ctx.save_for_backward(x, table, row_index)  # x for a double backward
     ctx.args = (tuple(ops), tuple(geometry))
     ctx.backend, _ = DISPATCH.resolve(x.device, x.dtype)  # the one the forward ran
 
 
 def _backward(ctx, grad):
-    table, row_index = ctx.saved_tensors
+    x, table, row_index = ctx.saved_tensors
     ops, geometry = ctx.args
-    dx = dsa_pass_backward_op(grad.contiguous(), table, row_index, ops, geometry, ctx.backend)
+    dx = input_gradients(
+        "dsa", ctx.backend, (grad, x),
+        kernel=lambda: dsa_pass_backward_op(grad.contiguous(), table, row_index, ops, geometry, ctx.backend),
+        differentiable=lambda: reference_vjp(reference.forward, (x, table, row_index, ops, geometry), (True,), grad)[0])
     return dx, None, None, None, None
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ...backends import OpDispatch
+from .._higher_order import input_gradients, reference_vjp
 from .._lazy import LazyModule
 from . import compiled, reference
 from .plan import accumulate_dtype, stats_numel, tensor_shapes
@@ -52,6 +53,19 @@ def _backward_kernel(grad_out, g_syn, g_real, stats, metric, weights, batched, n
     return impl.backward(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real)
 
 
+def _gradients(kernel, grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn, need_real, backend):
+    """(d g_syn, d g_real), [] where not needed: ``kernel`` (the backward op or its device kernel) in a first-order
+    pass, the reference's differentiable gradients when autograd records the pass (ddfast.ops._higher_order)."""
+    def differentiable():
+        grads = reference_vjp(reference.forward, (g_syn, g_real, metric, weights, batched), (need_syn, need_real),
+                              grad_out)
+        return grads[0] or [], grads[1] or []
+
+    return input_gradients("grad_distance", backend, (grad_out, g_syn, g_real), differentiable=differentiable,
+                           kernel=lambda: kernel(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn,
+                                                 need_real, backend))
+
+
 for _device in ("cpu", "cuda"):
     grad_distance_op.register_kernel(_device)(_forward_kernel)
     grad_distance_backward_op.register_kernel(_device)(_backward_kernel)
@@ -84,8 +98,8 @@ def _backward(ctx, grad_out, _grad_stats):
     saved = ctx.saved_tensors
     g_syn, g_real, stats = list(saved[:num_tensors]), list(saved[num_tensors:2 * num_tensors]), saved[-1]
     need_syn, need_real = any(ctx.needs_input_grad[0]), any(ctx.needs_input_grad[1])  # one flag per list entry
-    dsyn, dreal = grad_distance_backward_op(grad_out, g_syn, g_real, stats, metric, weights, batched, need_syn,
-                                            need_real, backend)
+    dsyn, dreal = _gradients(grad_distance_backward_op, grad_out, g_syn, g_real, stats, metric, weights, batched,
+                             need_syn, need_real, backend)
     # List inputs get a list of gradients, [None] * n where none is needed (custom-op convention).
     return dsyn or [None] * num_tensors, dreal or [None] * num_tensors, None, None, None
 
@@ -112,6 +126,7 @@ class EagerGradDistance(torch.autograd.Function):
         saved = ctx.saved_tensors
         need = ctx.needs_input_grad[4:]
         need_syn, need_real = any(need[:num_tensors]), any(need[num_tensors:])
-        dsyn, dreal = _backward_kernel(grad_out, list(saved[:num_tensors]), list(saved[num_tensors:2 * num_tensors]),
-                                       saved[-1], metric, weights, batched, need_syn, need_real, backend)
+        g_syn, g_real = list(saved[:num_tensors]), list(saved[num_tensors:2 * num_tensors])
+        dsyn, dreal = _gradients(_backward_kernel, grad_out, g_syn, g_real, saved[-1], metric, weights, batched,
+                                 need_syn, need_real, backend)
         return (None, None, None, None, *(dsyn or [None] * num_tensors), *(dreal or [None] * num_tensors))

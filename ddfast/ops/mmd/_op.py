@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ...backends import OpDispatch
+from .._higher_order import input_gradients, reference_vjp
 from .._lazy import LazyModule
 from . import compiled, reference
 from .reference import accumulate_dtype
@@ -80,8 +81,12 @@ def _backward(ctx, grad_out):
     kernel, sigmas, estimator, backend = ctx.args
     x, y, x_offsets, y_offsets = ctx.saved_tensors
     need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gx, gy = mmd_backward_op(grad_out, x, y, x_offsets, y_offsets, kernel, sigmas, estimator, need_x, need_y,
-                             backend)
+    gx, gy = input_gradients(
+        "mmd", backend, (grad_out, x, y),
+        kernel=lambda: mmd_backward_op(grad_out, x, y, x_offsets, y_offsets, kernel, sigmas, estimator, need_x, need_y,
+                                       backend),
+        differentiable=lambda: reference_vjp(reference.forward, (x, y, x_offsets, y_offsets, kernel, sigmas, estimator),
+                                             (need_x, need_y), grad_out))
     return (gx if need_x else None), (gy if need_y else None), None, None, None, None, None
 
 

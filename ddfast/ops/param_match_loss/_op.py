@@ -2,7 +2,8 @@
 and ``ddfast::param_match_loss_backward`` (gradients of the three vectors), with fake and autograd
 registrations and per-device kernels that dispatch to the selected backend. The backward runs the
 backend its forward resolved (autograd runs CUDA backward passes on its own threads, where
-use_backend() does not reach). The backward is first-order only: differentiating it again raises."""
+use_backend() does not reach). Differentiating the backward again runs the reference's differentiable
+gradients (ddfast.ops._higher_order)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ...backends import OpDispatch
+from .._higher_order import input_gradients, reference_vjp
 from .._lazy import LazyModule
 from . import compiled, reference
 from .reference import accumulate_dtype
@@ -70,8 +72,11 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, _grad_sums):
     theta_n, theta_start, theta_target, sums = ctx.saved_tensors
     need = ctx.needs_input_grad[:3]
-    grads = param_match_loss_backward_op(grad_out.contiguous(), theta_n, theta_start, theta_target, sums, *need,
-                                         ctx.backend)
+    grads = input_gradients(
+        "param_match_loss", ctx.backend, (grad_out, theta_n, theta_start, theta_target),
+        kernel=lambda: param_match_loss_backward_op(grad_out.contiguous(), theta_n, theta_start, theta_target, sums,
+                                                    *need, ctx.backend),
+        differentiable=lambda: reference_vjp(reference.forward, (theta_n, theta_start, theta_target), need, grad_out))
     return tuple(g if n else None for g, n in zip(grads, need))
 
 

@@ -7,7 +7,7 @@ u = gv - lr gt is the gradient of ``grad``, momentum * u that of ``velocity``, -
 lr (direction = grad, or v' with momentum) and gt that of theta. It runs the ``ddfast::adjoint_step``
 kernels of the backend the forward resolved. When autograd records the backward itself
 (create_graph=True with inputs that require grad, MTT's "autograd" unroll differentiated twice), the
-same formula runs as differentiable torch ops instead, so double backward is exact."""
+same formula runs as differentiable torch ops instead (ddfast.ops._higher_order), so double backward is exact."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ...backends import OpDispatch
+from .._higher_order import input_gradients
 from .._lazy import LazyModule
 from ..adjoint_step import reference as adjoint_reference
 from ..adjoint_step._op import adjoint_step_op
@@ -62,12 +63,12 @@ def _backward(ctx, grad_theta, grad_velocity):
     momentum, with_velocity = ctx.args
     need_theta, need_grad, need_lr, need_velocity = ctx.needs_input_grad[:4]
     gv = grad_velocity if with_velocity else None
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (grad_theta, gv, direction, lr)):
-        u, dlr, nu_next = adjoint_reference.forward(grad_theta, gv, direction, lr, momentum, with_velocity)
-    else:
-        u, dlr, nu_next = adjoint_step_op(grad_theta.contiguous(), None if gv is None else gv.contiguous(),
-                                          direction if need_lr else None, lr, momentum, with_velocity and need_velocity,
-                                          ctx.backend)
+    u, dlr, nu_next = input_gradients(
+        "sgd_step", ctx.backend, (grad_theta, gv, direction, lr),
+        kernel=lambda: adjoint_step_op(grad_theta.contiguous(), None if gv is None else gv.contiguous(),
+                                       direction if need_lr else None, lr, momentum, with_velocity and need_velocity,
+                                       ctx.backend),
+        differentiable=lambda: adjoint_reference.forward(grad_theta, gv, direction, lr, momentum, with_velocity))
     return (grad_theta if need_theta else None, u if need_grad else None, dlr.to(lr.dtype) if need_lr else None,
             nu_next if need_velocity else None, None, None)
 
