@@ -19,7 +19,7 @@ import torch
 from .backends import BACKENDS
 from .errors import UsageError
 
-KINDS = {"int": "an integer", "float": "a float", "bool": "true or false", "str": "a string", "tuple": "a tuple",
+KINDS = {"int": "an integer", "float": "a float", "number": "a number (an integer stays one)", "bool": "true or false", "str": "a string", "tuple": "a tuple",
          "device": "a torch device (cpu, cuda, cuda:1, ...)"}
 _BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
@@ -57,8 +57,9 @@ def _convert(kind: str, value, from_text: bool):
     value = _literal(value) if from_text else value
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
+    if kind in ("float", "number") and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        return value if kind == "number" and isinstance(value, int) else float(value)
     if kind == "tuple" and isinstance(value, (list, tuple)):
         return _tupled(value)
     raise TypeError
@@ -177,6 +178,8 @@ SETTING_RULES = {
     **dict.fromkeys(("momentum", "student_momentum", "ema", "milestone"), FRACTION),
     **dict.fromkeys(("beta1", "beta2"), Accepts("float", low=0, high=1, high_open=True)),
     **dict.fromkeys(("min_crop", "max_crop"), Accepts("float", low=0, high=1, low_open=True)),
+    # the unroll's memory budget: a fraction of the steps (float, at most 1: the unroll checks) or bytes (int)
+    "memory_budget": Accepts(low=0),
     "model": NETWORK,
     "metric": Accepts(choices_from=("ddfast.ops.grad_distance.plan", "METRICS")),
     "strategy": Accepts(choices_from=("ddfast.ops.per_class_gradients", "STRATEGIES")),
@@ -196,11 +199,12 @@ def check_run_arguments(**values) -> None:
 
 def _field_accepts(name: str, annotation) -> Accepts:
     """The field's rule from :data:`SETTING_RULES` with the kind and optionality of its annotation."""
-    optional = False
+    optional, args = False, [annotation]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        optional, annotation = len(args) < len(typing.get_args(annotation)), args[0]
-    kind = (typing.get_origin(annotation) or annotation).__name__
+        optional = len(args) < len(typing.get_args(annotation))
+    kinds = {(typing.get_origin(a) or a).__name__ for a in args}
+    kind = "number" if kinds == {"int", "float"} else (typing.get_origin(args[0]) or args[0]).__name__
     return replace(SETTING_RULES.get(name, Accepts()), kind=kind, optional=optional)
 
 

@@ -209,6 +209,17 @@ def test_seqmatch_adjoint_equals_autograd_with_the_frozen_subset(digits8, buffer
     torch.testing.assert_close(adjoint.images, autograd.images, rtol=1e-4, atol=1e-5)
 
 
+def test_memory_budget_keeps_bytes_as_an_integer_and_a_fraction_as_a_float():
+    from ddfast.usage import check_settings
+
+    assert check_settings("mtt", {"memory_budget": "1000000"}) == {"memory_budget": 1000000}
+    assert type(make_config("seqmatch", "digits", memory_budget=10 ** 9).memory_budget) is int
+    assert type(make_config("ast", "digits", memory_budget=1).memory_budget) is int  # 1 byte, not all steps
+    assert check_settings("mtt", {"memory_budget": "0.25"}) == {"memory_budget": 0.25}
+    with pytest.raises(ddfast.UsageError, match="memory_budget"):
+        check_settings("mtt", {"memory_budget": "lots"})
+
+
 @pytest.mark.parametrize("method", ["mtt", "ast", "seqmatch"])
 def test_the_memory_budget_setting_reaches_the_unroll(digits8, buffer8, method):
     settings = dict(SEQ, num_subsets=1, intervals=((0, 4),)) if method == "seqmatch" else dict(TINY, max_start_epoch=2)
