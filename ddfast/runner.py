@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, load_checked
 from .backends import use_backend
 from .compiled import AUTOCAST, MODES as COMPILE_MODES, compile_report, use_autocast, use_compile
 from .data import load_dataset
@@ -170,7 +170,7 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     distributed.destroy()
     if not ctx.is_main:
         return None
-    history = torch.load(checkpoint.path, weights_only=True)["state"]["history"]  # written at the last iteration
+    history = load_checked(checkpoint.path, "a ddfast checkpoint")["state"]["history"]  # the last iteration's
     syn.save(out / "set.pt")
     syn.save_grid(out / "set.png", zca=data.zca)
     if history:

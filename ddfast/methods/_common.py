@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .._io import atomic_torch_save
+from .._io import load_checked, save_checked
 from ..models import get_network
 
 
@@ -191,6 +191,10 @@ class Checkpointing:
     every: int = 50
     resume: bool = False
 
+    def save(self, method: str, config, state: "LoopState") -> None:
+        """Write ``state`` with what :func:`read_checkpoint` checks (atomic, with a checksum)."""
+        save_checked({"method": method, "config": _plain(config), "state": state.state_dict()}, self.path)
+
 
 def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | dict], *, config, method: str,
              checkpoint: Checkpointing | None = None, progress: bool = True,
@@ -232,8 +236,7 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
                 callback(state.iteration, state)
             last = state.iteration == iterations or (stop is not None and stop(state))
             if main and checkpoint is not None and (state.iteration % checkpoint.every == 0 or last):
-                atomic_torch_save({"method": method, "config": _plain(config), "state": state.state_dict()},
-                                  checkpoint.path)
+                checkpoint.save(method, config, state)
     finally:
         if bar is not None:
             bar.close()
@@ -241,11 +244,11 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
 
 
 def read_checkpoint(checkpoint: Checkpointing | None, method: str, config) -> dict | None:
-    """The saved checkpoint when ``checkpoint`` resumes and its file exists (None otherwise), after checking that
-    ``method`` wrote it with the same settings as ``config`` (all but ``iterations``)."""
+    """The saved checkpoint when ``checkpoint`` resumes and its file exists (None otherwise), its checksum verified,
+    after checking that ``method`` wrote it with the same settings as ``config`` (all but ``iterations``)."""
     if checkpoint is None or not checkpoint.resume or not os.path.exists(checkpoint.path):
         return None
-    saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
+    saved = load_checked(checkpoint.path, "a ddfast checkpoint", required=("method", "config", "state"))
     if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
         raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method "
                          f"{saved.get('method')!r} with another configuration; resume needs the same settings "
