@@ -1,21 +1,29 @@
 """ddfast's file handling in one place: atomic writes (expert buffers, synthetic sets, checkpoints, teachers,
 results), ddfast's own ``torch.save`` formats with a payload checksum (:func:`save_checked` /
-:func:`load_checked`), ``torch.load`` errors that name the file (:func:`load_torch`).
-"""
+:func:`load_checked`), ``torch.load`` errors that name the file (:func:`load_torch`), and the lock a run holds on
+its folder (:func:`run_folder`)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 import secrets
+import socket
+import time
 import warnings
+from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_text", "save_checked", "load_checked", "load_torch", "CHECKSUM_KEY"]
+__all__ = ["atomic_torch_save", "atomic_write_text", "save_checked", "load_checked", "load_torch", "run_folder",
+           "LOCK_NAME", "CHECKSUM_KEY"]
 
 CHECKSUM_KEY = "checksum"
+LOCK_NAME = ".ddfast.lock"
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # what _atomic_write (and mkstemp before it) names temporaries
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> str:
@@ -34,7 +42,8 @@ def _atomic_write(path: str | os.PathLike, write) -> str:
     The data goes to a temporary file ``.<name>.<8 random>.tmp`` in the same folder (created if missing; mode
     0o666 less the umask, like any file the process creates), is flushed and fsynced, then renamed onto ``path``
     with ``os.replace``; on any error the temporary file is removed and an existing ``path`` is left untouched. The
-    folder is fsynced afterwards where the platform allows, so the rename survives a crash."""
+    folder is fsynced afterwards where the platform allows, so the rename survives a crash. A temporary file that a
+    killed process left behind is removed by the next run on that folder (:func:`run_folder`)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -66,6 +75,18 @@ def _create_temporary(folder: str, name: str) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
         except FileExistsError:
             continue
+
+
+def remove_orphan_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that writes into ``folder`` left behind when their process was killed
+    (:func:`_atomic_write`'s names); returns their names. Only safe while no other process writes there."""
+    removed = []
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False) and _TEMPORARY.fullmatch(entry.name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return sorted(removed)
 
 
 # ------------------------------------------------------------------------------------ reading and checksums
@@ -138,3 +159,134 @@ def load_checked(path: str | os.PathLike, what: str, required: tuple[str, ...] =
         raise ValueError(f"{path!r} is corrupted: the checksum of its contents does not match the one recorded when "
                          f"it was written ({what}); restore it from a copy or write it again")
     return payload
+
+
+# ------------------------------------------------------------------------------------ run folders
+
+@contextlib.contextmanager
+def run_folder(path: str | os.PathLike, *, force: bool = False, flag: str = "--out"):
+    """Hold an exclusive lock on the run folder ``path`` while the block runs; yields the folder as a Path.
+
+    The folder is created if missing and must be writable: the lock file ``.ddfast.lock`` (host, pid, start time)
+    is the first thing written, so an unwritable ``flag`` stops the run before any work. A folder another run
+    holds is refused with FileExistsError naming that run's host and pid, unless its lock is stale (same host, the
+    pid is dead) or ``force``. Temporary files that killed writes left are removed. When the block raises and
+    wrote nothing, the folders this call created are removed again; the lock goes in any case."""
+    folder = Path(path)
+    created = _missing_ancestors(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        claim = _write_claim(folder / LOCK_NAME)
+    except OSError as exc:
+        _remove_empty(created)
+        raise PermissionError(f"{flag} {os.fspath(folder)!r} is not a folder this process can write to: {exc}") \
+            from exc
+    try:
+        lock = _acquire(folder / LOCK_NAME, claim, force, flag)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    remove_orphan_temporaries(folder)
+    try:
+        yield folder
+    except BaseException:
+        _release(lock)
+        _remove_empty(created)
+        raise
+    _release(lock)
+
+
+def _missing_ancestors(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    for candidate in [folder, *folder.absolute().parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run wrote something) or already gone
+            return
+
+
+def _write_claim(lock: Path) -> dict:
+    """This process's lock record (host, pid, start time, a random token), written complete to a file beside
+    ``lock`` (the run's first write into its folder); returns it with that file's ``claim`` path."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8),
+          "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    claim = lock.with_name(f"{lock.name}.{me['token']}")
+    claim.write_text(json.dumps(me) + "\n")
+    return {**me, "claim": claim}
+
+
+def _acquire(lock: Path, me: dict, force: bool, flag: str) -> dict:
+    """Hard-link ``me``'s claim file to ``lock`` (atomic, and a reader never sees a half-written lock); a stale or
+    (``force``) live lock is taken over. Returns ``me`` with the lock's ``path``."""
+    claim = me.pop("claim")
+    try:
+        while True:
+            try:
+                os.link(claim, lock)
+                return {**me, "path": lock}
+            except FileExistsError:
+                pass
+            other = _read_lock(lock)
+            if other is None:
+                continue  # released meanwhile
+            if not force and not _stale(other):
+                raise FileExistsError(
+                    f"{flag} {os.fspath(lock.parent)!r} is in use by another ddfast run (pid {other.get('pid')} on "
+                    f"{other.get('host')}, started {other.get('started')}); wait for it to finish, use another "
+                    f"{flag}, or pass --force (force=True) if that run is gone")
+            _take_over(lock, other)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            claim.unlink()
+
+
+def _read_lock(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError):
+        return {"host": "?", "pid": "?", "started": "?", "token": None}  # unreadable: only --force takes it
+
+
+def _stale(holder: dict) -> bool:
+    """A lock is stale when it was taken on this host by a process that no longer exists."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _take_over(lock: Path, holder: dict) -> None:
+    """Move ``holder``'s lock aside, unless another process replaced it meanwhile (then it is put back)."""
+    aside = lock.with_name(f"{lock.name}.{secrets.token_hex(8)}.old")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return
+    if _read_lock(aside) != holder:  # a live run's lock, taken after we read the stale one
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, lock)
+    aside.unlink()
+
+
+def _release(lock: dict) -> None:
+    """Remove the lock if it is still this run's (a forced takeover may have replaced it)."""
+    path = lock["path"]
+    if (_read_lock(path) or {}).get("token") == lock["token"]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

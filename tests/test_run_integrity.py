@@ -1,9 +1,15 @@
-"""The failure model of files: checksums in ddfast's files, errors naming broken files, the umask."""
+"""The failure model of runs and files: the lock a run holds on its folder, write access checked before any work,
+no folder left by a failed start, checksums in ddfast's files, errors naming broken files, the umask, orphan
+temporary files."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +22,27 @@ from ddfast.methods import make_config
 from ddfast.methods import _common as common
 from ddfast.methods.sre2l import TeacherRecipe, load_teacher, save_teacher
 from ddfast.models import get_network
+from ddfast.runner import distill_run, job_run_folder
 from ddfast.synthetic import FORMAT, SyntheticSet
+
+from spawn_ranks import run_ranks
+
+TINY = {"model": "ConvNetD1", "batch_real": 8, "dsa_strategy": "none"}  # dm: seconds per run
+TINY_CLI = ["--method", "dm", "--ipc", "1", "--iterations", "2", "--eval-runs", "1", "--eval-epochs", "2", "--quiet",
+            "--device", "cpu", "--checkpoint-every", "1", "--set", "model='ConvNetD1'", "--set", "batch_real=8",
+            "--set", "dsa_strategy='none'"]
+
 
 @pytest.fixture(scope="module")
 def digits8():
     return load_dataset("digits", im_size=8)
+
+
+def _run(out, **kwargs):
+    """A tiny DM run of ``ddfast distill`` into ``out``."""
+    options = dict(iterations=2, device="cpu", eval_runs=1, eval_epochs=2, settings=TINY, progress=False,
+                   checkpoint_every=1)
+    return distill_run("dm", "digits", 1, out, **{**options, **kwargs})
 
 
 # ------------------------------------------------------------------------------------------- the three formats
@@ -126,3 +148,85 @@ def test_written_files_honour_the_umask(tmp_path, umask):
         os.umask(old)
     for name in ("set.pt", "results.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+# ------------------------------------------------------------------------------------------------ run folders
+
+def test_a_held_run_folder_is_refused_naming_its_holder_and_force_takes_it(tmp_path):
+    out = tmp_path / "run"
+    with _io.run_folder(out):  # another run holds it (this process: alive, this host)
+        with pytest.raises(FileExistsError, match=f"in use by another ddfast run \\(pid {os.getpid()} on "
+                                                  f"{socket.gethostname()}"):
+            _run(out)
+        assert sorted(p.name for p in out.iterdir()) == [_io.LOCK_NAME]  # the refused run wrote nothing
+        results = _run(out, force=True)
+    assert results["iterations"] == 2 and (out / "results.json").exists()
+    assert not (out / _io.LOCK_NAME).exists()
+
+
+def test_a_lock_counts_as_stale_only_on_this_host_with_a_dead_pid(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    lock = tmp_path / _io.LOCK_NAME
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": int(dead.stdout), "started": "then", "token": "x"}))
+    with pytest.raises(FileExistsError, match="pid .* on elsewhere"):
+        with _io.run_folder(tmp_path):
+            pass
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "then",
+                                "token": "x"}))
+    with _io.run_folder(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def _take_folder_job(ctx, folder):
+    with job_run_folder(Path(folder) / "run", ctx):
+        holder = json.loads((Path(folder) / "run" / _io.LOCK_NAME).read_text())
+        ctx.barrier()  # every rank has read the lock
+    return {"holder": holder["pid"], "pid": os.getpid()}
+
+
+def test_under_several_ranks_rank_0_takes_the_folder_and_a_refusal_stops_every_rank(tmp_path):
+    reports = run_ranks(_take_folder_job, tmp_path)
+    assert [r.get("crash") for r in reports] == [None, None], reports
+    assert reports[0]["holder"] == reports[1]["holder"] == reports[0]["pid"]
+    with _io.run_folder(tmp_path / "run"):
+        reports = run_ranks(_take_folder_job, tmp_path)
+    assert "in use by another ddfast run" in reports[0]["crash"], reports[0]
+    assert "rank 0 could not take the run folder" in reports[1]["crash"], reports[1]
+
+
+def test_a_failed_start_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(ValueError, match="no_such"):
+        _run(out, settings={**TINY, "no_such": 1})
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path):
+    """Write access is checked before the data loads: cifar10 from a missing root would fail there first. Root
+    runs the command without the capability that lets it write anywhere (setpriv)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    out.chmod(0o555)
+    as_owner = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    try:
+        done = subprocess.run([*as_owner, sys.executable, "-m", "ddfast", "distill", "--dataset", "cifar10",
+                               "--data-root", str(tmp_path / "no-data"), "--out", str(out), *TINY_CLI],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        out.chmod(0o755)
+    assert done.returncode != 0
+    assert "PermissionError: --out" in done.stderr and "not a folder this process can write to" in done.stderr, \
+        done.stderr[-2000:]
+    assert list(out.iterdir()) == []
+
+
+def test_the_next_run_removes_orphan_temporary_files(tmp_path):
+    orphan = tmp_path / ".checkpoint.pt.3f9a0c1e.tmp"
+    orphan.write_bytes(b"partial")
+    kept = tmp_path / ".notes.tmp"
+    kept.write_text("not ddfast's")
+    with _io.run_folder(tmp_path):
+        pass
+    assert not orphan.exists() and kept.exists()
