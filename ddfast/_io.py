@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import time
 import warnings
@@ -23,7 +24,10 @@ __all__ = ["atomic_torch_save", "atomic_write_text", "save_checked", "load_check
 
 CHECKSUM_KEY = "checksum"
 LOCK_NAME = ".ddfast.lock"
+KILL_ENV = "DDFAST_TEST_KILL_BEFORE_RENAME"  # tests only: "NAME" or "NAME:N" SIGKILLs this process before the
+# rename of the N-th (default first) atomic write of a file called NAME, leaving its temporary file behind
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # what _atomic_write (and mkstemp before it) names temporaries
+_renames: dict[str, int] = {}  # atomic writes per file name in this process, for KILL_ENV
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> str:
@@ -53,6 +57,7 @@ def _atomic_write(path: str | os.PathLike, write) -> str:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _test_kill_point(os.path.basename(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -75,6 +80,17 @@ def _create_temporary(folder: str, name: str) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
         except FileExistsError:
             continue
+
+
+def _test_kill_point(name: str) -> None:
+    target = os.environ.get(KILL_ENV)
+    if not target:
+        return
+    wanted, _, count = target.partition(":")
+    if wanted == name:
+        _renames[name] = _renames.get(name, 0) + 1
+        if _renames[name] == int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def remove_orphan_temporaries(folder: str | os.PathLike) -> list[str]:

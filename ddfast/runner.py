@@ -18,17 +18,18 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_write_text, load_checked, run_folder
+from ._io import atomic_write_text, load_checked, payload_checksum, run_folder
 from .backends import use_backend
 from .compiled import AUTOCAST, MODES as COMPILE_MODES, compile_report, use_autocast, use_compile
 from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
                    test_accuracy)
-from .experts import load_buffer, next_buffer_path, save_buffer, train_experts
+from .experts import expert_files, load_buffer, next_buffer_path, save_buffer, train_experts
 from .methods import METHODS, make_config, teacher_recipe
 from .methods.sre2l import load_teacher, save_teacher, squeeze
 from .methods._augment import per_sample
-from .methods._common import Checkpointing, class_labels, derive_seed
+from .info import provenance
+from .methods._common import Checkpointing, class_labels, derive_seed, read_checkpoint
 from .models import get_network
 from .synthetic import SyntheticSet, plot_curves
 
@@ -90,6 +91,25 @@ def job_run_folder(out, ctx, *, force: bool = False):
         yield Path(out)
 
 
+def data_fingerprint(data) -> dict:
+    """What a resume checks about the data: its metadata, the training split's shape and the checksum of its
+    labels and of up to 64 evenly spaced images."""
+    record = data.metadata()
+    images = data.train_images
+    if images is not None:
+        picks = torch.linspace(0, len(images) - 1, min(64, len(images))).long().to(images.device)
+        record["train_shape"] = list(images.shape)
+        record["train_checksum"] = payload_checksum({"labels": data.train_labels, "sample": images[picks]})
+    return record
+
+
+def buffer_record(folder) -> dict:
+    """The expert files of a buffer folder with their sizes: what a resumed trajectory method checks."""
+    if not os.path.isdir(folder):
+        return {}  # the method says what is missing
+    return {os.path.basename(path): os.path.getsize(path) for path in expert_files(folder)}
+
+
 def job_device(ctx, device=None) -> torch.device:
     """``device``, else this rank's accelerator under torch.distributed, else CUDA when available, else the CPU."""
     if ctx.backend == "nccl" and device and torch.device(device) != ctx.device:
@@ -111,7 +131,10 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                 force: bool = False) -> dict | None:
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
 
-    The run holds ``out`` (:func:`job_run_folder`; ``force`` takes it from another run).
+    The run holds ``out`` (:func:`job_run_folder`; ``force`` takes it from another run). ``resume`` continues from
+    ``out/checkpoint.pt`` only if that checkpoint was written with the same config (iterations may grow, not fall
+    below its progress), data, backend, compile and autocast settings, device type and buffer files; results.json
+    records the ddfast version and commit of this run and, as ``resumed_from``, of the checkpoint's.
 
     Under ``torchrun`` (:mod:`ddfast.distributed`) every rank distils its share (the method's sharding mode) and
     rank 0 alone writes the folder and evaluates; the other ranks return None. A teacher must exist there already
@@ -147,7 +170,12 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
         _require_cli_extras()
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-        checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume)
+        checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume,
+                                   run={"data": data_fingerprint(data), "backend": backend, "compile": compile,
+                                        "autocast": autocast, "device": device.type,
+                                        "buffer": buffer_record(buffer) if spec.needs_buffer else None},
+                                   provenance={**provenance(), "world_size": ctx.world})
+        resumed = read_checkpoint(checkpoint, method, config)  # a checkpoint this run cannot continue stops it here
         curve: list[tuple[int, float]] = []
         labels = class_labels(data.num_classes, ipc, "cpu")
         teacher_net, teacher_record = None, None
@@ -218,7 +246,10 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                    "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
                    "compile": {"setting": compile, "autocast": autocast, "distill": compiled_distill,
                                "eval": compile_report(reset=True)},
-                   "curve": [{"iteration": it, "accuracy": a} for it, a in curve]}
+                   "curve": [{"iteration": it, "accuracy": a} for it, a in curve], "ddfast": provenance(),
+                   "world_size": ctx.world}
+        if resumed is not None:
+            results["resumed_from"] = {"iteration": resumed["state"]["iteration"], **resumed.get("provenance", {})}
         if teacher_record is not None:
             results["teacher"] = {k: v for k, v in teacher_record.items() if k != "dataset"}
             results["diversity"] = diversity(teacher_net, syn, data, seed)

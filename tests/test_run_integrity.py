@@ -1,6 +1,7 @@
 """The failure model of runs and files: the lock a run holds on its folder, write access checked before any work,
 no folder left by a failed start, checksums in ddfast's files, errors naming broken files, the umask, orphan
-temporary files."""
+temporary files, and what a resume refuses or records (including a run killed between a checkpoint's temporary
+write and its rename, resumed bit for bit)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from ddfast import _io
 from ddfast.data import load_dataset
 from ddfast.experts import load_buffer, save_buffer
-from ddfast.methods import make_config
+from ddfast.methods import METHODS, make_config
 from ddfast.methods import _common as common
 from ddfast.methods.sre2l import TeacherRecipe, load_teacher, save_teacher
 from ddfast.models import get_network
@@ -230,3 +231,64 @@ def test_the_next_run_removes_orphan_temporary_files(tmp_path):
     with _io.run_folder(tmp_path):
         pass
     assert not orphan.exists() and kept.exists()
+
+
+# ------------------------------------------------------------------------------------------------------ resume
+
+def test_resume_with_fewer_iterations_than_the_checkpoint_ran_is_refused(tmp_path, digits8):
+    config = make_config("dm", "digits", ipc=1, iterations=3, **TINY)
+    METHODS["dm"].distill(digits8, config, checkpoint=common.Checkpointing(tmp_path / "ck.pt", every=1),
+                          progress=False)
+    fewer = make_config("dm", "digits", ipc=1, iterations=2, **TINY)
+    with pytest.raises(ValueError, match="has run 3 iterations, more than the 2 asked for"):
+        METHODS["dm"].distill(digits8, fewer, checkpoint=common.Checkpointing(tmp_path / "ck.pt", resume=True),
+                              progress=False)
+
+
+@pytest.mark.parametrize("change, differs", [
+    ({"backend": "reference"}, "run.backend: checkpoint 'auto', this run 'reference'"),
+    ({"autocast": "bf16"}, "run.autocast"),
+    ({"data": "digits at 8x8"}, "run.data.im_size"),
+    ({"settings": {**TINY, "lr_img": 5.0}}, "config.lr_img"),
+])
+def test_resume_refuses_a_checkpoint_of_another_run_naming_what_differs(tmp_path, digits8, change, differs):
+    _run(tmp_path / "run", iterations=1)
+    change = {k: digits8 if v == "digits at 8x8" else v for k, v in change.items()}
+    with pytest.raises(ValueError, match="cannot be resumed by this run") as info:
+        _run(tmp_path / "run", resume=True, **change)
+    assert differs in str(info.value)
+
+
+def test_resume_records_the_ddfast_version_of_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    _run(out, iterations=1)
+    saved = _io.load_checked(out / "checkpoint.pt", "a checkpoint")
+    _io.save_checked({**saved, "provenance": {**saved["provenance"], "version": "0.0.1", "commit": "abc"}},
+                     out / "checkpoint.pt")
+    results = _run(out, resume=True)
+    assert results["iterations"] == 2
+    assert results["resumed_from"] == {"iteration": 1, "version": "0.0.1", "commit": "abc", "world_size": 1}
+    assert results["ddfast"]["version"] == __import__("ddfast").__version__
+
+
+def _distill_cli(out, *extra, env=None):
+    return subprocess.run([sys.executable, "-m", "ddfast", "distill", "--out", str(out), *TINY_CLI, *extra],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                                            **(env or {})})
+
+
+def test_a_run_killed_before_a_checkpoint_rename_resumes_bit_identically(tmp_path):
+    whole = _distill_cli(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    killed = _distill_cli(tmp_path / "run", env={_io.KILL_ENV: "checkpoint.pt:2"})
+    assert killed.returncode == -9, killed.stderr  # SIGKILL after iteration 2's temporary checkpoint was written
+    left = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert _io.LOCK_NAME in left and "checkpoint.pt" in left and "set.pt" not in left, left
+    assert any(name.startswith(".checkpoint.pt.") and name.endswith(".tmp") for name in left), left
+    resumed = _distill_cli(tmp_path / "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in (tmp_path /
+                                                                                           "whole").iterdir())
+    assert torch.equal(SyntheticSet.load(tmp_path / "run" / "set.pt").images,
+                       SyntheticSet.load(tmp_path / "whole" / "set.pt").images)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed_from"]["iteration"] == 1
