@@ -165,6 +165,13 @@ def test_a_held_run_folder_is_refused_naming_its_holder_and_force_takes_it(tmp_p
     assert not (out / _io.LOCK_NAME).exists()
 
 
+def test_a_second_ddfast_distill_on_a_held_folder_exits_with_an_error(tmp_path):
+    with _io.run_folder(tmp_path / "run"):
+        done = _distill_cli(tmp_path / "run")
+    assert done.returncode != 0 and f"in use by another ddfast run (pid {os.getpid()}" in done.stderr, done.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
+
+
 def test_a_lock_counts_as_stale_only_on_this_host_with_a_dead_pid(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
