@@ -65,7 +65,7 @@ def _distill(args) -> int:
                           eval_epochs=args.eval_epochs, buffer=args.buffer, teacher=args.teacher,
                           resume=args.resume, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                           settings=_settings(args.set), zca=args.zca, progress=not args.quiet, compile=args.compile,
-                          autocast=args.autocast)
+                          autocast=args.autocast, force=args.force)
     if results is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print_table([results])
@@ -103,7 +103,8 @@ def _buffer(args) -> int:
 
     paths = buffer_run(args.dataset, args.out, data_root=args.data_root, experts=args.experts, epochs=args.epochs,
                        lr=args.lr, batch_size=args.batch_size, model=args.model, dsa_strategy=args.dsa_strategy,
-                       recipe=args.recipe, seed=args.seed, device=args.device, zca=args.zca, progress=not args.quiet)
+                       recipe=args.recipe, seed=args.seed, device=args.device, zca=args.zca, progress=not args.quiet,
+                       force=args.force)
     from .distributed import context
 
     if context().is_main:
@@ -154,6 +155,11 @@ def _compile_flag(p: argparse.ArgumentParser) -> None:
                         "the run is long enough to pay for the compilation; compile time is reported apart)")
 
 
+def _force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="take the --out folder even if another run's lock is on it "
+                   "(only when that run is gone: two runs writing one folder mix their files)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from .methods import METHODS
 
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--method", required=True, choices=sorted(METHODS))
     d.add_argument("--ipc", type=int, required=True, help="synthetic images per class")
     d.add_argument("--iterations", type=int, default=None, help="outer iterations (default: the method's)")
-    d.add_argument("--out", required=True, help="run folder")
+    d.add_argument("--out", required=True, help="run folder (locked while the run lasts)")
+    _force_flag(d)
     d.add_argument("--buffer", default=None, help="folder of replay_buffer_<n>.pt expert files (mtt, ast, seqmatch)")
     d.add_argument("--teacher", default=None, help="teacher file for sre2l/delt (made by `ddfast teacher`; trained "
                    "there when missing; default RUN/teacher.pt)")
@@ -207,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
 
     b = sub.add_parser("buffer", help="train expert trajectories (MTT's replay_buffer_<n>.pt; under torchrun the "
                        "experts are shared out over the ranks)")
-    b.add_argument("--out", required=True)
+    b.add_argument("--out", required=True, help="buffer folder (locked while the job lasts)")
+    _force_flag(b)
     b.add_argument("--experts", type=int, default=10)
     b.add_argument("--epochs", type=int, default=50)
     b.add_argument("--recipe", default="mtt", choices=["mtt", "ast"], help="mtt: MTT buffer.py's experts; ast: AST's "

@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ._io import atomic_torch_save
+from ._io import atomic_torch_save, load_torch
 from .ops._validate import class_labels, positive_int, real_number
 from .ops.unroll import FlatModel
 
@@ -277,12 +277,7 @@ def load_buffer(path: str | os.PathLike) -> list[Trajectory]:
     """Read an MTT ``replay_buffer_{n}.pt`` (``torch.load(weights_only=True)`` onto the CPU) and check
     its nesting: trajectories -> snapshots -> per-parameter tensors, all snapshots of one shape."""
     path = os.fspath(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError):
-        raise
-    except Exception as exc:  # unpickling errors name no file; say which one
-        raise ValueError(f"could not load {path!r} as an expert buffer (torch.load, weights_only=True): {exc}") from exc
+    data = load_torch(path, "an expert buffer (MTT's replay_buffer layout)")
     _check_buffer(data, f"buffer {path!r}")
     return [[list(snapshot) for snapshot in trajectory] for trajectory in data]
 

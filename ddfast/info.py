@@ -3,7 +3,10 @@ and the GPU kernels recorded as validated (ARCHITECTURE.md, "Backends and dispat
 
 from __future__ import annotations
 
+import functools
 import platform
+import subprocess
+from pathlib import Path
 
 import torch
 
@@ -52,6 +55,21 @@ def report() -> str:
             else:
                 lines.append(f"  {dispatch.op}/{name}: not validated (auto runs the reference on CUDA)")
     return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict:
+    """This ddfast's version and, when it runs from a git checkout, the commit (else None): what a run records."""
+    from ._source_hash import REPO_DIR
+
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--show-toplevel", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        top, _, commit = done.stdout.strip().partition("\n")
+        commit = commit if done.returncode == 0 and Path(top).resolve() == REPO_DIR else None  # not a site-packages
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"version": __version__, "commit": commit}
 
 
 def main() -> None:

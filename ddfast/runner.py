@@ -13,6 +13,7 @@ Every run function checks its arguments and settings first (:mod:`ddfast.usage`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -20,17 +21,18 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, load_checked, payload_checksum, run_folder
 from .backends import use_backend
 from .compiled import compile_report, use_autocast, use_compile
 from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
                    test_accuracy)
-from .experts import load_buffer, next_buffer_path, save_buffer, train_experts
+from .experts import expert_files, load_buffer, next_buffer_path, save_buffer, train_experts
 from .methods import METHODS, make_config, teacher_recipe
 from .methods.sre2l import load_teacher, save_teacher, squeeze
 from .methods._augment import per_sample
-from .methods._common import Checkpointing, class_labels, derive_seed
+from .info import provenance
+from .methods._common import Checkpointing, class_labels, derive_seed, read_checkpoint
 from .models import get_network
 from .synthetic import SyntheticSet, from_dc, from_mtt, plot_curves
 from .usage import check_run_arguments, check_settings
@@ -73,6 +75,45 @@ def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, m
     return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
 
 
+@contextlib.contextmanager
+def job_run_folder(out, ctx, *, force: bool = False):
+    """The run folder ``out`` held by :func:`ddfast._io.run_folder` for the block (rank 0 takes the lock; every
+    rank stops if it cannot); yields it as a Path."""
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if ctx.is_main:
+            try:
+                stack.enter_context(run_folder(out, force=force))
+            except OSError as exc:
+                refused = exc
+        failed = ctx.all_reduce_(torch.tensor([float(refused is not None)], dtype=torch.float64, device=ctx.device))
+        if refused is not None:
+            raise refused
+        if float(failed):
+            raise RuntimeError(f"rank {ctx.rank}: rank 0 could not take the run folder {os.fspath(out)!r} (its error "
+                               f"says why)")
+        yield Path(out)
+
+
+def data_fingerprint(data) -> dict:
+    """What a resume checks about the data: its metadata, the training split's shape and the checksum of its
+    labels and of up to 64 evenly spaced images."""
+    record = data.metadata()
+    images = data.train_images
+    if images is not None:
+        picks = torch.linspace(0, len(images) - 1, min(64, len(images))).long().to(images.device)
+        record["train_shape"] = list(images.shape)
+        record["train_checksum"] = payload_checksum({"labels": data.train_labels, "sample": images[picks]})
+    return record
+
+
+def buffer_record(folder) -> dict:
+    """The expert files of a buffer folder with their sizes: what a resumed trajectory method checks."""
+    if not os.path.isdir(folder):
+        return {}  # the method says what is missing
+    return {os.path.basename(path): os.path.getsize(path) for path in expert_files(folder)}
+
+
 def job_device(ctx, device=None) -> torch.device:
     """``device``, else this rank's accelerator under torch.distributed, else CUDA when available, else the CPU."""
     if ctx.backend == "nccl" and device and torch.device(device) != ctx.device:
@@ -90,8 +131,14 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                 eval_preset: str = "quick", eval_model: str = "ConvNet", eval_runs: int | None = None,
                 eval_epochs: int | None = None, buffer=None, teacher=None, resume: bool = False,
                 checkpoint_every: int = 50, eval_every: int = 0, settings: dict | None = None, zca: bool = False,
-                progress: bool = True, data=None, compile: str = "auto", autocast: str = "off") -> dict | None:
+                progress: bool = True, data=None, compile: str = "auto", autocast: str = "off",
+                force: bool = False) -> dict | None:
     """Distil, save, plot and evaluate one run (see the module docstring); returns the results dict.
+
+    The run holds ``out`` (:func:`job_run_folder`; ``force`` takes it from another run). ``resume`` continues from
+    ``out/checkpoint.pt`` only if that checkpoint was written with the same config (iterations may grow, not fall
+    below its progress), data, backend, compile and autocast settings, device type and buffer files; results.json
+    records the ddfast version and commit of this run and, as ``resumed_from``, of the checkpoint's.
 
     Under ``torchrun`` (:mod:`ddfast.distributed`) every rank distils its share (the method's sharding mode) and
     rank 0 alone writes the folder and evaluates; the other ranks return None. A teacher must exist there already
@@ -118,85 +165,98 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
     from . import distributed
 
     ctx = distributed.context()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = job_device(ctx, device)
-    data = data if data is not None else load_dataset(dataset, data_root, zca=zca, device=device)
-    config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **settings)
-    _require_cli_extras()
-    checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume)
-    curve: list[tuple[int, float]] = []
-    labels = class_labels(data.num_classes, ipc, "cpu")
-    teacher_net, teacher_record = None, None
-    if teacher is not None and not spec.needs_teacher:
-        raise ValueError(f"method {method!r} does not use a teacher; --teacher is for sre2l and delt")
-    if spec.check is not None:
-        spec.check(config, data)
-    if spec.needs_teacher:
-        teacher_path = teacher or out / "teacher.pt"
-        if ctx.distributed and not os.path.exists(teacher_path):
-            raise FileNotFoundError(f"{method} under torchrun needs its teacher file, and {os.fspath(teacher_path)!r} "
-                                    f"does not exist: train it first (`ddfast teacher --dataset {data.name} --out "
-                                    f"{os.fspath(teacher_path)}`, one process), so no rank waits on it in a collective")
-        teacher_net, teacher_record = ensure_teacher(data, teacher_path, seed=seed, device=device, progress=progress)
-    evaluation = protocol_settings(data, teacher_net, getattr(config, "temperature", 20.0))
+    with job_run_folder(out, ctx, force=force) as out:
+        device = job_device(ctx, device)
+        data = data if data is not None else load_dataset(dataset, data_root, zca=zca, device=device)
+        config = make_config(method, data.name, ipc=ipc, iterations=iterations, seed=seed, **settings)
+        _require_cli_extras()
+        checkpoint = Checkpointing(out / "checkpoint.pt", every=checkpoint_every, resume=resume,
+                                   run={"data": data_fingerprint(data), "backend": backend, "compile": compile,
+                                        "autocast": autocast, "device": device.type,
+                                        "buffer": buffer_record(buffer) if spec.needs_buffer else None},
+                                   provenance={**provenance(), "world_size": ctx.world})
+        resumed = read_checkpoint(checkpoint, method, config)  # a checkpoint this run cannot continue stops it here
+        curve: list[tuple[int, float]] = []
+        labels = class_labels(data.num_classes, ipc, "cpu")
+        teacher_net, teacher_record = None, None
+        if teacher is not None and not spec.needs_teacher:
+            raise ValueError(f"method {method!r} does not use a teacher; --teacher is for sre2l and delt")
+        if spec.check is not None:
+            spec.check(config, data)
+        if spec.needs_teacher:
+            teacher_path = teacher or out / "teacher.pt"
+            if ctx.distributed and not os.path.exists(teacher_path):
+                raise FileNotFoundError(f"{method} under torchrun needs its teacher file, and "
+                                        f"{os.fspath(teacher_path)!r} does not exist: train it first (`ddfast teacher "
+                                        f"--dataset {data.name} --out {os.fspath(teacher_path)}`, one process), so no "
+                                        f"rank waits on it in a collective")
+            teacher_net, teacher_record = ensure_teacher(data, teacher_path, seed=seed, device=device,
+                                                         progress=progress)
+        evaluation = protocol_settings(data, teacher_net, getattr(config, "temperature", 20.0))
 
-    seen = [None]  # the previous callback's iteration (SRe2L/DELT on several ranks call back once per round)
+        seen = [None]  # the previous callback's iteration (SRe2L/DELT on several ranks call back once per round)
 
-    def observe(it, state):
-        previous, seen[0] = (it - 1 if seen[0] is None else seen[0]), it
-        if eval_every and it // eval_every > previous // eval_every:  # a multiple of eval_every was passed
-            lr = state.tensors.get("lr")
-            images, current_labels = state.output() if state.output is not None else (state.tensors["images"], labels)
-            current = SyntheticSet(images.detach().cpu(), current_labels.cpu(),
-                                   lr=None if lr is None else lr.detach().cpu(),
-                                   metadata={**data.metadata(), "method": method, "ipc": ipc, **state.metadata})
-            with use_autocast("off"):  # the curve measures the set, in full precision
-                result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs, seed=seed,
-                                  device=device, progress=False, **evaluation)
-            curve.append((it, result.mean))
+        def observe(it, state):
+            previous, seen[0] = (it - 1 if seen[0] is None else seen[0]), it
+            if eval_every and it // eval_every > previous // eval_every:  # a multiple of eval_every was passed
+                lr = state.tensors.get("lr")
+                images, current_labels = (state.output() if state.output is not None
+                                          else (state.tensors["images"], labels))
+                current = SyntheticSet(images.detach().cpu(), current_labels.cpu(),
+                                       lr=None if lr is None else lr.detach().cpu(),
+                                       metadata={**data.metadata(), "method": method, "ipc": ipc, **state.metadata})
+                with use_autocast("off"):  # the curve measures the set, in full precision
+                    result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs, seed=seed,
+                                      device=device, progress=False, **evaluation)
+                curve.append((it, result.mean))
 
-    start = time.perf_counter()
-    compile_report(reset=True)
-    with use_backend(backend), use_compile(compile), use_autocast(autocast):
-        extra = (buffer,) if spec.needs_buffer else (teacher_net,) if spec.needs_teacher else ()
-        syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
-                           callback=observe, ctx=ctx)
-    wall = time.perf_counter() - start
-    compiled_distill = compile_report(reset=True)
-    # The ranks leave together: a group this run started ends here on every rank at once, before rank 0's final
-    # evaluation (which needs no peer), instead of the other ranks tearing it down while rank 0 still works.
-    ctx.barrier()
-    distributed.destroy()
-    if not ctx.is_main:
-        return None
-    history = torch.load(checkpoint.path, weights_only=True)["state"]["history"]  # written at the last iteration
-    syn.save(out / "set.pt")
-    syn.save_grid(out / "set.png", zca=data.zca)
-    if history:
-        plot_curves(out / "loss.png", {f"{method} matching loss": history}, title=f"{method}, {data.name}, IPC {ipc}")
-    if curve:
-        plot_curves(out / "accuracy.png", {"distilled set, quick preset, 1 run": [100 * a for _, a in curve]},
-                    steps=[it for it, _ in curve], ylabel="test accuracy %", title=f"{method}, {data.name}, IPC {ipc}")
-    with use_compile(compile):
-        accuracy = evaluate_with_baseline(syn, data, ipc=ipc, model=eval_model, preset=eval_preset, seed=seed,
-                                          runs=eval_runs, epochs=eval_epochs, device=device, progress=progress,
-                                          teacher=teacher_net, temperature=evaluation.get("temperature", 20.0))
-    compile_seconds = sum(entry["compile_seconds"] for entry in compiled_distill.values())
-    results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
-               "seconds": syn.metadata["seconds"], "seconds_without_compile": syn.metadata["seconds"] - compile_seconds,
-               "wall_seconds": wall, "device": str(device), "backend": backend, "seed": seed,
-               "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
-               "compile": {"setting": compile, "autocast": autocast, "distill": compiled_distill,
-                           "eval": compile_report(reset=True)},
-               "curve": [{"iteration": it, "accuracy": a} for it, a in curve]}
-    if teacher_record is not None:
-        results["teacher"] = {k: v for k, v in teacher_record.items() if k != "dataset"}
-        results["diversity"] = diversity(teacher_net, syn, data, seed)
-    if "compute" in syn.metadata:
-        results["compute"] = syn.metadata["compute"]
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    return results
+        start = time.perf_counter()
+        compile_report(reset=True)
+        with use_backend(backend), use_compile(compile), use_autocast(autocast):
+            extra = (buffer,) if spec.needs_buffer else (teacher_net,) if spec.needs_teacher else ()
+            syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
+                               callback=observe, ctx=ctx)
+        wall = time.perf_counter() - start
+        compiled_distill = compile_report(reset=True)
+        # The ranks leave together: a group this run started ends here on every rank at once, before rank 0's final
+        # evaluation (which needs no peer), instead of the other ranks tearing it down while rank 0 still works.
+        ctx.barrier()
+        distributed.destroy()
+        if not ctx.is_main:
+            return None
+        history = load_checked(checkpoint.path, "a ddfast checkpoint")["state"]["history"]  # the last iteration's
+        syn.save(out / "set.pt")
+        syn.save_grid(out / "set.png", zca=data.zca)
+        if history:
+            plot_curves(out / "loss.png", {f"{method} matching loss": history},
+                        title=f"{method}, {data.name}, IPC {ipc}")
+        if curve:
+            plot_curves(out / "accuracy.png", {"distilled set, quick preset, 1 run": [100 * a for _, a in curve]},
+                        steps=[it for it, _ in curve], ylabel="test accuracy %",
+                        title=f"{method}, {data.name}, IPC {ipc}")
+        with use_compile(compile):
+            accuracy = evaluate_with_baseline(syn, data, ipc=ipc, model=eval_model, preset=eval_preset, seed=seed,
+                                              runs=eval_runs, epochs=eval_epochs, device=device, progress=progress,
+                                              teacher=teacher_net, temperature=evaluation.get("temperature", 20.0))
+        compile_seconds = sum(entry["compile_seconds"] for entry in compiled_distill.values())
+        results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
+                   "seconds": syn.metadata["seconds"],
+                   "seconds_without_compile": syn.metadata["seconds"] - compile_seconds,
+                   "wall_seconds": wall, "device": str(device), "backend": backend, "seed": seed,
+                   "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
+                   "compile": {"setting": compile, "autocast": autocast, "distill": compiled_distill,
+                               "eval": compile_report(reset=True)},
+                   "curve": [{"iteration": it, "accuracy": a} for it, a in curve], "ddfast": provenance(),
+                   "world_size": ctx.world}
+        if resumed is not None:
+            results["resumed_from"] = {"iteration": resumed["state"]["iteration"], **resumed.get("provenance", {})}
+        if teacher_record is not None:
+            results["teacher"] = {k: v for k, v in teacher_record.items() if k != "dataset"}
+            results["diversity"] = diversity(teacher_net, syn, data, seed)
+        if "compute" in syn.metadata:
+            results["compute"] = syn.metadata["compute"]
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+        return results
 
 
 def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("ConvNet",), preset: str = "full",
@@ -244,7 +304,7 @@ BUFFER_RECIPES = ("mtt", "ast")
 def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts: int = 10, epochs: int = 50,
                lr: float | None = None, batch_size: int = 256, model: str = "ConvNet", dsa_strategy: str | None = None,
                recipe: str = "mtt", seed: int = 0, device: str | None = None, zca: bool = False,
-               progress: bool = True) -> list[str]:
+               progress: bool = True, force: bool = False) -> list[str]:
     """Train expert trajectories and write them as ``replay_buffer_{n}.pt`` files of up to 10 experts each (n
     from the first free index of ``out``); returns the paths written. ``recipe="mtt"``: MTT buffer.py's defaults
     (SGD lr 0.01, no momentum, batch 256, DSA); ``"ast"``: AST's smooth experts
@@ -254,7 +314,8 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
     Expert e draws everything from the seed (``seed``, "expert", e), so under ``torchrun`` rank r trains experts
     r, r + W, ... (:mod:`ddfast.distributed`), each into a shard file of its own, and rank 0 packs the shards
     into the buffer files: the same files for any world size (bit for bit with the same device, software and CPU
-    thread count; otherwise up to the floating-point reduction order of the kernels)."""
+    thread count; otherwise up to the floating-point reduction order of the kernels). The job holds ``out`` while
+    it runs (:func:`job_run_folder`; ``force`` takes it from another run)."""
     from . import distributed
     from .methods._augment import DEFAULT_STRATEGY
     from .methods.ast import SmoothExperts, smooth_expert_hooks
@@ -262,41 +323,40 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
     check_run_arguments(experts=experts, epochs=epochs, lr=lr, batch_size=batch_size, model=model, recipe=recipe,
                         seed=seed, device=device)
     ctx = distributed.context()
-    device = job_device(ctx, device)
-    data = load_dataset(dataset, data_root, zca=zca, device=device)
-    if data.train_images is None:
-        raise ValueError(f"{data.name} is streamed from disk; expert training needs it in memory")
-    augment = per_sample(DEFAULT_STRATEGY if dsa_strategy is None else dsa_strategy)
-    if recipe == "ast":
-        smooth = SmoothExperts() if lr is None else SmoothExperts(lr=lr)
-        training = {"lr": smooth.lr, "momentum": smooth.momentum, "weight_decay": smooth.weight_decay}
-    else:
-        training = {"lr": 0.01 if lr is None else lr}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    first = int(Path(next_buffer_path(out)).stem.rsplit("_", 1)[1])
-    ctx.barrier()  # every rank has read the folder before any file appears
-    shards = out / f".shards_{first}"
-    shards.mkdir(exist_ok=True)
-    for expert in ctx.shard(experts):
-        gen = torch.Generator().manual_seed(derive_seed(seed, "expert", expert))
-        hooks = smooth_expert_hooks(epochs, smooth) if recipe == "ast" else None
-        trajectory = train_experts(
-            lambda: get_network(model, data.channels, data.num_classes, data.im_size),
-            data.train_images, data.train_labels, 1, epochs, batch_size=batch_size, augment=augment,
-            generator=gen, hooks=hooks, device=device, progress=progress and ctx.is_main, **training)
-        save_buffer(shards / f"expert_{expert}.pt", trajectory)
-    ctx.barrier()
-    paths = [os.fspath(out / f"replay_buffer_{first + k}.pt") for k in range(-(-experts // EXPERTS_PER_FILE))]
-    if ctx.is_main:
-        for k, path in enumerate(paths):
-            group = range(k * EXPERTS_PER_FILE, min((k + 1) * EXPERTS_PER_FILE, experts))
-            save_buffer(path, [load_buffer(shards / f"expert_{e}.pt")[0] for e in group])
-        for e in range(experts):
-            (shards / f"expert_{e}.pt").unlink()
-        shards.rmdir()
-    ctx.barrier()
-    return paths
+    with job_run_folder(out, ctx, force=force) as out:
+        device = job_device(ctx, device)
+        data = load_dataset(dataset, data_root, zca=zca, device=device)
+        if data.train_images is None:
+            raise ValueError(f"{data.name} is streamed from disk; expert training needs it in memory")
+        augment = per_sample(DEFAULT_STRATEGY if dsa_strategy is None else dsa_strategy)
+        if recipe == "ast":
+            smooth = SmoothExperts() if lr is None else SmoothExperts(lr=lr)
+            training = {"lr": smooth.lr, "momentum": smooth.momentum, "weight_decay": smooth.weight_decay}
+        else:
+            training = {"lr": 0.01 if lr is None else lr}
+        first = int(Path(next_buffer_path(out)).stem.rsplit("_", 1)[1])
+        ctx.barrier()  # every rank has read the folder before any file appears
+        shards = out / f".shards_{first}"
+        shards.mkdir(exist_ok=True)
+        for expert in ctx.shard(experts):
+            gen = torch.Generator().manual_seed(derive_seed(seed, "expert", expert))
+            hooks = smooth_expert_hooks(epochs, smooth) if recipe == "ast" else None
+            trajectory = train_experts(
+                lambda: get_network(model, data.channels, data.num_classes, data.im_size),
+                data.train_images, data.train_labels, 1, epochs, batch_size=batch_size, augment=augment,
+                generator=gen, hooks=hooks, device=device, progress=progress and ctx.is_main, **training)
+            save_buffer(shards / f"expert_{expert}.pt", trajectory)
+        ctx.barrier()
+        paths = [os.fspath(out / f"replay_buffer_{first + k}.pt") for k in range(-(-experts // EXPERTS_PER_FILE))]
+        if ctx.is_main:
+            for k, path in enumerate(paths):
+                group = range(k * EXPERTS_PER_FILE, min((k + 1) * EXPERTS_PER_FILE, experts))
+                save_buffer(path, [load_buffer(shards / f"expert_{e}.pt")[0] for e in group])
+            for e in range(experts):
+                (shards / f"expert_{e}.pt").unlink()
+            shards.rmdir()
+        ctx.barrier()
+        return paths
 
 
 def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt", experts: int = 5, epochs: int = 15,
@@ -304,8 +364,6 @@ def ensure_buffer(dataset: str, folder: str | os.PathLike, *, recipe: str = "mtt
     """``folder`` holding expert trajectories of ``recipe``: kept when its ``buffer.json`` (written here) records the
     same dataset, recipe, experts, epochs and seed (unless ``force``), else trained afresh with :func:`buffer_run`
     (``kwargs``: its other arguments)."""
-    from .experts import expert_files
-
     folder = Path(folder)
     manifest = {"dataset": dataset, "recipe": recipe, "experts": experts, "epochs": epochs, "seed": seed,
                 "seeding": "per expert"}  # buffers before the per-expert seeds are retrained

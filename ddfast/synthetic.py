@@ -2,9 +2,10 @@
 sets that the DC and MTT code bases save.
 
 File format (``SyntheticSet.save``): one ``torch.save`` of a dict ``{"format": "ddfast.SyntheticSet",
-"version": 1, "images", "labels", "lr", "metadata"}`` holding only tensors and JSON-like values, so
-``SyntheticSet.load`` reads it with ``torch.load(weights_only=True)``. Writes are atomic (temporary
-file in the same folder, then ``os.replace``).
+"version": 2, "images", "labels", "lr", "metadata", "checksum"}`` holding only tensors and JSON-like values, so
+``SyntheticSet.load`` reads it with ``torch.load(weights_only=True)`` and verifies the checksum of the rest
+(:func:`ddfast._io.save_checked`; version 1 files have none and load with a warning). Writes are atomic
+(temporary file in the same folder, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ._io import atomic_torch_save
+from ._io import load_checked, load_torch, save_checked
 
 __all__ = ["SyntheticSet", "from_dc", "from_mtt", "plot_curves", "image_grid", "save_image_grid"]
 
 FORMAT = "ddfast.SyntheticSet"
-VERSION = 1
+VERSION = 2
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -135,24 +136,18 @@ class SyntheticSet:
     # ---------------------------------------------------------------------------------------- files
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the set to ``path`` atomically (CPU tensors); returns the path."""
+        """Write the set to ``path`` atomically with its checksum (CPU tensors); returns the path."""
         data = {"format": FORMAT, "version": VERSION, "images": self.images.detach().cpu(),
                 "labels": self.labels.detach().cpu(), "lr": None if self.lr is None else self.lr.detach().cpu(),
                 "metadata": self.metadata}
-        return atomic_torch_save(data, path)
+        return save_checked(data, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SyntheticSet":
-        """Read a set written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        """Read a set written by :meth:`save` (``torch.load(weights_only=True)``, checksum verified)."""
         path = os.fspath(path)
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (FileNotFoundError, IsADirectoryError):
-            raise
-        except Exception as exc:
-            raise ValueError(f"could not load {path!r} as a synthetic set (torch.load, weights_only=True): {exc}") \
-                from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        data = load_checked(path, "a ddfast synthetic set", required=("format", "images", "labels"))
+        if data["format"] != FORMAT:
             raise ValueError(f"{path!r} is not a ddfast synthetic set file (no format={FORMAT!r} entry); DC and MTT "
                              f"files load with ddfast.synthetic.from_dc / from_mtt")
         if data.get("version", 0) > VERSION:
@@ -277,13 +272,7 @@ def _numpy_safe_globals() -> list:
 
 
 def _torch_load(path: Path, what: str):
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError):
-        raise
-    except Exception as exc:
-        raise ValueError(f"could not load {str(path)!r} as {what} (torch.load, weights_only=True): {exc}") from exc
+    return load_torch(path, what, safe_globals=tuple(_numpy_safe_globals()))
 
 
 def _metadata_from(dataset, extra: dict) -> dict:

@@ -160,16 +160,16 @@ def subset_experts(ctx=None) -> list:
 def _methods_job(ctx, folder, buffer):
     folder = Path(folder)
     writes = []
-    saves = {module: module.atomic_torch_save for module in (common, seqmatch)}
+    saves = {module: module.save_checked for module in (common, seqmatch)}
     for module, save in saves.items():  # record which rank writes checkpoints and expert files
-        module.atomic_torch_save = lambda obj, path, save=save: writes.append(Path(path).name) or save(obj, path)
+        module.save_checked = lambda obj, path, save=save: writes.append(Path(path).name) or save(obj, path)
     try:
         for method in SETTINGS:
             syn = distill(method, buffer, folder / f"{method}.ckpt", ctx)
             torch.save(_learned(syn), folder / f"{method}_rank{ctx.rank}.pt")
     finally:
         for module, save in saves.items():
-            module.atomic_torch_save = save
+            module.save_checked = save
     torch.save(subset_experts(ctx), folder / f"experts_rank{ctx.rank}.pt")
     return {"writes": writes}
 

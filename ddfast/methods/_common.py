@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .._io import atomic_torch_save
+from .._io import load_checked, save_checked
 from ..models import get_network
 
 
@@ -185,11 +185,23 @@ class LoopState:
 
 @dataclass
 class Checkpointing:
-    """Write ``path`` every ``every`` iterations (and at the end); ``resume`` continues from it."""
+    """Write ``path`` every ``every`` iterations (and at the end); ``resume`` continues from it.
+
+    ``run``: what a resume must match besides the method and its config (:func:`ddfast.runner.distill_run` puts
+    the data's fingerprint, backend, compile and autocast settings, device type and buffer files there); a
+    checkpoint whose record differs is refused. ``provenance``: recorded in the checkpoint, never compared (the
+    ddfast version and commit, the world size)."""
 
     path: str | os.PathLike
     every: int = 50
     resume: bool = False
+    run: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def save(self, method: str, config, state: "LoopState") -> None:
+        """Write ``state`` with what :func:`read_checkpoint` checks (atomic, with a checksum)."""
+        save_checked({"method": method, "config": _plain(config), "run": self.run, "provenance": self.provenance,
+                      "state": state.state_dict()}, self.path)
 
 
 def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | dict], *, config, method: str,
@@ -210,6 +222,10 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
     saved = read_checkpoint(checkpoint, method, config)
     if saved is not None:
         state.load_state_dict(saved["state"])
+        if state.iteration > iterations:
+            raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} has run {state.iteration} iterations, more "
+                             f"than the {iterations} asked for: resume with at least {state.iteration} iterations "
+                             f"(or start a new run folder)")
     state.start = state.iteration
     if ctx is not None and checkpoint is not None and checkpoint.resume:
         ctx.check_same(state.iteration, "the iteration this resume starts from")
@@ -232,8 +248,7 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
                 callback(state.iteration, state)
             last = state.iteration == iterations or (stop is not None and stop(state))
             if main and checkpoint is not None and (state.iteration % checkpoint.every == 0 or last):
-                atomic_torch_save({"method": method, "config": _plain(config), "state": state.state_dict()},
-                                  checkpoint.path)
+                checkpoint.save(method, config, state)
     finally:
         if bar is not None:
             bar.close()
@@ -241,16 +256,31 @@ def run_loop(state: LoopState, iterations: int, step: Callable[[int], float | di
 
 
 def read_checkpoint(checkpoint: Checkpointing | None, method: str, config) -> dict | None:
-    """The saved checkpoint when ``checkpoint`` resumes and its file exists (None otherwise), after checking that
-    ``method`` wrote it with the same settings as ``config`` (all but ``iterations``)."""
+    """The saved checkpoint when ``checkpoint`` resumes and its file exists (None otherwise), its checksum verified,
+    after checking that ``method`` wrote it with the same settings as ``config`` (all but ``iterations``) and the
+    same ``checkpoint.run`` record (not compared for checkpoints of older ddfast versions, which have none)."""
     if checkpoint is None or not checkpoint.resume or not os.path.exists(checkpoint.path):
         return None
-    saved = torch.load(checkpoint.path, weights_only=True, map_location="cpu")
-    if saved.get("method") != method or _resumable(saved.get("config")) != _resumable(_plain(config)):
-        raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method "
-                         f"{saved.get('method')!r} with another configuration; resume needs the same settings "
-                         f"(only iterations may change)")
+    saved = load_checked(checkpoint.path, "a ddfast checkpoint", required=("method", "config", "state"))
+    if saved["method"] != method:
+        raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} was written by method {saved['method']!r}, "
+                         f"not {method!r}: resume needs the same settings")
+    differences = _differences({"config": _resumable(_plain(config))}, {"config": _resumable(saved["config"])})
+    if "run" in saved:
+        differences += _differences({"run": checkpoint.run}, {"run": saved["run"]})
+    if differences:
+        raise ValueError(f"checkpoint {os.fspath(checkpoint.path)!r} cannot be resumed by this run: "
+                         f"{'; '.join(differences)}. A resume needs the same settings, data and run options as the "
+                         f"run that wrote it (only iterations may change)")
     return saved
+
+
+def _differences(ours, saved, where: str = "") -> list[str]:
+    """``where.key: checkpoint X, this run Y`` for each leaf of the dicts ``ours`` and ``saved`` that differs."""
+    if isinstance(ours, dict) and isinstance(saved, dict):
+        return [line for key in sorted({*ours, *saved}, key=str)
+                for line in _differences(ours.get(key), saved.get(key), f"{where}.{key}" if where else str(key))]
+    return [] if ours == saved else [f"{where}: checkpoint {saved!r}, this run {ours!r}"]
 
 
 def _resumable(config: dict | None) -> dict | None:

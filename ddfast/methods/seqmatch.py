@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .._io import atomic_torch_save
+from .._io import load_checked, save_checked
 from ..distributed import resolve
 from ..eval import train_sequentially
 from ..experts import train_experts
@@ -178,12 +178,12 @@ def _subset_trajectories(real, images, labels, stages, config, k: int, checkpoin
     path = path.with_name(f"{path.stem}_experts{path.suffix}")
     settings = common.resumable_settings(config)
     if checkpoint.resume and path.exists():
-        saved = torch.load(path, weights_only=True, map_location="cpu")
+        saved = load_checked(path, "SeqMatch's saved experts", required=("settings", "trajectories"))
         if saved.get("settings") == settings:
             return saved["trajectories"]
     trajectories = subset_experts(real, images, labels, stages, config, k, progress, ctx)
     if ctx.is_main:
-        atomic_torch_save({"settings": settings, "trajectories": trajectories}, path)
+        save_checked({"settings": settings, "trajectories": trajectories}, path)
     return trajectories
 
 

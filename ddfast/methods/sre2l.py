@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import atomic_torch_save
+from .._io import load_checked, save_checked
 from ..distributed import resolve
 from ..ops.bn_stat_loss import BNStatHooks
 from ..ops.dsa import dsa_augment
@@ -116,10 +116,9 @@ def squeeze(data, recipe: TeacherRecipe = TeacherRecipe(), *, seed: int = 0, dev
 
 
 def save_teacher(path, teacher: nn.Module, data, recipe: TeacherRecipe, *, seed: int, accuracy: float) -> None:
-    """Write a teacher with what :func:`load_teacher` needs to rebuild it."""
-    atomic_torch_save({"model": recipe.model, "state_dict": {k: v.cpu() for k, v in teacher.state_dict().items()},
-                       "dataset": data.metadata(), "recipe": asdict(recipe), "seed": seed, "accuracy": accuracy},
-                      path)
+    """Write a teacher with what :func:`load_teacher` needs to rebuild it (with its checksum)."""
+    save_checked({"model": recipe.model, "state_dict": {k: v.cpu() for k, v in teacher.state_dict().items()},
+                  "dataset": data.metadata(), "recipe": asdict(recipe), "seed": seed, "accuracy": accuracy}, path)
 
 
 def load_teacher(path, data, device=None) -> tuple[nn.Module, dict]:
@@ -128,9 +127,7 @@ def load_teacher(path, data, device=None) -> tuple[nn.Module, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"teacher {path!r} not found; make one with `ddfast teacher --out {path}`")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or "state_dict" not in saved or "model" not in saved:
-        raise ValueError(f"{path!r} is not a ddfast teacher (expected the dict `ddfast teacher` writes)")
+    saved = load_checked(path, "a ddfast teacher (written by `ddfast teacher`)", required=("model", "state_dict"))
     meta, want = saved["dataset"], data.metadata()
     for key in ("dataset", "num_classes", "channels", "im_size", "zca"):
         if meta.get(key) != want.get(key):
@@ -372,8 +369,7 @@ def _rounds(state: common.LoopState, step, groups: list[torch.Tensor], config, *
                 callback(state.iteration, state)
             if ctx.is_main and checkpoint is not None and (
                     state.iteration // checkpoint.every > before // checkpoint.every or state.iteration == total):
-                atomic_torch_save({"method": method, "config": common._plain(config), "state": state.state_dict()},
-                                  checkpoint.path)
+                checkpoint.save(method, config, state)
         ctx.barrier()  # rank 0's last checkpoint is written when any rank returns
     finally:
         if bar is not None:
