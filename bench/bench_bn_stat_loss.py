@@ -1,6 +1,6 @@
 """Benchmark bn_stat_loss and one whole SRe2L recover step against SRe2L's per-layer hook loop.
 
-Cases (ARCHITECTURE.md, "Benchmarks"):
+Cases:
   op_resnet18      the loss alone, forward + backward w.r.t. the inputs of ResNet-18's 20 BatchNorm
                    layers, captured once for a CIFAR batch (100 images, 32x32; 32 with --quick on CPU)
   recover_resnet18 one recover step: teacher forward with hooks + cross-entropy + 0.01 * BN loss +

@@ -1,6 +1,6 @@
 """Benchmark class_mean_distance and one whole DM step against DM's per-class loop.
 
-Cases (ARCHITECTURE.md, "Benchmarks"; issue: distribution matching):
+Cases (docs/methods.md#dm):
   op_dm             the op alone (forward + backward w.r.t. the synthetic features): ConvNet-3's 2,048
                     features, CIFAR-10 (10 classes x 256 real), IPC 1/10/50, vs DM's mean-and-distance loop
   dm_step_convnet3  one DM outer step on ConvNet-3 / CIFAR-10 shapes, network included: DM's class loop

@@ -1,4 +1,5 @@
-"""Benchmark ddfast's methods under torch.distributed: the same run with 1 and with 2 ranks (issue: scale out).
+"""Benchmark ddfast's methods under torch.distributed: the same run with 1 and with 2 ranks
+(docs/DESIGN.md#scale-out-with-torchdistributed).
 
 Each case runs through the real launcher (``python -m torch.distributed.run --nproc-per-node W``) on this machine,
 gloo on the CPU (nccl when ``--device cuda``, where only world size 1 fits one GPU). The machine's cores are split

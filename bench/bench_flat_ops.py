@@ -1,6 +1,6 @@
 """Benchmark the flat-vector ops of the trajectory-matching unroll against the plain torch expressions.
 
-Cases (ARCHITECTURE.md, "Benchmarks"; OPS.md section 3):
+Cases (docs/semantics.md#flat-models-and-trajectory-matching):
   convnet3   ConvNet-3's 320,010 parameters (MTT on CIFAR-10), fp32, one call of each op:
              param_match_loss (forward + backward w.r.t. theta_n, vs MTT's two mse_loss sums and a
              division), sgd_step plain and momentum (forward + backward w.r.t. grad and lr, vs

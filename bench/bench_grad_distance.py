@@ -1,6 +1,6 @@
 """Benchmark grad_distance and one whole gradient-matching step against DC's loop.
 
-Cases (ARCHITECTURE.md, "Benchmarks"):
+Cases:
   op_convnet3_x10   the op alone (forward + backward w.r.t. g_syn), ConvNet-3 gradients x 10 classes
   gm_step_convnet3  one DC outer step: per-class gradients (loop and vmap) + distance + backward
   resnet18          ResNet-18-sized gradients (11.2M parameters), 1 and 10 classes, with GB/s

@@ -1,7 +1,7 @@
 """Benchmark the class-batched k-means (DREAM+'s representative sampling) against a per-class torch loop
 and scikit-learn.
 
-Cases (issue: gradient-matching methods, item 6):
+Cases (docs/semantics.md#kmeans):
   batched   K classes x N rows x D features (DREAM+ on CIFAR-10: 10 x 5000 x 2048 embeddings, k = IPC),
             the same initial centroids for every contender and a fixed number of Lloyd iterations (no early
             stop): ddfast.kmeans(labels=...) (each available backend) vs a per-class torch loop

@@ -1,6 +1,6 @@
 """Benchmark ddfast.unroll's adjoint and tesla modes against MTT's create_graph unroll.
 
-Cases (issue: trajectory matching engine):
+Cases (docs/semantics.md#unroll):
   mtt_convnet3  one MTT outer iteration (N student steps on batch_syn synthetic images, the matching
                 loss, its gradient w.r.t. the images and the lr) on ConvNet-3 / CIFAR-10 shapes: time per
                 iteration and peak memory (CPU: peak RSS growth of a child process; CUDA: max allocated)

@@ -1,4 +1,4 @@
-"""Benchmark plumbing (ARCHITECTURE.md, "Benchmarks"): timing, launch counts, device facts, and
+"""Benchmark plumbing: timing, launch counts, device facts, and
 JSON-lines results in bench/results/<device-slug>.jsonl."""
 
 from __future__ import annotations

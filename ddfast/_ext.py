@@ -1,7 +1,7 @@
 """Loads the compiled extension ``ddfast._C`` when it is present and built for this torch.
 
 Never raises: on any problem the extension is simply absent and ``status()`` says why, so that
-``import ddfast`` works on a pure-Python install (ARCHITECTURE.md, "Build").
+``import ddfast`` works on a pure-Python install (docs/semantics.md#backends-and-dispatch).
 """
 
 from __future__ import annotations

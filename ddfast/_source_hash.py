@@ -1,7 +1,7 @@
 """Content hashes of kernel sources, shared by setup.py and the runtime.
 
 A GPU kernel is trusted by ``auto`` dispatch only if ``ddfast/gpu_validated.json`` holds an entry
-for exactly the source it runs (ARCHITECTURE.md, "Backends and dispatch"). This module has no
+for exactly the source it runs (docs/semantics.md#backends-and-dispatch). This module has no
 imports beyond the standard library so that ``setup.py`` can load it before ddfast is installed.
 """
 

@@ -1,4 +1,4 @@
-"""Backend registry and dispatch (ARCHITECTURE.md, "Backends and dispatch").
+"""Backend registry and dispatch (docs/semantics.md#backends-and-dispatch).
 
 Backends: ``reference`` (pure PyTorch, every device, the oracle), ``cpp`` (C++ CPU kernels in
 ``ddfast._C``), ``cuda`` (CUDA kernels in ``ddfast._C``), ``triton`` (CUDA tensors; CPU tensors only

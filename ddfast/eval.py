@@ -1,5 +1,5 @@
-"""Evaluation of distilled sets: train fresh networks on the set, report test accuracy (METHODS.md,
-"Evaluation protocols").
+"""Evaluation of distilled sets: train fresh networks on the set, report test accuracy
+(docs/methods.md#evaluation).
 
 * DC protocol (``protocol="dc"``; DC's and MTT's ``evaluate_synset``): a fresh network trained on
   the set for ``epochs`` epochs of minibatches of 256 (a fresh shuffle each epoch), cross-entropy

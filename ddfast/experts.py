@@ -1,4 +1,5 @@
-"""Expert trajectories for trajectory matching (OPS.md section 3): train them, save and load MTT's buffers.
+"""Expert trajectories for trajectory matching (docs/semantics.md#flat-models-and-trajectory-matching): train them,
+save and load MTT's buffers.
 
 MTT (GeorgeCazenavette/mtt-distillation, buffer.py) trains ``num_experts`` networks from random
 initialisations on the real data with SGD (``--lr_teacher 0.01``, ``--mom 0``, ``--l2 0``,

@@ -1,5 +1,5 @@
 """``ddfast info`` / ``python -m ddfast.info``: versions, devices, backends and why any did not load,
-and the GPU kernels recorded as validated (ARCHITECTURE.md, "Backends and dispatch")."""
+and the GPU kernels recorded as validated (docs/semantics.md#backends-and-dispatch)."""
 
 from __future__ import annotations
 

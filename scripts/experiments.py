@@ -1,5 +1,5 @@
-"""Ablation experiments of the seed methods on digits (issues: gradient-matching methods, item 5; trajectory
-matching, item 4), recorded as accuracy-vs-iteration curves and rendered into the README by bench/report.py.
+"""Ablation experiments of the seed methods on digits (gradient-matching and trajectory
+matching methods), recorded as accuracy-vs-iteration curves and rendered into the README by bench/report.py.
 
   dream    DREAM+ (k-means representative real batches) vs its random-sampling variant (``plain=True``),
            everything else equal. Reported: the iterations DREAM+ needs to reach the random variant's

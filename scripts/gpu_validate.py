@@ -1,5 +1,5 @@
 """Run the test suite on a CUDA machine and record the GPU kernels whose tests all passed in
-ddfast/gpu_validated.json (ARCHITECTURE.md: unvalidated GPU kernels are not used by ``auto``).
+ddfast/gpu_validated.json (unvalidated GPU kernels are not used by ``auto``: docs/semantics.md#backends-and-dispatch).
 
 A kernel (op, backend) is recorded when at least one test marked ``validates(op, backend)`` ran
 and every such test passed, for the source the run used (the hash of the Triton file, or of the

@@ -1,6 +1,6 @@
 """Shared test helpers: the tolerance table, a verbose closeness check, device/backend discovery.
 
-Error measure (ARCHITECTURE.md, tests tier 2): max |got - ref| / max |ref|, with fp64 references.
+Error measure (docs/semantics.md#testing-tiers, tier 2): max |got - ref| / max |ref|, with fp64 references.
 """
 
 from __future__ import annotations

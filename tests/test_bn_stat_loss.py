@@ -1,4 +1,4 @@
-"""bn_stat_loss and BNStatHooks on CPU: tiers 1-4 of ARCHITECTURE.md (reference vs an independent
+"""bn_stat_loss and BNStatHooks on CPU: tiers 1-4 of docs/semantics.md#testing-tiers (reference vs an independent
 transcription of SRe2L's BNFeatureHook, backends vs reference, gradcheck/opcheck/compile, bad inputs)."""
 
 from __future__ import annotations

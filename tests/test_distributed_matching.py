@@ -1,6 +1,6 @@
-"""Data-parallel matching under torch.distributed (issue 11 mode b): DC/DSA, DM, DREAM+ and label-cycle GM with
-their classes split over 2 gloo ranks give the single-process set, checkpoints come from rank 0 only and resume
-in a job of another size."""
+"""Data-parallel matching under torch.distributed (docs/DESIGN.md#scale-out-with-torchdistributed, mode (b)):
+DC/DSA, DM, DREAM+ and label-cycle GM with their classes split over 2 gloo ranks give the single-process set,
+checkpoints come from rank 0 only and resume in a job of another size."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""SRe2L/DELT recover under torch.distributed (issue 11 mode a): 2 gloo ranks recover different batches (round
-robin) and both end with the single-process set, loss history and compute; rank 0's round-end checkpoints resume in
-one process, and a one-process checkpoint from the middle of a batch resumes on 2 ranks."""
+"""SRe2L/DELT recover under torch.distributed (docs/DESIGN.md#scale-out-with-torchdistributed, mode (a)): 2 gloo
+ranks recover different batches (round robin) and both end with the single-process set, loss history and compute;
+rank 0's round-end checkpoints resume in one process, and a one-process checkpoint from the middle of a batch
+resumes on 2 ranks."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""One trajectory-matching unroll across ranks (issue 11 mode (c); OPS.md section 3): with 2 gloo ranks every inner
-minibatch is split and the inner gradient summed, and each rank returns the one-process theta_N and gradients of
-the images, the lr and soft labels (fp64: relative error <= 1e-10), for SGD and momentum, the adjoint and tesla
-modes, minibatches, per-image DSA, a loss scale, intermediate outputs and a frozen part. MTT, AST and SeqMatch on 2
-ranks give the one-process set up to the order of the sums; rank 0 alone writes the checkpoints and a 2-rank
-checkpoint resumes in one process. What cannot be split is refused with a clear error."""
+"""One trajectory-matching unroll across ranks (docs/DESIGN.md#scale-out-with-torchdistributed, mode (c);
+docs/semantics.md#unroll): with 2 gloo ranks every inner minibatch is split and the inner gradient summed, and each
+rank returns the one-process theta_N and gradients of the images, the lr and soft labels (fp64: relative error <=
+1e-10), for SGD and momentum, the adjoint and tesla modes, minibatches, per-image DSA, a loss scale, intermediate
+outputs and a frozen part. MTT, AST and SeqMatch on 2 ranks give the one-process set up to the order of the sums;
+rank 0 alone writes the checkpoints and a 2-rank checkpoint resumes in one process. What cannot be split is refused
+with a clear error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""grad_distance on CPU: tiers 1-4 of ARCHITECTURE.md (reference vs brute force, backends vs
+"""grad_distance on CPU: tiers 1-4 of docs/semantics.md#testing-tiers (reference vs brute force, backends vs
 reference, gradcheck/opcheck/compile, bad inputs)."""
 
 from __future__ import annotations

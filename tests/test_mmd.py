@@ -1,4 +1,4 @@
-"""mmd / class_mmd on CPU: tiers 1-4 of ARCHITECTURE.md (reference vs a brute-force double loop,
+"""mmd / class_mmd on CPU: tiers 1-4 of docs/semantics.md#testing-tiers (reference vs a brute-force double loop,
 backends vs reference, gradcheck/opcheck/compile, bad inputs) and the fused path's O(N + M) memory."""
 
 from __future__ import annotations

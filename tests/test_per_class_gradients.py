@@ -1,5 +1,5 @@
 """per_class_gradients: both strategies equal a plain create_graph loop, including the second-order
-gradient of a gradient-matching loss w.r.t. the synthetic images (OPS.md section 1)."""
+gradient of a gradient-matching loss w.r.t. the synthetic images (docs/semantics.md#per_class_gradients)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""SRe2L and DELT (METHODS.md section E): the recover augmentation, the recover loop against a re-creation of
-SRe2L's hook-based step, DELT's selection, EarlyLate schedule and compute, the crop curriculum, teachers,
-the KD protocol's pieces and the CLI, on small digits."""
+"""SRe2L and DELT (docs/methods.md#sre2l, docs/methods.md#delt): the recover augmentation, the recover loop against
+a re-creation of SRe2L's hook-based step, DELT's selection, EarlyLate schedule and compute, the crop curriculum,
+teachers, the KD protocol's pieces and the CLI, on small digits."""
 
 from __future__ import annotations
 

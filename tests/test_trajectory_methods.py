@@ -1,6 +1,7 @@
-"""The trajectory-matching seed methods (METHODS.md sections B and C): AST's components (smooth-expert hooks,
-balanced loss, weight perturbation, representative initialisation, intermediate matching), SeqMatch's subsets,
-frozen earlier subsets, subset experts and the sequential protocol, and both from the CLI, on small digits."""
+"""The trajectory-matching seed methods (docs/methods.md#seqmatch, docs/methods.md#ast): AST's components
+(smooth-expert hooks, balanced loss, weight perturbation, representative initialisation, intermediate matching),
+SeqMatch's subsets, frozen earlier subsets, subset experts and the sequential protocol, and both from the CLI, on
+small digits."""
 
 from __future__ import annotations
 

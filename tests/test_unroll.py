@@ -1,4 +1,4 @@
-"""FlatModel and ddfast.unroll (OPS.md section 3): the adjoint reverse sweep equals MTT's create_graph
+"""FlatModel and ddfast.unroll (docs/semantics.md#unroll): the adjoint reverse sweep equals MTT's create_graph
 unroll (autograd) to rounding in fp64, for SGD and momentum, hard and soft labels, with and without
 augmentation, with intermediate outputs, a loss scale and a frozen part of the set (the AST and SeqMatch
 configurations); the tesla mode equals TESLA's
@@ -25,7 +25,7 @@ from ddfast.ops.unroll.unroll import DEFAULT_MEMORY_BUDGET, steps_kept
 from conftest import relative_error, seeded
 from spawn_ranks import assert_ran, run_ranks
 
-EXACT = 1e-10  # the issue's bound for adjoint vs autograd in fp64
+EXACT = 1e-10  # the bound for adjoint vs autograd in fp64 (docs/DESIGN.md#unroll-the-exact-adjoint-of-the-inner-loop)
 
 
 def _setup(seed=0):
@@ -122,7 +122,7 @@ def test_adjoint_equals_autograd_with_a_frozen_part_and_the_whole_set(momentum):
     assert _relative(got, want) <= EXACT
 
 
-# The configurations the trajectory-matching methods run (METHODS.md B, C).
+# The configurations the trajectory-matching methods run (docs/methods.md#mtt, #seqmatch, #ast).
 @pytest.mark.parametrize("config", [
     # AST: student momentum, balanced loss scale, intermediate matching, augmentation, minibatches
     dict(momentum=0.9, loss_scale=1 / 1.3652, keep=(2,), augment=flip_and_scale),

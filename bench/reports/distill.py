@@ -15,7 +15,8 @@ def _pct(entry: dict) -> str:
 
 
 def verdict(r: dict) -> str:
-    """The issue's bar: at IPC 1 the gap must exceed the larger std; otherwise the mean must be higher."""
+    """The bar for a method to beat random real images: at IPC 1 the gap must exceed the larger std; otherwise the
+    mean must be higher."""
     d, b = r["distilled"], r["random_real"]
     gap = d["mean"] - b["mean"]
     if r["ipc"] == 1:
@@ -41,7 +42,7 @@ def table(latest) -> list[str]:
 
 def seqmatch_vs_mtt(latest) -> list[str]:
     """SeqMatch against MTT at the same total IPC on the same dataset, where both were run (the MTT row of the
-    same device when there is one, else of any): the trajectory-matching issue's comparison."""
+    same device when there is one, else of any): the trajectory-matching methods' comparison."""
     all_rows = rows(latest)
     lines = []
     for seq in (r for r in all_rows if r["case"] == "seqmatch"):
@@ -71,7 +72,7 @@ def _against_random(r: dict) -> str:
 
 
 def delt_vs_sre2l(latest, results: Path) -> list[str]:
-    """DELT against SRe2L at the same IPC on the same device (the SRe2L/DELT issue's comparison): KD accuracy, the
+    """DELT against SRe2L at the same IPC on the same device (DELT's claim against SRe2L): KD accuracy, the
     random real subset relabelled by the same teacher, diversity, synthesis time and image-iterations."""
     all_rows = rows(latest)
     lines = []

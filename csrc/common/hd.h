@@ -15,7 +15,7 @@ namespace ddfast {
 // Element types the kernels serve; the torch glue maps at::ScalarType onto these.
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2, kFloat64 = 3 };
 
-// Accumulate in fp32 for fp16/bf16/fp32 and in fp64 for fp64 (ARCHITECTURE.md, op contract).
+// Accumulate in fp32 for fp16/bf16/fp32 and in fp64 for fp64 (docs/semantics.md#op-contract).
 template <typename T> struct AccumulateType { using type = float; };
 template <> struct AccumulateType<double> { using type = double; };
 template <typename T> using acc_t = typename AccumulateType<T>::type;

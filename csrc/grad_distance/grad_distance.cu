@@ -1,4 +1,4 @@
-// CUDA kernels for grad_distance (semantics: OPS.md section 1; work items: plan.py). One block per
+// CUDA kernels for grad_distance (semantics: docs/semantics.md#grad_distance; work items: plan.py). One block per
 // work item; the block reads its range through a pointer table (apex multi_tensor_apply style), so
 // all tensors and classes are one launch. Ranges are split into an unaligned head, a body of
 // 16-byte vector loads and a tail. Block reductions use a fixed tree: results are deterministic.

@@ -1,4 +1,4 @@
-// grad_distance arithmetic shared by the CPU and CUDA kernels (semantics: OPS.md section 1,
+// grad_distance arithmetic shared by the CPU and CUDA kernels (semantics: docs/semantics.md#grad_distance,
 // ddfast/ops/grad_distance/reference.py). Torch-free.
 #pragma once
 

@@ -1,4 +1,4 @@
-"""Reference implementations of the DD methods on ddfast's public ops (METHODS.md).
+"""Reference implementations of the DD methods on ddfast's public ops (docs/methods.md).
 
 Each method module has a config dataclass with the paper's defaults and ``distill(data, config, ...)``
 returning a :class:`ddfast.SyntheticSet`. :data:`METHODS` maps the CLI's method names to them, and

@@ -1,4 +1,4 @@
-"""How the methods apply ddfast's fused DSA (OPS.md section 4), following where DC seeds DiffAugment.
+"""How the methods apply ddfast's fused DSA (docs/semantics.md#dsa), following where DC seeds DiffAugment.
 
 * :class:`ClassSiamese`: DC/DSA and DM augment each class's real batch and synthetic images with ONE
   shared parameter set per class (DC calls DiffAugment with the same seed on both). ddfast draws one

@@ -1,7 +1,7 @@
 """Pieces every distillation method shares: seeded generators per purpose, real-batch sampling per
 class, synthetic-set initialisation, networks built from a seed, and the checkpointed outer loop.
 
-Reproducibility rule (the end-to-end issue): every random draw of iteration ``it`` comes from a
+Reproducibility rule: every random draw of iteration ``it`` comes from a
 generator derived from ``(seed, purpose, it[, class])``, never from a global RNG stream that runs
 across iterations. A resumed run, or a run whose classes are sharded across processes, therefore
 draws exactly what a single uninterrupted run draws.
@@ -83,7 +83,7 @@ class ClassSampler:
 
 class ClassShard:
     """The classes this rank matches in a class-sharded method (DC/DSA, DM, DREAM+, LCS-GM under torch.distributed:
-    the issue's data-parallel mode). Each rank computes the matching loss of its classes
+    mode (b) of docs/DESIGN.md#scale-out-with-torchdistributed). Each rank computes the matching loss of its classes
     (:meth:`ddfast.distributed.Context.classes`, round robin) on their rows of the real batch and of the synthetic
     set; :meth:`reduce` sums the synthetic set's gradient and the loss values over the ranks, so every rank takes
     the same optimiser step and holds the same set. A class's loss term touches only its own synthetic rows, so

@@ -1,5 +1,5 @@
 """AST, alignment with smooth and high-quality expert trajectories (Shen et al., arXiv 2310.10541;
-shenjiyuan123/AST-Alignment-with-Smooth-Expert, ``buffer.py`` and ``distill.py``; METHODS.md section C).
+shenjiyuan123/AST-Alignment-with-Smooth-Expert, ``buffer.py`` and ``distill.py``; docs/methods.md#ast).
 
 AST is MTT with five changes, each a switch of :class:`ASTConfig` so ablations run from the CLI
 (``--set balanced=False``):

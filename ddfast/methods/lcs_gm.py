@@ -1,7 +1,7 @@
 """Label-cycle-shifting gradient matching (Neural Networks 191:107819, 2025).
 
 Only the abstract is public, so this is a reading of it with every choice a named option
-(METHODS.md section A): a network pre-trained on real data computes the cross-entropy gradients of a
+(docs/methods.md#lcs-gm): a network pre-trained on real data computes the cross-entropy gradients of a
 real batch and of the synthetic images under cyclically shifted labels y' = (y + s) mod K, the shift s
 cycling over 1..K-1 from round to round (s = 0 is plain gradient matching); the mismatched labels give
 larger, more varied gradients to match. The loss adds lambda times DM's class-mean distance of the same

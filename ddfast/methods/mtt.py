@@ -7,12 +7,11 @@ size, and matches the result to expert epoch t + expert_epochs with MTT's normal
 distance. ddfast runs the unroll with :func:`ddfast.unroll` (``mode="adjoint"``: exact gradient,
 memory constant in the number of steps) and the loss with :func:`ddfast.param_match_loss`.
 
-Under torch.distributed (issue 11 mode (c)) every rank runs this loop on the same state: the expert, the start
-epoch, the perturbation and the optimiser steps come from the shared seed, and the unroll splits each inner
-minibatch over the ranks (``process_group``: the ranks sum the inner gradient, as MTT's distill.py spreads
-the student over the GPUs with DataParallel), so every rank gets the same gradients and holds the same set,
-the one-process set up to the order of the sums. Rank 0 writes the checkpoints.
-"""
+Under torch.distributed (docs/DESIGN.md#scale-out-with-torchdistributed, mode (c)) every rank runs this loop on the
+same state: the expert, the start epoch, the perturbation and the optimiser steps come from the shared seed, and
+the unroll splits each inner minibatch over the ranks (``process_group``: the ranks sum the inner gradient, as
+MTT's distill.py spreads the student over the GPUs with DataParallel), so every rank gets the same gradients and
+holds the same set, the one-process set up to the order of the sums. Rank 0 writes the checkpoints. """
 
 from __future__ import annotations
 
@@ -80,7 +79,7 @@ def check_trajectories(trajectories, need: int) -> None:
 
 @dataclass
 class Student:
-    """How the student runs and is matched; MTT's defaults, AST's switches (METHODS.md section C).
+    """How the student runs and is matched; MTT's defaults, AST's switches (docs/methods.md#ast).
 
     * ``momentum``: the inner SGD's momentum (AST 0.9; MTT 0).
     * ``balanced``: AST's balanced inner loss: with h = max_start_epoch // 2 and start epoch t, the inner CE

@@ -1,5 +1,5 @@
 """SeqMatch, sequential subset matching (Du et al., NeurIPS 2023; shqii1j/seqmatch, ``seqmatch-mtt``;
-METHODS.md section B).
+docs/methods.md#seqmatch).
 
 Each class's IPC budget is split into K subsets S1..SK (IPC 50, K 3: 17/17/16). S1 is distilled by MTT
 against the given expert buffer. For k > 1, new experts are trained: each fresh network first learns on
@@ -12,10 +12,10 @@ from per-subset intervals (lo, hi): t ~ U{lo..hi - expert_epochs - 1}, as seqmat
 ``randint(lo, hi - expert_epochs)``. The returned set stores the subsets in order; ``metadata["sequential"]``
 makes :func:`ddfast.evaluate` use the sequential protocol.
 
-Under torch.distributed (issue 11 mode (c)) each subset's loop splits every inner minibatch over the ranks
-(:func:`ddfast.methods.mtt.match_trajectories`), and the ranks share the training of a subset's experts: expert
-e draws from its own seed (seed, "experts", k, e), rank r trains experts r, r + W, ... and the ranks exchange
-them, so every rank holds the experts one process trains.
+Under torch.distributed (docs/DESIGN.md#scale-out-with-torchdistributed, mode (c)) each subset's loop splits every
+inner minibatch over the ranks (:func:`ddfast.methods.mtt.match_trajectories`), and the ranks share the training of
+a subset's experts: expert e draws from its own seed (seed, "experts", k, e), rank r trains experts r, r + W, ...
+and the ranks exchange them, so every rank holds the experts one process trains.
 
 Departures (named): the released buffer.py's synthetic-stage length reads an option its parser lacks
 (``epoch_eval_train``); ``pretrain_epochs`` defaults to that option's value in distillation (1000). Each

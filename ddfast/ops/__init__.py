@@ -1,1 +1,1 @@
-"""Fused hot paths, one package per op (ARCHITECTURE.md, "Layers")."""
+"""Fused hot paths, one package per op (docs/DESIGN.md#layout-as-built)."""

@@ -11,7 +11,7 @@ SIGNATURE_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32:
 
 
 def accumulate_type(dtype: torch.dtype):
-    """fp32 accumulation for fp16/bf16/fp32, fp64 for fp64 (ARCHITECTURE.md, op contract)."""
+    """fp32 accumulation for fp16/bf16/fp32, fp64 for fp64 (docs/semantics.md#op-contract)."""
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 

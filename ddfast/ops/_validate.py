@@ -1,4 +1,4 @@
-"""Input validation shared by the public ops (ARCHITECTURE.md, op contract): errors name the
+"""Input validation shared by the public ops (docs/semantics.md#op-contract): errors name the
 argument and the index of the offending tensor; nothing is broadcast or truncated silently."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The vector work of one reverse step of the adjoint unroll (OPS.md section 3)."""
+"""The vector work of one reverse step of the adjoint unroll (docs/semantics.md#adjoint_step)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["adjoint_step", "DISPATCH"]
 def adjoint_step(lam: torch.Tensor, nu: torch.Tensor | None, direction: torch.Tensor, lr, momentum: float = 0.0):
     """One reverse step of the adjoint sweep through an SGD or momentum inner loop, in one pass.
 
-    OPS.md section 3 (MTT's unrolled SGD; AST's momentum form v' = mu v + g, theta' = theta - lr v'):
+    docs/semantics.md#adjoint_step (MTT's unrolled SGD; AST's momentum form v' = mu v + g, theta' = theta - lr v'):
     going back through step n with ``lam`` = dL/dtheta_{n+1} and ``nu`` = dL/dv_{n+1},
 
     * ``u = nu - lr * lam`` (``nu=None``: plain SGD, ``u = -lr * lam``); the caller then forms

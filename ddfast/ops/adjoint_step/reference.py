@@ -1,4 +1,4 @@
-"""Pure-PyTorch adjoint_step: THE specification (OPS.md section 3, adjoint details).
+"""Pure-PyTorch adjoint_step: THE specification (docs/semantics.md#adjoint_step).
 
 The vector work of one reverse step of the adjoint (reverse-mode) sweep through MTT's SGD or AST's
 momentum inner loop: with lambda = dL/dtheta_{n+1} (``lam``) and nu = dL/dv_{n+1} (``nu``; absent

@@ -1,4 +1,4 @@
-"""BatchNorm-statistics loss of SRe2L/DELT recover (OPS.md section 2), and a hook helper that
+"""BatchNorm-statistics loss of SRe2L/DELT recover (docs/semantics.md#bn_stat_loss), and a hook helper that
 collects its inputs from a model."""
 
 from __future__ import annotations

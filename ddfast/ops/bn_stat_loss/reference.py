@@ -1,4 +1,4 @@
-"""Pure-PyTorch bn_stat_loss: THE specification (OPS.md section 2, BN-statistics loss).
+"""Pure-PyTorch bn_stat_loss: THE specification (docs/semantics.md#bn_stat_loss).
 
 SRe2L's ``BNFeatureHook`` (VILA-Lab/SRe2L, recover code) and DELT, for the input a_l of every
 BatchNorm layer l, viewed as [B, C, S]:

@@ -1,4 +1,4 @@
-"""Class-mean distance of distribution matching (OPS.md section 2)."""
+"""Class-mean distance of distribution matching (docs/semantics.md#class_mean_distance)."""
 
 from __future__ import annotations
 

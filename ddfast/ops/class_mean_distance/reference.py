@@ -1,4 +1,4 @@
-"""Pure-PyTorch class_mean_distance: THE specification (OPS.md section 2, class-mean distance).
+"""Pure-PyTorch class_mean_distance: THE specification (docs/semantics.md#class_mean_distance).
 
 DM's matching loss (Zhao & Bilen, "Dataset Condensation with Distribution Matching", WACV 2023;
 VICO-UoE/DatasetCondensation main_DM.py): for every class c,

@@ -1,4 +1,4 @@
-"""Differentiable Siamese augmentation with explicit parameters (OPS.md section 4)."""
+"""Differentiable Siamese augmentation with explicit parameters (docs/semantics.md#dsa)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-layer gradient distance of gradient matching (OPS.md section 1)."""
+"""Per-layer gradient distance of gradient matching (docs/semantics.md#grad_distance)."""
 
 from __future__ import annotations
 

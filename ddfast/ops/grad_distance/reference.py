@@ -1,4 +1,4 @@
-"""Pure-PyTorch grad_distance: THE specification (OPS.md section 1).
+"""Pure-PyTorch grad_distance: THE specification (docs/semantics.md#grad_distance).
 
 DC's ``match_loss`` / ``distance_wb`` (VICO-UoE/DatasetCondensation, utils.py), batched over a
 leading class dimension K:

@@ -1,4 +1,4 @@
-"""Batched k-means and the nearest-row-to-centroid query (OPS.md section 5, selection helpers)."""
+"""Batched k-means and the nearest-row-to-centroid query (docs/semantics.md#kmeans)."""
 
 from __future__ import annotations
 

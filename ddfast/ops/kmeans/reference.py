@@ -1,4 +1,4 @@
-"""Pure-PyTorch k-means steps: THE specification (OPS.md section 5, selection helpers).
+"""Pure-PyTorch k-means steps: THE specification (docs/semantics.md#kmeans).
 
 Rows are grouped by class: ``x`` [N, D] holds the rows of class 0, then class 1, ... and
 ``offsets`` [K + 1] (int64) gives each class's row range; ``centroids`` [K, k, D] holds each class's

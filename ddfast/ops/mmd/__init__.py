@@ -1,4 +1,4 @@
-"""Squared maximum mean discrepancy, plain and class-batched (OPS.md section 2, "MMD")."""
+"""Squared maximum mean discrepancy, plain and class-batched (docs/semantics.md#mmd)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure-PyTorch MMD: THE specification (OPS.md section 2, "MMD").
+"""Pure-PyTorch MMD: THE specification (docs/semantics.md#mmd).
 
 Squared maximum mean discrepancy between samples x [N, D] and y [M, D] (Gretton et al., "A Kernel
 Two-Sample Test", JMLR 2012, eq. 3 (unbiased, MMD^2_u) and eq. 5 (biased, MMD^2_b)):

@@ -1,4 +1,4 @@
-"""MTT's parameter-matching loss over flat parameter vectors (OPS.md section 3)."""
+"""MTT's parameter-matching loss over flat parameter vectors (docs/semantics.md#param_match_loss)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure-PyTorch param_match_loss: THE specification (OPS.md section 3, matching loss).
+"""Pure-PyTorch param_match_loss: THE specification (docs/semantics.md#param_match_loss).
 
 MTT's trajectory-matching loss (Cazenavette et al., CVPR 2022; GeorgeCazenavette/mtt-distillation
 ``distill.py``: ``param_loss`` / ``param_dist``):

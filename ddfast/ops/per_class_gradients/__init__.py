@@ -1,11 +1,11 @@
-"""Per-class parameter gradients in the batched layout grad_distance takes (OPS.md section 1).
+"""Per-class parameter gradients in the batched layout grad_distance takes (docs/semantics.md#per_class_gradients).
 
 A composite (it takes a module), not a custom op. Two strategies compute the same thing:
 ``loop`` (one forward/backward per class, as DC does) and ``vmap`` (one batched torch.func
 computation over all classes). ``auto`` picks per device from measurement: the loop on CPU (on the
 2-core CI machine the vmap form took 7.0 s against the loop's 3.4 s for ConvNet-3 x 10 classes);
 vmap on CUDA, where launch counts dominate. Models with ``nn.InstanceNorm*`` use the loop, since
-torch.func gives wrong second-order gradients through them (ARCHITECTURE.md, known pitfalls).
+torch.func gives wrong second-order gradients through them.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def per_class_gradients(model: nn.Module, params: Mapping[str, torch.Tensor] | S
 
     Args:
         model: the network; run functionally on ``params`` (``None``: its own parameters) and its
-            buffers, with BatchNorm layers in eval mode (OPS.md section 1).
+            buffers, with BatchNorm layers in eval mode (docs/semantics.md#per_class_gradients).
         x, y: images [N, ...] with integer labels y [N], or images [k, B, ...] (class ``classes[i]`` in
             row i) with ``y=None``.
         num_classes: K; every class of ``classes`` needs at least one sample.

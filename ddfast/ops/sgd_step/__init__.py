@@ -1,4 +1,4 @@
-"""One fused inner step of the unrolled SGD / momentum loop over flat parameters (OPS.md section 3)."""
+"""One fused inner step of the unrolled SGD / momentum loop over flat parameters (docs/semantics.md#sgd_step)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure-PyTorch sgd_step: THE specification (OPS.md section 3, unroll).
+"""Pure-PyTorch sgd_step: THE specification (docs/semantics.md#sgd_step).
 
 One inner step of MTT's unrolled SGD (GeorgeCazenavette/mtt-distillation ``distill.py``:
 ``student_params.append(student_params[-1] - syn_lr * grad)``) or of AST's momentum form

@@ -1,4 +1,4 @@
-"""Trajectory matching engine (OPS.md section 3): flat functional models and the unrolled inner loop."""
+"""Trajectory matching engine (docs/semantics.md#unroll): flat functional models and the unrolled inner loop."""
 
 from __future__ import annotations
 

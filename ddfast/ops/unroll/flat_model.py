@@ -1,4 +1,4 @@
-"""FlatModel: a module run functionally on views of one flat parameter vector (OPS.md section 3).
+"""FlatModel: a module run functionally on views of one flat parameter vector (docs/semantics.md#flatmodel).
 
 MTT's ``ReparamModule`` (GeorgeCazenavette/mtt-distillation) flattens a module's parameters into one
 vector in registration order and swaps views of it into the module's attributes before each call.

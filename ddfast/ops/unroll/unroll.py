@@ -1,5 +1,5 @@
 """``ddfast.unroll``: N functional SGD steps of a student on the synthetic set, differentiable w.r.t.
-the images, the learnable lr and soft labels (OPS.md section 3).
+the images, the learnable lr and soft labels (docs/semantics.md#unroll).
 
 Three gradient modes with the same forward:
 
@@ -14,13 +14,13 @@ Three gradient modes with the same forward:
 * ``tesla``: the first-order formula of TESLA's released code (Cui et al., ICML 2023): the same reverse
   walk with lambda held at lambda_N (the Hessian chain through later steps dropped). Approximate.
 
-With a ``process_group`` of W ranks (issue 11 mode (c)) one unroll spans W processes, as MTT's distill.py
-spans the GPUs with ``DataParallel`` (the whole minibatch augmented, then split): every rank augments the
-whole minibatch b_n, takes its rows r, r + W, ... and computes g_n^r = grad of loss_scale * (sum of its rows'
-CE) / |b_n|; g_n = sum_r g_n^r (one all-reduce per forward step). The reverse sweep recomputes g_n^r and takes
-its vector-Jacobian product with u (the same on every rank); H_n u is summed over the ranks at every step, so
-lambda stays the same everywhere, and the image, label and (plain SGD) lr gradients are summed once at the end.
-Every rank returns the same tensors, equal to one process's up to the order of the sums.
+With a ``process_group`` of W ranks (docs/DESIGN.md#scale-out-with-torchdistributed, mode (c)) one unroll spans W
+processes, as MTT's distill.py spans the GPUs with ``DataParallel`` (the whole minibatch augmented, then split):
+every rank augments the whole minibatch b_n, takes its rows r, r + W, ... and computes g_n^r = grad of loss_scale *
+(sum of its rows' CE) / |b_n|; g_n = sum_r g_n^r (one all-reduce per forward step). The reverse sweep recomputes
+g_n^r and takes its vector-Jacobian product with u (the same on every rank); H_n u is summed over the ranks at
+every step, so lambda stays the same everywhere, and the image, label and (plain SGD) lr gradients are summed once
+at the end. Every rank returns the same tensors, equal to one process's up to the order of the sums.
 
 Memory budget (adjoint and tesla, ``memory_budget``): a replayed step costs a forward and a first backward
 more than the create_graph unroll pays, so the reverse walk is slower than autograd by about that. Under a
@@ -332,7 +332,7 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
            augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
            generator: torch.Generator | None = None, return_steps: Sequence[int] = (), loss_scale: float = 1.0,
            mode: str = "adjoint", process_group=None, memory_budget: int | float | None = None):
-    """N inner SGD steps of a student from ``theta0`` on the synthetic set (OPS.md section 3).
+    """N inner SGD steps of a student from ``theta0`` on the synthetic set (docs/semantics.md#unroll).
 
     For n = 0..N-1: b_n = a minibatch (MTT's order: chunks of a seeded permutation, taken from the end;
     the whole set when ``batch_size`` is None), x_n = augment(images[b_n], generator of step n),
@@ -357,7 +357,7 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
         process_group: a ``torch.distributed`` process group of W ranks that run this same call (same
             arguments, same ``generator`` seed) together, or None (one process). With W > 1 each rank computes
             the inner gradient of its rows r, r + W, ... of every minibatch (augmented whole, then split),
-            the ranks sum it (issue 11 mode (c): one unroll spans W GPUs) and every rank returns the
+            the ranks sum it (one unroll spans W GPUs) and every rank returns the
             one-process result up to the order of the sums. Needs ``mode`` adjoint or tesla (the autograd
             mode keeps the whole create_graph graph in one process), at least W images in every minibatch
             and a module without BatchNorm normalising over the batch (its statistics would span a rank's
