@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import subprocess
 from collections import Counter
@@ -16,24 +15,11 @@ from typing import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import ddfast
+from ddfast.info import cpu_name, device_name, versions
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
 def device_slug(device: torch.device) -> str:
@@ -49,17 +35,6 @@ def git_commit() -> str:
                                        stderr=subprocess.DEVNULL).strip()
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get("DDFAST_COMMIT", "unknown")
-
-
-def versions() -> dict:
-    out = {"torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import triton
-
-        out["triton"] = triton.__version__
-    except Exception:  # noqa: BLE001 - triton is optional
-        out["triton"] = None
-    return out
 
 
 def synchronize(device: torch.device) -> None:
@@ -160,7 +135,7 @@ class Recorder:
         self.path = (out_dir or RESULTS) / f"{device_slug(device)}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.common = {"device": device_name(device), "device_slug": device_slug(device), **versions(),
-                       "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                       "ddfast_version": ddfast.__version__, "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                        "quick": quick}
 
     def record(self, **fields) -> dict:

@@ -31,6 +31,7 @@ GPU_BACKENDS = ("cuda", "triton")
 VALIDATED_PATH = Path(__file__).resolve().parent / "gpu_validated.json"
 
 _REGISTRY: list["OpDispatch"] = []
+_RAN: dict[str, set[str]] = {}  # op -> backends its calls resolved to, since the last backends_ran(reset=True)
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("ddfast_backend", default=None)
 
 
@@ -63,6 +64,14 @@ def use_backend(name: str) -> Iterator[None]:
         yield
     finally:
         _forced.reset(token)
+
+
+def backends_ran(reset: bool = False) -> dict[str, list[str]]:
+    """For each op called since the last reset, the backends its calls ran (sorted); ``reset`` starts anew."""
+    ran = {op: sorted(names) for op, names in sorted(_RAN.items())}
+    if reset:
+        _RAN.clear()
+    return ran
 
 
 def triton_interpreting() -> bool:
@@ -165,8 +174,14 @@ class OpDispatch:
                 requested: tuple[str, str] | None = None) -> tuple[str, Callable]:
         """(backend name, implementation) for this call; ``requested`` overrides the caller's
         context (a backward pass runs the backend its forward resolved, since autograd runs CUDA
-        backward passes on its own threads, where use_backend() does not reach)."""
-        name, source = requested or requested_backend()
+        backward passes on its own threads, where use_backend() does not reach). The name joins
+        :func:`backends_ran`."""
+        name = self._choose(device, dtype, requested or requested_backend())
+        _RAN.setdefault(self.op, set()).add(name)
+        return name, self.impls[name]
+
+    def _choose(self, device: torch.device, dtype: torch.dtype, requested: tuple[str, str]) -> str:
+        name, source = requested
         if name != "auto":
             if name not in self.impls:
                 raise BackendUnavailableError(f"{self.op}: backend {name!r} (requested by {source}) is not "
@@ -176,18 +191,18 @@ class OpDispatch:
                 reason = f"it does not support {dtype}"
             if reason is not None:
                 raise BackendUnavailableError(f"{self.op}: backend {name!r} (requested by {source}) cannot run: {reason}")
-            return name, self.impls[name]
+            return name
         if device.type == "cpu":
             if "cpp" in self.impls and _ext.has_cpp() and self._supports("cpp", dtype):
-                return "cpp", self.impls["cpp"]
+                return "cpp"
         elif device.type == "cuda":
             for candidate in self.cuda_preference:
                 if (candidate in self.impls and availability(candidate, "cuda") is None
                         and self._supports(candidate, dtype) and validation_record(self.op, candidate)):
-                    return candidate, self.impls[candidate]
+                    return candidate
             if not self._warned:
                 self._warned = True
                 warnings.warn(f"ddfast: no GPU kernel of {self.op} is recorded as validated on a GPU for this "
                               f"source (ddfast/gpu_validated.json); running the reference on CUDA. Run "
-                              f"scripts/gpu_validate.sh, or force one with ddfast.use_backend().", stacklevel=3)
-        return "reference", self.impls["reference"]
+                              f"scripts/gpu_validate.sh, or force one with ddfast.use_backend().", stacklevel=4)
+        return "reference"

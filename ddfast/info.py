@@ -72,6 +72,33 @@ def provenance() -> dict:
     return {"version": __version__, "commit": commit}
 
 
+def versions() -> dict:
+    """The torch, triton (None when it does not import) and Python versions this process runs."""
+    triton_version = None
+    if backends.triton_import_error() is None:
+        import triton
+
+        triton_version = triton.__version__
+    return {"torch": torch.__version__, "triton": triton_version, "python": platform.python_version()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+
+
 def main() -> None:
     print(report())
 

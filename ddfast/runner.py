@@ -5,7 +5,8 @@ A distill run writes into its folder: ``set.pt`` (the :class:`ddfast.SyntheticSe
 row per class), ``loss.png`` (the matching loss per iteration), ``accuracy.png`` (with ``eval_every``), ``checkpoint.pt`` (every
 ``checkpoint_every`` iterations; ``resume=True`` continues from it) and ``results.json``: method,
 dataset, ipc, iterations, seconds, and the accuracy (mean, std, runs, preset) of the distilled set and
-of a random real subset of the same size under the same evaluation protocol.
+of a random real subset of the same size under the same evaluation protocol, with what ran it (ddfast version
+and commit, torch/triton versions, device, the backend each op ran: docs/semantics.md#resultsjson-fields).
 
 Every run function checks its arguments and settings first (:mod:`ddfast.usage`, raising
 :class:`ddfast.UsageError`), before it loads data or writes a folder.
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ._io import atomic_write_text, load_checked, payload_checksum, run_folder
-from .backends import use_backend
+from .backends import backends_ran, use_backend
 from .compiled import compile_report, use_autocast, use_compile
 from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
@@ -31,7 +32,7 @@ from .experts import expert_files, load_buffer, next_buffer_path, save_buffer, t
 from .methods import METHODS, make_config, teacher_recipe
 from .methods.sre2l import load_teacher, save_teacher, squeeze
 from .methods._augment import per_sample
-from .info import provenance
+from .info import device_name, provenance, versions
 from .methods._common import Checkpointing, class_labels, derive_seed, read_checkpoint
 from .models import get_network
 from .synthetic import SyntheticSet, from_dc, from_mtt, plot_curves
@@ -212,12 +213,14 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
 
         start = time.perf_counter()
         compile_report(reset=True)
+        backends_ran(reset=True)
         with use_backend(backend), use_compile(compile), use_autocast(autocast):
             extra = (buffer,) if spec.needs_buffer else (teacher_net,) if spec.needs_teacher else ()
             syn = spec.distill(data, config, *extra, device=device, checkpoint=checkpoint, progress=progress,
                                callback=observe, ctx=ctx)
         wall = time.perf_counter() - start
         compiled_distill = compile_report(reset=True)
+        ran = backends_ran(reset=True)
         # The ranks leave together: a group this run started ends here on every rank at once, before rank 0's final
         # evaluation (which needs no peer), instead of the other ranks tearing it down while rank 0 still works.
         ctx.barrier()
@@ -242,12 +245,12 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
         results = {"method": method, "dataset": data.name, "ipc": ipc, "iterations": syn.metadata["iterations"],
                    "seconds": syn.metadata["seconds"],
                    "seconds_without_compile": syn.metadata["seconds"] - compile_seconds,
-                   "wall_seconds": wall, "device": str(device), "backend": backend, "seed": seed,
+                   "wall_seconds": wall, "device": str(device), "backend": backend, "backends_ran": ran, "seed": seed,
                    "config": syn.metadata["config"], "protocol": evaluation["protocol"], **accuracy,
                    "compile": {"setting": compile, "autocast": autocast, "distill": compiled_distill,
                                "eval": compile_report(reset=True)},
                    "curve": [{"iteration": it, "accuracy": a} for it, a in curve], "ddfast": provenance(),
-                   "world_size": ctx.world}
+                   "environment": {**versions(), "device_name": device_name(device)}, "world_size": ctx.world}
         if resumed is not None:
             results["resumed_from"] = {"iteration": resumed["state"]["iteration"], **resumed.get("provenance", {})}
         if teacher_record is not None:

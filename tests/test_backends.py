@@ -24,6 +24,17 @@ def test_use_backend_forces_and_restores():
     assert backends.requested_backend() == ("auto", "default")
 
 
+def test_backends_ran_records_what_each_op_resolved_to():
+    backends.backends_ran(reset=True)
+    g = [torch.randn(2, 3, dtype=torch.float64)]
+    with ddfast.use_backend("reference"):
+        ddfast.grad_distance(g, g)
+    ddfast.class_mean_distance(g[0], torch.tensor([0, 1]), g[0], torch.tensor([0, 1]), 2)
+    want_cpu = "cpp" if _ext.has_cpp() else "reference"
+    assert backends.backends_ran(reset=True) == {"class_mean_distance": [want_cpu], "grad_distance": ["reference"]}
+    assert backends.backends_ran() == {}
+
+
 def test_environment_variable(monkeypatch):
     monkeypatch.setenv("DDFAST_BACKEND", "reference")
     assert DISPATCH.resolve(torch.device("cpu"), torch.float32)[0] == "reference"

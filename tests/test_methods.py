@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import ddfast
+from ddfast import _ext
 from ddfast.data import load_dataset
 from ddfast.experts import save_buffer, train_experts
 from ddfast.methods import METHODS, make_config
@@ -228,6 +229,9 @@ def test_cli_distill_writes_the_run_folder(tmp_path):
     assert [p["iteration"] for p in results["curve"]] == [1, 2]
     assert (out / "accuracy.png").stat().st_size > 0
     assert results["method"] == "dm" and results["ipc"] == 1 and results["iterations"] == 2
+    assert results["backends_ran"]["class_mean_distance"] == ["cpp" if _ext.has_cpp() else "reference"]
+    assert results["environment"]["torch"] == torch.__version__ and results["environment"]["device_name"]
+    assert results["ddfast"]["version"] == ddfast.__version__
     for key in ("distilled", "random_real"):
         assert results[key]["runs"] == 1 and 0.0 <= results[key]["mean"] <= 1.0
     for name in ("set.pt", "set.png", "loss.png", "checkpoint.pt"):
@@ -256,6 +260,7 @@ def test_cli_buffer_then_mtt(tmp_path):
          "--set", "max_start_epoch=1", "--eval-runs", "1", "--eval-epochs", "1", "--device", "cpu")
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == "mtt"
+    assert {"param_match_loss", "sgd_step", "adjoint_step"} <= set(results["backends_ran"])
     assert ddfast.SyntheticSet.load(out / "set.pt").lr is not None
 
 

@@ -1,10 +1,15 @@
 """The README report of the method ablations (bench/reports/experiment.py): the figures it derives from
-the recorded curves."""
+the recorded curves; the provenance every bench row carries."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
+
+import ddfast
+from bench.common import Recorder
 from bench.reports import experiment
 
 
@@ -34,3 +39,11 @@ def test_render_reports_iterations_to_reach_the_ablation(tmp_path: Path):
     # shift cycle (9 rounds: the shifts run 1..9)
     assert "| cpu | 1 | label-cycle GM | 92.0 ± 1.0 | 92.0 | 4 of 6 | 18 |" in text
     assert "| cpu | 1 | plain GM | 90.0 ± 1.0 | 90.0 | 6 of 6 | never |" in text
+
+
+def test_bench_rows_record_ddfast_versions_and_device(tmp_path: Path):
+    row = Recorder(torch.device("cpu"), out_dir=tmp_path).record(op="demo", case="one")
+    assert row["ddfast_version"] == ddfast.__version__ and row["torch"] == torch.__version__
+    assert {"commit", "triton", "python", "device", "date"} <= set(row) and row["device"].endswith("threads)")
+    written = [json.loads(line) for line in next(tmp_path.glob("*.jsonl")).read_text().splitlines()]
+    assert written == [row]
