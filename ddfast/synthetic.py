@@ -20,11 +20,13 @@ import torch
 
 from ._io import load_checked, load_torch, save_checked
 
-__all__ = ["SyntheticSet", "from_dc", "from_mtt", "plot_curves", "image_grid", "save_image_grid"]
+__all__ = ["SyntheticSet", "from_dc", "from_mtt", "curves_figure", "plot_curves", "grid_figure", "image_grid",
+           "save_image_grid"]
 
 FORMAT = "ddfast.SyntheticSet"
 VERSION = 2
 _JSON_SCALARS = (str, int, float, bool, type(None))
+FIGURE_DPI = 100
 
 
 def _json_like(value, where: str):
@@ -124,6 +126,13 @@ class SyntheticSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def __repr__(self) -> str:
+        labels = f"soft {list(self.labels.shape)}" if self.soft else f"hard {list(self.labels.shape)}"
+        lr = None if self.lr is None else f"{float(self.lr):.4g}"
+        return (f"SyntheticSet(method={self.metadata.get('method')!r}, dataset={self.metadata.get('dataset')!r}, "
+                f"ipc={self.ipc}, classes={self.num_classes}, images={list(self.images.shape)} "
+                f"{str(self.images.dtype).replace('torch.', '')} on {self.images.device}, labels={labels}, lr={lr})")
+
     def to(self, device) -> "SyntheticSet":
         return SyntheticSet(self.images.to(device), self.labels.to(device),
                             None if self.lr is None else self.lr.to(device), dict(self.metadata))
@@ -172,10 +181,17 @@ class SyntheticSet:
             x = x * std + mean
         return x.clamp(0, 1)
 
-    def save_grid(self, path: str | os.PathLike, *, zca=None, min_cell: int = 32) -> str:
-        """PNG of the set, one row per class (images of class ``c`` in row ``c``, in set order); see
-        :meth:`pixels` for the colour space and :func:`save_image_grid` for the layout."""
-        return save_image_grid(path, self.pixels(zca), self.hard_labels.cpu(), self.num_classes, min_cell=min_cell)
+    def save_grid(self, path: str | os.PathLike, *, zca=None, min_cell: int = 64, max_per_class: int = 10) -> str:
+        """PNG of the set, one labelled row per class (:func:`save_image_grid`); see :meth:`pixels` for the
+        colour space."""
+        return save_image_grid(path, self.pixels(zca), self.hard_labels.cpu(), self.num_classes, min_cell=min_cell,
+                               max_per_class=max_per_class, class_names=self.metadata.get("class_names"),
+                               title=self._title())
+
+    def _title(self) -> str:
+        parts = [str(self.metadata.get("method", "synthetic set")), self.metadata.get("dataset"),
+                 None if self.ipc is None else f"IPC {self.ipc}"]
+        return ", ".join(str(p) for p in parts if p)
 
 
 # ---------------------------------------------------------------------------------------- pictures
@@ -201,35 +217,68 @@ def image_grid(pixels: torch.Tensor, labels: torch.Tensor, num_classes: int, *, 
     return grid
 
 
-def save_image_grid(path: str | os.PathLike, pixels: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
-                    min_cell: int = 32) -> str:
-    """Write :func:`image_grid` as a PNG (matplotlib's ``imsave``; parent folder created)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import image as mpimg
-
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    grid = image_grid(pixels, labels, num_classes, min_cell=min_cell)
-    mpimg.imsave(path, grid.numpy(), format="png")
-    return path
-
-
-def plot_curves(path: str | os.PathLike, curves: Mapping[str, Sequence[float]] | Sequence[float], *,
-                steps: Sequence[float] | Mapping[str, Sequence[float]] | None = None, xlabel: str = "iteration",
-                ylabel: str = "loss", title: str | None = None, logy: bool = False) -> str:
-    """Line plot of one curve (a sequence) or several (name -> sequence) to a PNG (matplotlib, Agg
-    backend). ``steps``: the x values (one sequence for all curves, or one per name; default
-    0, 1, ...). ``logy`` uses a log scale when every value is positive."""
+def _agg_figure(width_in: float, height_in: float):
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
+    return Figure(figsize=(width_in, height_in), dpi=FIGURE_DPI)
+
+
+def _save_figure(fig, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def grid_figure(pixels: torch.Tensor, labels: torch.Tensor, num_classes: int, *, class_names=None,
+                title: str | None = None, min_cell: int = 64, max_per_class: int = 10):
+    """A matplotlib figure of the set: row ``c`` shows the first ``max_per_class`` images of class ``c``
+    (set order), labelled with ``class_names[c]`` (or ``class c``), columns numbered; cells at least
+    ``min_cell`` pixels, the figure at least 4 x 3 inches at 100 dpi."""
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+    names = [str(n) for n in class_names] if class_names is not None else [f"class {c}" for c in range(num_classes)]
+    shown = torch.cat([torch.nonzero(labels == c).flatten()[:max_per_class] for c in range(num_classes)])
+    most = int(torch.bincount(labels, minlength=num_classes).max())
+    grid = image_grid(pixels[shown], labels[shown], num_classes, min_cell=min_cell)
+    cell_h = (grid.shape[0] - 2) / num_classes
+    cols = min(most, max_per_class)
+    cell_w = (grid.shape[1] - 2) / max(cols, 1)
+    left, right, bottom, top = 1.8, 0.3, 0.6, 0.6  # inches around the grid: row labels, column numbers, title
+    grid_w, grid_h = grid.shape[1] / FIGURE_DPI, grid.shape[0] / FIGURE_DPI
+    width, height = max(4.0, left + grid_w + right), max(3.0, bottom + grid_h + top)
+    fig = _agg_figure(width, height)
+    ax = fig.add_axes((left / width, bottom / height, grid_w / width, grid_h / height))
+    ax.imshow(grid.numpy(), interpolation="nearest")
+    ax.set_yticks([2 + cell_h * (c + 0.5) for c in range(num_classes)], names)
+    ax.set_xticks([2 + cell_w * (j + 0.5) for j in range(cols)], [str(j + 1) for j in range(cols)])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel("image of the class" if most <= max_per_class else f"image of the class (first {cols} of {most})")
+    fig.suptitle(title or "synthetic set", y=1 - 0.15 / height, va="top")
+    return fig
+
+
+def save_image_grid(path: str | os.PathLike, pixels: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+                    min_cell: int = 64, max_per_class: int = 10, class_names=None, title: str | None = None) -> str:
+    """Write :func:`grid_figure` as a PNG (parent folder created)."""
+    return _save_figure(grid_figure(pixels, labels, num_classes, class_names=class_names, title=title,
+                                    min_cell=min_cell, max_per_class=max_per_class), path)
+
+
+def curves_figure(curves: Mapping[str, Sequence[float]] | Sequence[float], *,
+                  steps: Sequence[float] | Mapping[str, Sequence[float]] | None = None, xlabel: str = "iteration",
+                  ylabel: str = "loss", title: str | None = None, logy: bool = False):
+    """A matplotlib figure of one curve (a sequence) or several (name -> sequence), axes labelled and titled
+    (``title`` defaults to "<ylabel> per <xlabel>"). ``steps``: the x values (one sequence for all curves, or
+    one per name; default 0, 1, ...). ``logy`` uses a log scale when every value is positive."""
     if not isinstance(curves, Mapping):
         curves = {ylabel: curves}
-    fig = Figure(figsize=(6, 4), dpi=100)
+    fig = _agg_figure(6, 4)
     ax = fig.add_subplot(1, 1, 1)
     positive = True
     for name, values in curves.items():
@@ -238,22 +287,23 @@ def plot_curves(path: str | os.PathLike, curves: Mapping[str, Sequence[float]] |
         xs = list(range(len(values))) if xs is None else list(xs)
         if len(xs) != len(values):
             raise ValueError(f"curve {name!r} has {len(values)} values but {len(xs)} steps")
-        ax.plot(xs, values, label=name)
+        ax.plot(xs, values, label=name, marker="o" if len(values) < 20 else None)
         positive = positive and all(v > 0 for v in values)
     if logy and positive:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
+    ax.set_title(title or f"{ylabel} per {xlabel}")
     if len(curves) > 1:
         ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return fig
+
+
+def plot_curves(path: str | os.PathLike, curves: Mapping[str, Sequence[float]] | Sequence[float], **options) -> str:
+    """Write :func:`curves_figure` (same options) as a PNG (parent folder created)."""
+    return _save_figure(curves_figure(curves, **options), path)
 
 
 # -------------------------------------------------------------------------------------- importers

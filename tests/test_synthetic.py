@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddfast.data import ZCA
-from ddfast.synthetic import SyntheticSet, from_dc, from_mtt, image_grid, plot_curves
+from ddfast.synthetic import SyntheticSet, curves_figure, from_dc, from_mtt, grid_figure, image_grid, plot_curves
 
 
 def _set(soft=False, lr=None, n_per=2, k=3):
@@ -77,18 +77,51 @@ def test_validation():
         SyntheticSet(images, torch.zeros(2, dtype=torch.int64), lr=torch.zeros(2))
 
 
-def test_grid_png(tmp_path):
-    from matplotlib import image as mpimg
-
+def test_grid_cells_hold_the_denormalised_images():
     syn = _set(n_per=2, k=3)
-    path = syn.save_grid(tmp_path / "grid.png", min_cell=8)
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    picture = mpimg.imread(path)
-    # 3 rows, 2 columns of 8x8 cells (4x4 images enlarged twice), 2-pixel gaps around them
-    assert picture.shape[:2] == (3 * 10 + 2, 2 * 10 + 2)
     grid = image_grid(syn.pixels(), syn.hard_labels, 3, min_cell=8)
+    # 3 rows, 2 columns of 8x8 cells (4x4 images enlarged twice), 2-pixel gaps around them
+    assert grid.shape[:2] == (3 * 10 + 2, 2 * 10 + 2)
     want = (syn.images[2, 0] * 0.3 + 0.3).clamp(0, 1)  # class 1's first image, denormalised
     torch.testing.assert_close(grid[12:20:2, 2:10:2, 0], want)
+
+
+def _figure_texts(fig) -> set[str]:
+    ax = fig.axes[0]
+    return {t.get_text() for t in ax.get_yticklabels() + ax.get_xticklabels()} | {ax.get_xlabel(),
+                                                                                 fig.get_suptitle()}
+
+
+@pytest.mark.parametrize("ipc", [1, 10])
+def test_set_picture_is_legible_and_labelled(tmp_path, ipc):
+    from matplotlib import image as mpimg
+
+    names = [f"digit {c}" for c in range(10)]
+    syn = SyntheticSet(torch.rand(10 * ipc, 1, 8, 8), torch.arange(10).repeat_interleave(ipc),
+                       metadata={"method": "dm", "dataset": "digits", "class_names": names})
+    path = syn.save_grid(tmp_path / "grid.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    height, width = mpimg.imread(path).shape[:2]
+    assert height >= 10 * 64 and width >= 400 and width >= ipc * 64  # every cell at least 64 px
+    texts = _figure_texts(grid_figure(syn.pixels(), syn.hard_labels, 10, class_names=names, title=syn._title()))
+    assert set(names) <= texts and f"dm, digits, IPC {ipc}" in texts
+    assert {str(j) for j in range(1, ipc + 1)} <= texts
+
+
+def test_set_picture_caps_large_ipc():
+    syn = _set(n_per=30, k=2)
+    fig = grid_figure(syn.pixels(), syn.hard_labels, 2, max_per_class=10)
+    texts = _figure_texts(fig)
+    assert "class 0" in texts and "10" in texts and "11" not in texts
+    assert "image of the class (first 10 of 30)" in texts
+
+
+def test_repr_is_short():
+    syn = SyntheticSet(torch.zeros(500, 3, 32, 32), torch.arange(10).repeat_interleave(50), lr=torch.tensor(0.01),
+                       metadata={"method": "mtt", "dataset": "cifar10"})
+    text = repr(syn)
+    assert len(text) < 200 and "tensor(" not in text
+    assert all(part in text for part in ("'mtt'", "ipc=50", "[500, 3, 32, 32] float32", "lr=0.01"))
 
 
 def test_grid_inverts_zca(tmp_path):
@@ -108,6 +141,13 @@ def test_plot_curves(tmp_path):
     assert os.path.exists(plot_curves(tmp_path / "one.png", [1.0, 0.5]))
     with pytest.raises(ValueError, match="has 2 values but 3 steps"):
         plot_curves(tmp_path / "bad.png", [1.0, 0.5], steps=[0, 1, 2])
+
+
+def test_curves_have_labelled_axes_and_a_title():
+    ax = curves_figure({"dm": [3.0, 2.0]}, ylabel="test accuracy %").axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("iteration", "test accuracy %",
+                                                                  "test accuracy % per iteration")
+    assert curves_figure([1.0], title="DM, digits").axes[0].get_title() == "DM, digits"
 
 
 def test_from_dc(tmp_path):
