@@ -73,7 +73,9 @@ def main(argv=None) -> None:
                        size=f"{results['dataset']}-ipc{ipc}", dataset=results["dataset"], ipc=ipc,
                        iterations=results["iterations"], seconds=results["seconds"], distilled=d, random_real=b,
                        seed=results["seed"], config=results["config"], protocol=results.get("protocol", "dc"),
-                       **{k: results[k] for k in ("compute", "diversity", "teacher") if k in results})
+                       # the run's own ddfast, environment and backends (a reused results.json may predate this commit)
+                       **{k: results[k] for k in ("compute", "diversity", "teacher", "ddfast", "environment",
+                                                  "backends_ran") if k in results})
             print(f"{method} ipc {ipc}: distilled {100 * d['mean']:.1f} ± {100 * d['std']:.1f} %, random real "
                   f"{100 * b['mean']:.1f} ± {100 * b['std']:.1f} % ({d['preset']}, {d['runs']} runs)")
     for ipc in (int(k) for k in args.ipcs.split(",")):
