@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -59,13 +60,16 @@ def _percent(entry: dict) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    """Distilled vs random-real accuracy, one line per run (markdown)."""
-    print("| method | dataset | IPC | iterations | distill s | distilled acc % | random real acc % | eval |")
-    print("|---|---|---|---|---|---|---|---|")
+    """Distilled vs random-real accuracy and the verdict (:func:`ddfast.eval.verdict`), one line per run (markdown)."""
+    from .eval import verdict
+
+    print("| method | dataset | IPC | iterations | distill s | distilled acc % | random real acc % | eval | verdict |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         d, b = r["distilled"], r["random_real"]
         print(f"| {r['method']} | {r['dataset']} | {r['ipc']} | {r['iterations']} | {r['seconds']:.0f} | {_percent(d)} "
-              f"| {_percent(b)} | {d['preset']}, {d['runs']} runs{', KD' if r.get('protocol') == 'kd' else ''} |")
+              f"| {_percent(b)} | {d['preset']}, {d['runs']} runs{', KD' if r.get('protocol') == 'kd' else ''} "
+              f"| {verdict(r)} |")
 
 
 def _show_config(args) -> int:
@@ -166,17 +170,27 @@ def _teacher(args) -> int:
 
 
 def _quickstart(args) -> int:
+    from .distributed import context
     from .runner import distill_run
 
+    talk = context().is_main
     rows = []
-    for method, ipc in QUICKSTART:
-        rows.append(distill_run(method, "digits", ipc, Path(args.out) / f"{method}_ipc{ipc}", seed=args.seed,
-                                device=args.device, eval_preset="quick", progress=not args.quiet))
+    for number, (method, ipc) in enumerate(QUICKSTART, 1):
+        out = Path(args.out) / f"{method}_ipc{ipc}"
+        label = f"{method.upper()} IPC {ipc} ({number}/{len(QUICKSTART)})"
+        if talk:  # quiet: one line per run, finished by its seconds; else the progress bars come between
+            print(f"{label} -> {out} ...", end=" " if args.quiet else "\n", flush=True)
+        start = time.perf_counter()
+        rows.append(distill_run(method, "digits", ipc, out, seed=args.seed, device=args.device, eval_preset="quick",
+                                progress=not args.quiet))
+        if talk:
+            print(f"{'' if args.quiet else label + ': '}{time.perf_counter() - start:.0f} s", flush=True)
     if None in rows:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print("\nDistillation on sklearn's digits (16x16), evaluated with the QUICK preset (2 runs, 60 epochs); "
           "`ddfast distill --eval-preset full` runs the full protocol.")
     print_table(rows)
+    print(f"run folders (set.pt, set.png, loss.png, results.json) in {args.out}/")
     return 0
 
 

@@ -1,5 +1,6 @@
 """What the command line says to a person: an expected error as one message naming the flag or key and what
-would work (exit 2 for usage, 1 otherwise), its traceback only with --debug; --show-config; the help texts."""
+would work (exit 2 for usage, 1 otherwise), its traceback only with --debug; --show-config; the help texts;
+quickstart's progress lines."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 import ddfast
 import ddfast.runner
-from ddfast.cli import build_parser, main
+from ddfast.cli import QUICKSTART, build_parser, main
 from ddfast.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,3 +120,26 @@ def test_help_texts_are_whole_sentences_without_markup(capsys):
         main(["distill", "--help"])
     text = capsys.readouterr().out
     assert "ddfast distill --method dm --dataset digits --ipc 10 --out runs/dm10" in text  # the epilog keeps lines
+
+
+def _fake_run(method, dataset, ipc, out, **kwargs):
+    Path(out).mkdir(parents=True)
+    accuracy = {"mean": 0.9, "std": 0.01, "runs": 2, "preset": "quick"}
+    return {"method": method, "dataset": dataset, "ipc": ipc, "iterations": 2, "seconds": 1.0,
+            "distilled": accuracy, "random_real": {**accuracy, "mean": 0.7}}
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "bars"])
+def test_quickstart_reports_each_run_where_it_went_and_a_verdict(tmp_path, capsys, monkeypatch, quiet):
+    monkeypatch.setattr(ddfast.runner, "distill_run", _fake_run)
+    with pytest.raises(SystemExit) as done:
+        main(["quickstart", "--out", str(tmp_path), *(["--quiet"] if quiet else [])])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    for number, (method, ipc) in enumerate(QUICKSTART, 1):
+        label = re.escape(f"{method.upper()} IPC {ipc} ({number}/{len(QUICKSTART)})")
+        where = re.escape(str(tmp_path / f"{method}_ipc{ipc}"))
+        pattern = rf"^{label} -> {where} \.\.\. \d+ s$" if quiet else rf"^{label} -> {where} \.\.\.\n{label}: \d+ s$"
+        assert re.search(pattern, out, re.MULTILINE), out
+    assert "| verdict |" in out and out.count("| beats (") == len(QUICKSTART)
+    assert f"run folders (set.pt, set.png, loss.png, results.json) in {tmp_path}/" in out
