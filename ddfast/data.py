@@ -289,8 +289,9 @@ def _missing(dataset: str, layout: str, paths: Sequence[Path]) -> FileNotFoundEr
 def _load_digits(im_size):
     try:
         from sklearn.datasets import load_digits
-    except ImportError as exc:  # optional dependency (pip install ddfast[data])
-        raise ImportError("the digits dataset needs scikit-learn (pip install scikit-learn)") from exc
+    except ImportError as exc:  # in the cli and data extras
+        raise ImportError("the digits dataset needs scikit-learn: pip install scikit-learn (in a ddfast checkout: "
+                          "pip install -e '.[cli]' --no-build-isolation)") from exc
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(bunch.target, dtype=torch.int64)

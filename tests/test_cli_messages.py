@@ -1,6 +1,6 @@
 """What the command line says to a person: an expected error as one message naming the flag or key and what
 would work (exit 2 for usage, 1 otherwise), its traceback only with --debug; --show-config; the help texts;
-quickstart's progress lines."""
+quickstart's progress lines; and setup.py's message when torch is missing."""
 
 from __future__ import annotations
 
@@ -85,6 +85,17 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
         main([*DISTILL, "--out", str(tmp_path / "run")])
 
 
+def test_missing_cli_extras_name_the_checkout_install(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else find_spec(name, *a))
+    code, err = _exit(capsys, [*DISTILL, "--iterations", "1", "--out", str(tmp_path / "run")])
+    assert code == 1 and "Traceback" not in err
+    assert "ddfast distill needs tqdm: pip install tqdm (in a ddfast checkout: pip install -e '.[cli]' " \
+           "--no-build-isolation)" in err, err
+
+
 def test_show_config_lists_every_setting_with_its_value_and_meaning(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:  # no --out needed: nothing runs, nothing is written
@@ -143,3 +154,14 @@ def test_quickstart_reports_each_run_where_it_went_and_a_verdict(tmp_path, capsy
         assert re.search(pattern, out, re.MULTILINE), out
     assert "| verdict |" in out and out.count("| beats (") == len(QUICKSTART)
     assert f"run folders (set.pt, set.png, loss.png, results.json) in {tmp_path}/" in out
+
+
+def test_setup_py_without_torch_says_what_to_install():
+    script = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['setup.py', '--version']; "
+              "runpy.run_path('setup.py', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "setup.py: ddfast builds against PyTorch and this Python has no torch: install it first (CPU: pip install "
+        "torch --index-url https://download.pytorch.org/whl/cpu; CUDA: pip install torch), then pip install "
+        "setuptools ninja and pip install -e '.[cli]' --no-build-isolation (README, \"Use ddfast in your own code\")"]
