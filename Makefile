@@ -27,7 +27,7 @@ info: setup
 	$(VENV)/bin/ddfast info
 
 quickstart: setup  ## README command 1: DM (IPC 1, 10) and DC (IPC 1) on digits, quick evaluation, one table
-	$(VENV)/bin/ddfast quickstart --out runs/quickstart --quiet
+	$(VENV)/bin/ddfast quickstart --out runs/quickstart
 
 results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+, AST, SeqMatch at IPC 1 and 10, SRe2L and DELT at IPC 10 and 50 on digits, full protocol -> bench/results + README
 	$(PY) scripts/results.py

@@ -32,6 +32,9 @@ CSRC = ROOT / "csrc"
 BUILD_INFO = ROOT / "ddfast" / "build_info.json"
 CUDA_OPS = ["grad_distance", "param_match_loss", "sgd_step", "adjoint_step"]  # each: csrc/<op>/<op>.cu + cuda.cpp
 VERSION = "0.1.0"  # also ddfast.__version__
+NO_TORCH = ("setup.py: ddfast builds against PyTorch and this Python has no torch: install it first (CPU: pip install "
+            "torch --index-url https://download.pytorch.org/whl/cpu; CUDA: pip install torch), then pip install "
+            "setuptools ninja and pip install -e '.[cli]' --no-build-isolation (README, \"Use ddfast in your own code\")")
 
 
 def _load_source_hash():
@@ -63,7 +66,10 @@ def _extension_setup() -> tuple[list, dict]:
         _write_build_info(info)
         return [], {}
 
-    import torch
+    try:
+        import torch
+    except ImportError:
+        sys.exit(NO_TORCH)
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     nvcc = Path(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else None

@@ -51,6 +51,9 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .errors import UsageError
+from .usage import did_you_mean
+
 __all__ = ["ImageDataset", "ZCA", "load_dataset", "DATASETS", "default_root"]
 
 DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder")
@@ -279,14 +282,16 @@ class ImageDataset:
 def _missing(dataset: str, layout: str, paths: Sequence[Path]) -> FileNotFoundError:
     listed = "\n  ".join(str(p) for p in paths)
     return FileNotFoundError(f"{dataset}: expected {layout}; not found:\n  {listed}\n(ddfast never downloads "
-                             f"data: place the files there or pass root=)")
+                             f"data: place the files there or pass their folder: --data-root on the command line, root= (load_dataset) or "
+                             f"data_root= (the run functions) in Python; default $DDFAST_DATA, else ./data)")
 
 
 def _load_digits(im_size):
     try:
         from sklearn.datasets import load_digits
-    except ImportError as exc:  # optional dependency (pip install ddfast[data])
-        raise ImportError("the digits dataset needs scikit-learn (pip install scikit-learn)") from exc
+    except ImportError as exc:  # in the cli and data extras
+        raise ImportError("the digits dataset needs scikit-learn: pip install scikit-learn (in a ddfast checkout: "
+                          "pip install -e '.[cli]' --no-build-isolation)") from exc
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(bunch.target, dtype=torch.int64)
@@ -487,7 +492,9 @@ def _list_imagefolder(root: Path):
 
 # --------------------------------------------------------------------------------------- load_dataset
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The name of :data:`DATASETS` that ``name`` spells (any case, ``-`` and ``_`` ignored, aliases); raises
+    UsageError naming ``--dataset`` otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     key = name.lower().replace("-", "").replace("_", "")
@@ -495,7 +502,8 @@ def _canonical(name: str) -> str:
                "fashionmnist": "fashion_mnist", "imagefolder": "imagefolder", "tinyimagenet": "imagefolder",
                "tiny": "imagefolder"}
     if key not in aliases:
-        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+        raise UsageError("--dataset", f"--dataset must be one of {list(DATASETS)}, got {name!r}"
+                                      f"{did_you_mean(name, DATASETS)}")
     return aliases[key]
 
 
@@ -526,7 +534,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, im_size=No
     keeps its native size. ``zca`` whitens as MTT does (no mean/std normalisation, :class:`ZCA`
     with ``zca_eps``, fitted on train). ``device`` holds the tensors. ``memory_limit`` (bytes):
     image folders whose decoded float32 images exceed it are streamed from disk."""
-    name = _canonical(name)
+    name = canonical_name(name)
     im_size = _size(im_size)
     root = default_root() if root is None else Path(root)
     device = torch.device(device)

@@ -49,7 +49,7 @@ from .models import EVAL_POOL, NETWORKS, get_network
 from .synthetic import SyntheticSet
 
 __all__ = ["EvalResult", "evaluate", "cross_architecture", "random_real_baseline", "random_real_set", "kd_batch_size",
-           "embedding_diversity",
+           "embedding_diversity", "verdict",
            "train_sequentially", "default_augment", "test_accuracy", "PRESETS", "MTT_FAMILY"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -389,6 +389,16 @@ def random_real_baseline(dataset: ImageDataset, ipc: int, model: str = "ConvNet"
                            mtt_family=False, images=sum(min(ipc, len(i)) for i in dataset.indices_per_class))
     result.extra["ipc"] = ipc
     return result
+
+
+def verdict(results: dict) -> str:
+    """Whether a run's distilled set beats its random real subset (``results`` as results.json holds them): at
+    IPC 1 the gap must exceed the larger std, at higher IPC the mean must be higher."""
+    distilled, real = results["distilled"], results["random_real"]
+    gap = distilled["mean"] - real["mean"]
+    if results["ipc"] == 1:
+        return "beats (gap > larger std)" if gap > max(distilled["std"], real["std"]) else "does not beat"
+    return "beats (higher mean)" if gap > 0 else "does not beat"
 
 
 def embedding_diversity(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:

@@ -47,7 +47,8 @@ def _require_cli_extras() -> None:
 
     missing = [m for m in ("matplotlib", "tqdm") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ImportError(f"ddfast distill needs {', '.join(missing)}: pip install 'ddfast[cli]'")
+        raise ImportError(f"ddfast distill needs {', '.join(missing)}: pip install {' '.join(missing)} (in a ddfast "
+                          f"checkout: pip install -e '.[cli]' --no-build-isolation)")
 
 
 def _accuracy(result) -> dict:

@@ -8,6 +8,7 @@ got; the runner applies them before it loads data or writes a folder."""
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
 import math
 import types
@@ -114,7 +115,9 @@ class Accepts:
             got = repr(value) if from_text else f"{value!r} ({type(value).__name__})"
             raise UsageError(name, f"{name}: expected {KINDS[self.kind]}, got {got}") from None
         if not self._within(typed):
-            raise UsageError(name, f"{name} must be {self.describe()}, got {typed!r}")
+            options = self.options() or ()
+            hint = did_you_mean(typed, options) if isinstance(typed, str) else ""
+            raise UsageError(name, f"{name} must be {self.describe()}, got {typed!r}{hint}")
         return typed
 
     def _within(self, value) -> bool:
@@ -190,6 +193,33 @@ SETTING_RULES = {
 }
 
 
+def did_you_mean(word: str, options) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``options`` to ``word``, or "" when none is close."""
+    close = difflib.get_close_matches(word, [str(option) for option in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+# One-line meanings of the settings most methods share (``--show-config``); a field's trailing comment in its config
+# class says more where it has one.
+SETTING_MEANINGS = {
+    "ipc": "synthetic images per class",
+    "iterations": "outer iterations (updates of the synthetic set)",
+    "lr_img": "learning rate of the synthetic images",
+    "momentum": "SGD momentum of the synthetic images",
+    "batch_real": "real images per class in each iteration's batch",
+    "model": "network the set is matched through",
+    "init": "initial images: real (random real images) or noise",
+    "dsa_strategy": "DSA augmentation families",
+    "syn_steps": "student steps on the synthetic set per iteration",
+    "expert_epochs": "expert epochs those steps are matched against",
+    "max_start_epoch": "latest expert epoch a start point is drawn from",
+    "lr_teacher": "initial learned student learning rate",
+    "lr_lr": "learning rate of the learned student learning rate",
+    "batch_syn": "synthetic images per student step (None: the whole set)",
+    "mode": "unroll mode: adjoint, autograd or tesla",
+    "seed": "seed every random draw derives from",
+}
+
+
 def check_run_arguments(**values) -> None:
     """Check run arguments (names of :data:`RUN_ARGUMENTS`) against their entries; raises UsageError."""
     for name, value in values.items():
@@ -220,8 +250,10 @@ def check_settings(method: str, settings: dict) -> dict:
     names = [f.name for f in fields(spec.config)]
     unknown = sorted(set(settings) - set(names))
     if unknown:
-        raise UsageError(f"--set {unknown[0]}", f"--set {', '.join(unknown)}: method {method!r} has no such "
-                                                f"setting; valid keys: {sorted(names)}")
+        named = ", ".join(key + did_you_mean(key, names) for key in unknown)
+        raise UsageError(f"--set {unknown[0]}", f"--set {named}: method {method!r} has no such "
+                                                f"setting; valid keys: {sorted(names)} (defaults: ddfast "
+                                                f"distill --method {method} --show-config)")
     typed = {key: _field_accepts(key, hints[key]).check(f"--set {key}", value, from_text=isinstance(value, str))
              for key, value in settings.items()}
     fixed = spec.fixed

@@ -1,9 +1,11 @@
 """The command line on inputs from elsewhere: sets saved by the DC and MTT code bases, evaluated by
 ``ddfast eval --source dc|mtt`` on files written as those code bases write them; and bad flag and ``--set``
-values, each refused with a UsageError naming it before any data is loaded or folder written."""
+values, each refused with a UsageError naming it before any data is loaded or folder written (printed as
+``ddfast COMMAND: error: MESSAGE``, exit code 2)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import numpy as np
@@ -95,13 +97,24 @@ def no_data(monkeypatch):
     monkeypatch.setattr(ddfast.runner, "load_dataset", refuse)
 
 
+def _refused(capsys, argv) -> str:
+    """The message of a usage error that ``ddfast ARGV`` printed (exit code 2, no traceback)."""
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    prefix = f"ddfast {argv[0]}: error: "
+    assert done.value.code == 2 and err.startswith(prefix) and "Traceback" not in err, err
+    return err[len(prefix):]
+
+
 @pytest.mark.parametrize("case", sorted(BAD_DISTILL))
-def test_distill_rejects_a_bad_value_before_any_work(tmp_path, no_data, case):
+def test_distill_rejects_a_bad_value_before_any_work(tmp_path, capsys, no_data, case):
     argv, message = BAD_DISTILL[case]
     out = tmp_path / "run"
     with pytest.raises(ddfast.UsageError, match=message) as raised:
-        main([*DISTILL, "--out", str(out), *argv])
+        main(["--debug", *DISTILL, "--out", str(out), *argv])
     assert str(raised.value).startswith(raised.value.name)  # the flag or --set key it names
+    assert re.match(message, _refused(capsys, [*DISTILL, "--out", str(out), *argv]))
     assert not out.exists()
 
 
@@ -114,20 +127,18 @@ BAD_EVAL = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_EVAL))
-def test_eval_rejects_a_bad_value_before_any_work(tmp_path, no_data, digits_set, case):
+def test_eval_rejects_a_bad_value_before_any_work(tmp_path, capsys, no_data, digits_set, case):
     argv, message = BAD_EVAL[case]
     digits_set.save(tmp_path / "set.pt")
-    with pytest.raises(ddfast.UsageError, match=message):
-        main(["eval", str(tmp_path / "set.pt"), "--quiet", "--device", "cpu", *argv])
+    assert re.match(message, _refused(capsys, ["eval", str(tmp_path / "set.pt"), "--quiet", "--device", "cpu", *argv]))
 
 
 @pytest.mark.parametrize("argv, message", [(("--experts", "0"), r"--experts must be an integer >= 1, got 0"),
                                            (("--batch-size", "0"), r"--batch-size must be an integer >= 1, got 0"),
                                            (("--model", "NoSuchNet"), r"--model must be one of")])
-def test_buffer_rejects_a_bad_value_before_any_work(tmp_path, no_data, argv, message):
+def test_buffer_rejects_a_bad_value_before_any_work(tmp_path, capsys, no_data, argv, message):
     out = tmp_path / "buf"
-    with pytest.raises(ddfast.UsageError, match=message):
-        main(["buffer", "--out", str(out), "--quiet", "--device", "cpu", *argv])
+    assert re.match(message, _refused(capsys, ["buffer", "--out", str(out), "--quiet", "--device", "cpu", *argv]))
     assert not out.exists()
 
 

@@ -253,7 +253,7 @@ def test_zca_dataset(digits):
 
 
 def test_bad_names():
-    with pytest.raises(ValueError, match="name must be one of"):
+    with pytest.raises(ValueError, match="--dataset must be one of"):
         load_dataset("svhn")
     with pytest.raises(ValueError, match="im_size"):
         load_dataset("digits", im_size=(0, 4))

@@ -264,8 +264,9 @@ def test_cli_buffer_then_mtt(tmp_path):
     assert ddfast.SyntheticSet.load(out / "set.pt").lr is not None
 
 
-def test_cli_rejects_a_bad_setting(tmp_path):
+def test_cli_rejects_a_bad_setting(tmp_path, capsys):
     from ddfast.cli import main
 
-    with pytest.raises(ValueError, match="no_such"):
+    with pytest.raises(SystemExit) as done:
         main(["distill", "--method", "dm", "--ipc", "1", "--out", str(tmp_path), "--set", "no_such=1", "--quiet"])
+    assert done.value.code == 2 and "no_such" in capsys.readouterr().err

@@ -168,7 +168,8 @@ def test_a_held_run_folder_is_refused_naming_its_holder_and_force_takes_it(tmp_p
 def test_a_second_ddfast_distill_on_a_held_folder_exits_with_an_error(tmp_path):
     with _io.run_folder(tmp_path / "run"):
         done = _distill_cli(tmp_path / "run")
-    assert done.returncode != 0 and f"in use by another ddfast run (pid {os.getpid()}" in done.stderr, done.stderr
+    assert done.returncode == 1 and f"in use by another ddfast run (pid {os.getpid()}" in done.stderr, done.stderr
+    assert done.stderr.startswith("ddfast distill: error: ") and "Traceback" not in done.stderr, done.stderr
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
 
 
@@ -225,7 +226,8 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path):
     finally:
         out.chmod(0o755)
     assert done.returncode != 0
-    assert "PermissionError: --out" in done.stderr and "not a folder this process can write to" in done.stderr, \
+    assert done.stderr.startswith("ddfast distill: error: --out") and "Traceback" not in done.stderr \
+        and "not a folder this process can write to" in done.stderr, \
         done.stderr[-2000:]
     assert list(out.iterdir()) == []
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ddfast.eval import verdict
+
 from .format import pyplot, source
 
 ORDER = {"dc": 0, "dsa": 1, "dm": 2, "mtt": 3, "lcs_gm": 4, "dream": 5, "ast": 6, "seqmatch": 7, "sre2l": 8, "delt": 9}
@@ -12,16 +14,6 @@ ORDER = {"dc": 0, "dsa": 1, "dm": 2, "mtt": 3, "lcs_gm": 4, "dream": 5, "ast": 6
 
 def _pct(entry: dict) -> str:
     return f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
-
-
-def verdict(r: dict) -> str:
-    """The bar for a method to beat random real images: at IPC 1 the gap must exceed the larger std; otherwise the
-    mean must be higher."""
-    d, b = r["distilled"], r["random_real"]
-    gap = d["mean"] - b["mean"]
-    if r["ipc"] == 1:
-        return "beats (gap > larger std)" if gap > max(d["std"], b["std"]) else "does not beat"
-    return "beats (higher mean)" if gap > 0 else "does not beat"
 
 
 def rows(latest) -> list[dict]:

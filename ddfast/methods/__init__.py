@@ -7,10 +7,12 @@ returning a :class:`ddfast.SyntheticSet`. :data:`METHODS` maps the CLI's method 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import inspect
+import re
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Callable
 
-from ..usage import check_settings
+from ..usage import SETTING_MEANINGS, check_settings
 from . import ast, dc, delt, dm, dream, lcs_gm, mtt, seqmatch, sre2l
 
 
@@ -95,5 +97,21 @@ def make_config(method: str, dataset: str, **overrides):
     return replace(spec.config(), **{**settings, **spec.fixed})
 
 
+def setting_meanings(config_type: type) -> dict[str, str]:
+    """One line per field of a config dataclass: its :data:`ddfast.usage.SETTING_MEANINGS` entry and its trailing
+    ``# comment`` in the class source (base classes included), where it has them."""
+    comments = {}
+    for cls in reversed(config_type.__mro__):
+        if not is_dataclass(cls):
+            continue
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):  # no source shipped
+            continue
+        comments.update(re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.MULTILINE))
+    return {f.name: "; ".join(filter(None, (SETTING_MEANINGS.get(f.name), comments.get(f.name))))
+            for f in fields(config_type)}
+
+
 __all__ = ["DATASET_DEFAULTS", "METHODS", "Method", "TEACHER_DEFAULTS", "ast", "dc", "delt", "dm", "dream", "lcs_gm",
-           "make_config", "mtt", "seqmatch", "sre2l", "teacher_recipe"]
+           "make_config", "mtt", "seqmatch", "setting_meanings", "sre2l", "teacher_recipe"]
