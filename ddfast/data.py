@@ -19,7 +19,8 @@ Datasets and the files each expects under ``root`` (default ``$DDFAST_DATA`` or 
 * ``"mnist"`` / ``"fashion_mnist"``: the IDX files ``train-images-idx3-ubyte``,
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each may be
   ``.gz``) in ``root``, ``root/MNIST/raw`` or ``root/mnist`` (``FashionMNIST/raw`` and
-  ``fashion_mnist`` for Fashion-MNIST; torchvision's layout works).
+  ``fashion_mnist`` for Fashion-MNIST; torchvision's layout works). Without a ``root``, Fashion-MNIST is
+  also looked for where Debian's ``dataset-fashion-mnist`` package installs it (``/usr/share/datasets/fashion-mnist``).
 * ``"imagefolder"``: ``root/train/<class>/*.png|jpg|jpeg|bmp|webp`` and ``root/val/<class>/...``
   or ``root/test/<class>/...``, or Tiny-ImageNet's validation layout ``root/val/images/*`` with
   ``root/val/val_annotations.txt`` (file name, class folder name, tab separated). Classes are the
@@ -75,6 +76,11 @@ DEFAULT_MEMORY_LIMIT = 4 * 2 ** 30
 def default_root() -> Path:
     """``$DDFAST_DATA`` if set, else ``./data``."""
     return Path(os.environ.get("DDFAST_DATA", "data"))
+
+
+# Folders a system package installs a dataset into, searched after the default root when no root is given:
+# Debian's dataset-fashion-mnist puts the four IDX .gz files in /usr/share/datasets/fashion-mnist.
+SYSTEM_FOLDERS = {"fashion_mnist": (("dataset-fashion-mnist", Path("/usr/share/datasets/fashion-mnist")),)}
 
 
 # --------------------------------------------------------------------------------------------- ZCA
@@ -386,10 +392,13 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
 
 
-def _load_idx_dataset(name, root):
+def _load_idx_dataset(name, root, system: bool = False):
+    """The IDX files in ``root`` or its usual subfolders; with ``system`` (no root given) also in the folders a
+    system package installs them into (:data:`SYSTEM_FOLDERS`)."""
     files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     subdirs = ("MNIST/raw", "mnist") if name == "mnist" else ("FashionMNIST/raw", "fashion_mnist")
-    for folder in (root, *(root / s for s in subdirs)):
+    packages = SYSTEM_FOLDERS.get(name, ()) if system else ()
+    for folder in (root, *(root / s for s in subdirs), *(folder for _, folder in packages)):
         found = []
         for f in files:
             plain, packed = folder / f, folder / (f + ".gz")
@@ -397,8 +406,10 @@ def _load_idx_dataset(name, root):
         if all(found):
             break
     else:
-        raise _missing(name, f"the IDX files {', '.join(files)} (each may end in .gz) in {root} or in "
-                             f"{', '.join(str(root / s) for s in subdirs)}", [root / f for f in files])
+        where = ", ".join([str(root / s) for s in subdirs] + [f"{folder} (apt-get install {package})"
+                                                              for package, folder in packages])
+        raise _missing(name, f"the IDX files {', '.join(files)} (each may end in .gz) in {root} or in {where}",
+                       [root / f for f in files])
     xtr, ytr, xte, yte = (_read_idx(p) for p in found)
     for path, images, labels in ((found[0], xtr, ytr), (found[2], xte, yte)):
         if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
@@ -536,7 +547,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, im_size=No
     image folders whose decoded float32 images exceed it are streamed from disk."""
     name = canonical_name(name)
     im_size = _size(im_size)
-    root = default_root() if root is None else Path(root)
+    given = root is not None
+    root = Path(root) if given else default_root()
     device = torch.device(device)
     sources = {}
     if name == "digits":
@@ -545,7 +557,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, im_size=No
     elif name in ("cifar10", "cifar100"):
         xtr, ytr, xte, yte, names = _load_cifar(name, root)
     elif name in ("mnist", "fashion_mnist"):
-        xtr, ytr, xte, yte, names = _load_idx_dataset(name, root)
+        xtr, ytr, xte, yte, names = _load_idx_dataset(name, root, system=not given)
     else:
         names, ftr, ltr, fte, lte = _list_imagefolder(root)
         if im_size is None:

@@ -131,6 +131,24 @@ def test_fashion_mnist_gz_in_torchvision_layout(tmp_path):
     assert ds.class_names[9] == "Ankle boot" and ds.mean == (0.2861,)
 
 
+def test_fashion_mnist_found_where_the_system_package_puts_it_when_no_root_is_given(tmp_path, monkeypatch):
+    import ddfast.data as data_module
+
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    data = write_idx(system, np.random.default_rng(6), packed=True)
+    monkeypatch.setattr(data_module, "SYSTEM_FOLDERS", {"fashion_mnist": (("dataset-fashion-mnist", system),)})
+    monkeypatch.setenv("DDFAST_DATA", str(tmp_path / "empty"))
+    ds = load_dataset("fashion_mnist")
+    assert ds.train_labels.tolist() == data["train-labels-idx1-ubyte"].tolist()
+    with pytest.raises(FileNotFoundError) as info:  # a root given is the only place looked in
+        load_dataset("fashion_mnist", tmp_path / "elsewhere")
+    assert "apt-get" not in str(info.value)
+    monkeypatch.setattr(data_module, "SYSTEM_FOLDERS",
+                        {"fashion_mnist": (("dataset-fashion-mnist", tmp_path / "not-installed"),)})
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion_mnist")
+
+
 def test_idx_missing_and_corrupt(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset("mnist", tmp_path)
