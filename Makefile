@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ddfast-installed
 SOURCES := setup.py pyproject.toml requirements-dev.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: quickstart results experiments setup build dist test test-fast test-triton test-compile bench bench-full report info ci clean
+.PHONY: quickstart results results-fashion-mnist test-real-data experiments setup build dist test test-fast test-triton test-compile bench bench-full report info ci clean
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,16 +33,29 @@ results: setup  ## DC, DM, MTT, label-cycle GM, DREAM+, AST, SeqMatch at IPC 1 a
 	$(PY) scripts/results.py
 	$(PY) scripts/results.py --methods sre2l,delt --ipcs 10,50
 
+FMNIST_RUN := $(PY) scripts/results.py --dataset fashion_mnist --preset paper --compile on
+results-fashion-mnist: setup  ## DC, DSA, DM on Fashion-MNIST (apt-get install dataset-fashion-mnist) held against the papers; hours per run on a CPU: run it again and it continues from the checkpoints
+	$(FMNIST_RUN) --methods dc,dsa --ipcs 1 --eval-every 100 --checkpoint-every 20
+	$(FMNIST_RUN) --methods dm --ipcs 1,10 --iterations dm=2000 --eval-every 100 --checkpoint-every 20
+	$(FMNIST_RUN) --methods dc,dsa --ipcs 10 --iterations dc=50,dsa=50 --eval-runs 10 --eval-every 10 --checkpoint-every 5
+
 experiments: setup  ## DREAM+ vs random sampling, label-cycle GM vs plain GM, AST component ablation on digits (accuracy curves) -> README
 	$(PY) scripts/experiments.py
 
-test: setup test-fast test-triton test-compile
+test: setup test-fast test-triton test-compile test-real-data
 
 test-fast: setup  ## tiers 1-4 on CPU (reference, cpp, gradcheck, opcheck, bad inputs)
-	$(PY) -m pytest -q -m "not triton and not compile_gpu"
+	$(PY) -m pytest -q -m "not triton and not compile_gpu and not real_data"
 
 test-triton: setup  ## tier 5: Triton kernels under the interpreter
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton
+
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+test-real-data: setup  ## the real Fashion-MNIST files (Debian's dataset-fashion-mnist, installed here when missing)
+	@test -f $(FASHION_MNIST) || $(APT_GET) install -y dataset-fashion-mnist || \
+		($(APT_GET) update && $(APT_GET) install -y dataset-fashion-mnist)
+	$(PY) -m pytest -q -m real_data
 
 test-compile: setup  ## tier 6: nvcc and Triton ahead-of-time compile checks for sm_80/sm_90
 	$(PY) -m pytest -q -m compile_gpu

@@ -251,9 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", default=None, help="teacher file for sre2l/delt (made by `ddfast teacher`; trained "
                    "there when missing; default RUN/teacher.pt)")
     d.add_argument("--backend", default="auto", help="ddfast backend for every op: auto, reference, cpp, cuda, triton")
-    d.add_argument("--eval-preset", default="quick", choices=["quick", "full"],
-                   help="evaluation of the set and the random real subset: quick (2 runs, 60 epochs) or full (the "
-                        "papers' protocol: 5 runs, 300 epochs; 1000 for the MTT family)")
+    d.add_argument("--eval-preset", default="quick", choices=["quick", "full", "paper"],
+                   help="evaluation of the set and the random real subset: quick (2 runs, 60 epochs), full (5 runs, "
+                        "300 epochs; 1000 for the MTT family; DSA augmentation) or paper (the method's reference "
+                        "code: DC 20 runs x 300 epochs without augmentation, DSA/DM 20 x 1000 with DSA, MTT family "
+                        "5 x 1000)")
     d.add_argument("--eval-model", default="ConvNet", help="network trained on the set to evaluate it")
     d.add_argument("--eval-runs", type=int, default=None, help="override the preset's number of runs")
     d.add_argument("--eval-epochs", type=int, default=None, help="override the preset's training epochs")
@@ -278,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who wrote the set: ddfast (set.pt), dc (DC's res_*.pt) or mtt (MTT's images_best.pt)")
     e.add_argument("--models", default="ConvNet", help="comma-separated networks (e.g. MLP,ConvNet,LeNet,AlexNet,"
                    "VGG11,ResNet18)")
-    e.add_argument("--preset", default="full", choices=["quick", "full"],
-                   help="full: the papers' protocol (5 runs, 300 epochs; 1000 for the MTT family); quick: 2 runs, "
-                        "60 epochs")
+    e.add_argument("--preset", default="full", choices=["quick", "full", "paper"],
+                   help="full: 5 runs, 300 epochs (1000 for the MTT family), DSA augmentation; quick: 2 runs, 60 "
+                        "epochs; paper: the protocol of the reference code of the method that made the set (DC 20 "
+                        "runs x 300 epochs without augmentation, DSA/DM 20 x 1000, MTT family 5 x 1000)")
     e.add_argument("--lr", type=float, default=None, help="MTT's learned lr when its files do not hold it")
     e.add_argument("--no-baseline", action="store_true", help="skip the random-real baseline")
     e.add_argument("--runs", type=int, default=None, help="override the preset's number of runs")

@@ -44,6 +44,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,8 +378,11 @@ def _load_cifar(name, root):
 
 def _read_idx(path: Path) -> torch.Tensor:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a cut-off download or a damaged copy
+        raise ValueError(f"{path} is truncated or damaged ({exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
@@ -410,10 +414,18 @@ def _load_idx_dataset(name, root, system: bool = False):
                                                               for package, folder in packages])
         raise _missing(name, f"the IDX files {', '.join(files)} (each may end in .gz) in {root} or in {where}",
                        [root / f for f in files])
-    xtr, ytr, xte, yte = (_read_idx(p) for p in found)
-    for path, images, labels in ((found[0], xtr, ytr), (found[2], xte, yte)):
-        if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
-            raise ValueError(f"{path}: {tuple(images.shape)} images do not match {tuple(labels.shape)} labels")
+    try:
+        xtr, ytr, xte, yte = (_read_idx(p) for p in found)
+        for path, images, labels in ((found[0], xtr, ytr), (found[2], xte, yte)):
+            if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+                raise ValueError(f"{path}: {tuple(images.shape)} images do not match {tuple(labels.shape)} labels")
+    except ValueError as exc:
+        fixes = [f"apt-get install --reinstall {package}" if folder == found[0].parent else
+                 f"apt-get install {package} puts a good copy in {folder}" for package, folder in
+                 SYSTEM_FOLDERS.get(name, ())]
+        if not fixes:
+            raise
+        raise ValueError(f"{exc}; {'; '.join(fixes)}") from exc
     names = [str(c) for c in range(10)] if name == "mnist" else list(_FASHION_CLASSES)
     return (xtr.unsqueeze(1).float() / 255.0, ytr.long(), xte.unsqueeze(1).float() / 255.0, yte.long(), names)
 

@@ -26,8 +26,8 @@ from ._io import atomic_write_text, load_checked, payload_checksum, run_folder
 from .backends import backends_ran, use_backend
 from .compiled import compile_report, use_autocast, use_compile
 from .data import load_dataset
-from .eval import (default_augment, embedding_diversity, evaluate, random_real_baseline, random_real_set,
-                   test_accuracy)
+from .eval import (default_augment, embedding_diversity, evaluate, paper_protocol, random_real_baseline,
+                   random_real_set, test_accuracy)
 from .experts import expert_files, load_buffer, next_buffer_path, save_buffer, train_experts
 from .methods import METHODS, make_config, teacher_recipe
 from .methods.sre2l import load_teacher, save_teacher, squeeze
@@ -56,10 +56,14 @@ def _accuracy(result) -> dict:
             "model": result.model, "epochs": result.epochs, "accuracies": list(result.accuracies)}
 
 
-def protocol_settings(data, teacher=None, temperature: float = 20.0) -> dict:
-    """The evaluation protocol's arguments of :func:`ddfast.evaluate`: the DC protocol (DSA), or with a
-    ``teacher`` the KD protocol (the teacher's soft labels at ``temperature``, random-resized crop + flip)."""
+def protocol_settings(data, teacher=None, temperature: float = 20.0, *, preset: str = "full", method: str = "",
+                      model: str = "ConvNet") -> dict:
+    """The evaluation protocol's arguments of :func:`ddfast.evaluate`: the DC protocol (DSA; with preset "paper" the
+    runs, epochs and augmentation of ``method``'s reference code base, :func:`ddfast.eval.paper_protocol`), or with
+    a ``teacher`` the KD protocol (the teacher's soft labels at ``temperature``, random-resized crop + flip)."""
     if teacher is None:
+        if preset == "paper":
+            return {"protocol": "dc", **paper_protocol(method, data, model)}
         return {"protocol": "dc", "augment": default_augment("dc", data)}
     return {"protocol": "kd", "augment": default_augment("kd", data), "teacher": teacher, "temperature": temperature}
 
@@ -70,11 +74,22 @@ def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, m
     """The DC protocol (with ``teacher``: the KD protocol, both sets relabelled by that teacher) on ``syn`` and on
     random real subsets of ``ipc`` images per class (default the set's own; a multi-formation set passes its
     storage budget), same preset, seed and model (``runs``/``epochs`` override the preset's)."""
-    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "seed": seed, "device": device, "progress": progress,
-              **protocol_settings(data, teacher, temperature)}
+    kwargs = {"preset": preset, "seed": seed, "device": device, "progress": progress,
+              **protocol_settings(data, teacher, temperature, preset=preset, method=str(syn.metadata.get("method", "")),
+                                  model=model)}
+    kwargs.update({k: v for k, v in (("runs", runs), ("epochs", epochs)) if v is not None or k not in kwargs})
     ours = evaluate(syn, data, model, **kwargs)
     baseline = random_real_baseline(data, ipc or syn.ipc, model, **kwargs)
     return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
+
+
+def resumed_curve(path: Path, resumed: dict | None) -> list[tuple[int, float]]:
+    """The accuracy curve a resumed run continues: the points of ``path`` (written as they are measured) up to the
+    checkpoint's iteration; a fresh run starts an empty one."""
+    if resumed is None or not path.exists():
+        return []
+    done = resumed["state"]["iteration"]
+    return [(p["iteration"], p["accuracy"]) for p in json.loads(path.read_text()) if p["iteration"] <= done]
 
 
 @contextlib.contextmanager
@@ -178,7 +193,8 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                                         "buffer": buffer_record(buffer) if spec.needs_buffer else None},
                                    provenance={**provenance(), "world_size": ctx.world})
         resumed = read_checkpoint(checkpoint, method, config)  # a checkpoint this run cannot continue stops it here
-        curve: list[tuple[int, float]] = []
+        curve_path = out / "curve.json"
+        curve = resumed_curve(curve_path, resumed)
         labels = class_labels(data.num_classes, ipc, "cpu")
         teacher_net, teacher_record = None, None
         if teacher is not None and not spec.needs_teacher:
@@ -211,6 +227,8 @@ def distill_run(method: str, dataset: str, ipc: int, out: str | os.PathLike, *, 
                     result = evaluate(current, data, eval_model, preset="quick", runs=1, epochs=eval_epochs, seed=seed,
                                       device=device, progress=False, **evaluation)
                 curve.append((it, result.mean))
+                if ctx.is_main:  # kept beside the checkpoint, so a resumed run's curve starts where it left off
+                    atomic_write_text(curve_path, json.dumps([{"iteration": i, "accuracy": a} for i, a in curve]))
 
         start = time.perf_counter()
         compile_report(reset=True)
@@ -289,12 +307,13 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
         raise ValueError(f"{os.fspath(path)!r} is a {made_by} set: its evaluation is the KD protocol with the "
                          f"teacher it was recovered from; pass --teacher PATH")
     teacher_net = load_teacher(teacher, data, device)[0] if teacher is not None else None
-    kwargs = {"preset": preset, "runs": runs, "epochs": epochs, "seed": seed, "device": device, "progress": progress,
-              **protocol_settings(data, teacher_net, temperature)}
-    results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "protocol": kwargs["protocol"],
+    results = {"set": os.fspath(path), "dataset": data.name, "ipc": syn.ipc, "protocol": "dc" if teacher is None else "kd",
                "models": {}}
     with use_compile(compile):
         for model in models:
+            kwargs = {"preset": preset, "seed": seed, "device": device, "progress": progress,
+                      **protocol_settings(data, teacher_net, temperature, preset=preset, method=made_by, model=model)}
+            kwargs.update({k: v for k, v in (("runs", runs), ("epochs", epochs)) if v is not None or k not in kwargs})
             entry = {"distilled": _accuracy(evaluate(syn, data, model, **kwargs))}
             if baseline:
                 entry["random_real"] = _accuracy(random_real_baseline(data, syn.ipc, model, **kwargs))

@@ -10,10 +10,19 @@ smooth experts (buffer_ast). Each result is appended as one JSON line
 share one teacher (runs/results/<dataset>/teacher.pt, trained if missing) and are evaluated by the KD protocol
 with it, as is their random-real baseline; their rows also record compute (image-iterations) and diversity.
 
+Long runs (Fashion-MNIST: hours per run on a CPU) write a checkpoint every --checkpoint-every iterations and, run
+again with the same arguments, continue from it; --eval-every K adds the accuracy-vs-iteration curve (one quick
+evaluation every K iterations, kept across resumes) to the run folder and the record. --iterations sets a budget
+shorter (or longer) than the paper's, per method or per method and IPC; the record keeps the method's paper length
+beside it, and the README table says which rows ran short.
+
 Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt,lcs_gm,dream,ast,seqmatch] [--ipcs 1,10]
        (SRe2L/DELT: --methods sre2l,delt --ipcs 10,50)
-       [--preset full]
+       [--preset full|quick|paper] [--eval-runs N]
+       [--iterations dm=2000,dc:10=50] [--eval-every K] [--checkpoint-every K] [--compile auto|on|off]
        [--experts 5] [--expert-epochs 15] [--force] [--device cpu]   (make results)
+   e.g. Fashion-MNIST (make results-fashion-mnist): --dataset fashion_mnist --methods dc,dsa --ipcs 1 --preset paper
+        --eval-every 100 --checkpoint-every 20 --compile on
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import Recorder  # noqa: E402
+from ddfast.methods import METHODS  # noqa: E402
 from ddfast.runner import distill_run, ensure_buffer  # noqa: E402
 
 
@@ -39,7 +49,13 @@ def main(argv=None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--methods", default="dc,dm,mtt,lcs_gm,dream,ast,seqmatch")
     parser.add_argument("--ipcs", default="1,10")
-    parser.add_argument("--preset", default="full", choices=["quick", "full"])
+    parser.add_argument("--preset", default="full", choices=["quick", "full", "paper"])
+    parser.add_argument("--eval-runs", type=int, default=None, help="override the preset's number of runs")
+    parser.add_argument("--iterations", default="", help="budgets: method=N or method:ipc=N, comma-separated "
+                        "(default: the method's own length for the dataset)")
+    parser.add_argument("--eval-every", type=int, default=0, help="accuracy curve: one quick evaluation every K")
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
     parser.add_argument("--experts", type=int, default=5)
     parser.add_argument("--expert-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
@@ -49,6 +65,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     folder = args.out / args.dataset
     methods = args.methods.split(",")
+    budgets = parse_budgets(args.iterations)
     buffers = {}  # method -> its expert folder: MTT's experts (mtt, seqmatch's S1) or AST's smooth experts
     for recipe, folder_name, users in (("mtt", "buffer", ("mtt", "seqmatch")), ("ast", "buffer_ast", ("ast",))):
         if any(m in methods for m in users):
@@ -66,13 +83,18 @@ def main(argv=None) -> None:
                 print(f"reusing {done}")
             else:  # a killed run continues from its checkpoint
                 results = distill_run(method, args.dataset, ipc, run, data_root=args.data_root, seed=args.seed,
-                                      device=args.device, eval_preset=args.preset, resume=not args.force,
-                                      buffer=buffers.get(method), teacher=folder / "teacher.pt")
+                                      device=args.device, eval_preset=args.preset, eval_runs=args.eval_runs,
+                                      iterations=budgets.get((method, ipc), budgets.get((method, None))),
+                                      resume=not args.force,
+                                      checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                                      compile=args.compile, buffer=buffers.get(method), teacher=folder / "teacher.pt")
             d, b = results["distilled"], results["random_real"]
             rec.record(op="distill", case=method, backend="ddfast", strategy=d["preset"],
                        size=f"{results['dataset']}-ipc{ipc}", dataset=results["dataset"], ipc=ipc,
                        iterations=results["iterations"], seconds=results["seconds"], distilled=d, random_real=b,
                        seed=results["seed"], config=results["config"], protocol=results.get("protocol", "dc"),
+                       paper_iterations=METHODS[method].config().iterations,
+                       curve=results.get("curve", []),
                        # the run's own ddfast, environment and backends (a reused results.json may predate this commit)
                        **{k: results[k] for k in ("compute", "diversity", "teacher", "ddfast", "environment",
                                                   "backends_ran") if k in results})
@@ -82,6 +104,18 @@ def main(argv=None) -> None:
         if {"sre2l", "delt"} <= set(methods):
             compare_sets(folder, ipc, ROOT / "bench" / "results" / f"delt_vs_sre2l_ipc{ipc}.png")
     subprocess.run([sys.executable, str(ROOT / "bench" / "report.py")], check=True)
+
+
+def parse_budgets(text: str) -> dict:
+    """``"dm=2000,dc:10=50"`` -> {("dm", None): 2000, ("dc", 10): 50}."""
+    budgets = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        method, _, ipc = key.partition(":")
+        if not value.isdigit() or (ipc and not ipc.isdigit()):
+            raise SystemExit(f"--iterations: expected method=N or method:ipc=N, got {item!r}")
+        budgets[(method, int(ipc) if ipc else None)] = int(value)
+    return budgets
 
 
 def compare_sets(folder: Path, ipc: int, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import shutil
 import struct
 import warnings
 
@@ -157,6 +158,40 @@ def test_idx_missing_and_corrupt(tmp_path):
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x0d\x01" + b"\x00" * 8)
     with pytest.raises(ValueError, match="bad magic"):
         load_dataset("mnist", tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["cut short", "cut inside the gzip stream"])
+def test_a_truncated_fashion_mnist_file_is_an_error_naming_the_file_and_the_package(tmp_path, monkeypatch, damage):
+    from ddfast import data as data_module
+
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    write_idx(system, np.random.default_rng(7), packed=True, n_train=40)
+    path = system / "train-images-idx3-ubyte.gz"
+    if damage == "cut short":  # a whole gzip stream whose IDX body is shorter than its header says
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
+    else:
+        path.write_bytes(path.read_bytes()[:-30])
+    monkeypatch.setattr(data_module, "SYSTEM_FOLDERS", {"fashion_mnist": (("dataset-fashion-mnist", system),)})
+    monkeypatch.setenv("DDFAST_DATA", str(tmp_path / "nothing-here"))
+    with pytest.raises(ValueError) as info:
+        load_dataset("fashion_mnist")
+    message = str(info.value)
+    assert str(path) in message and "apt-get install --reinstall dataset-fashion-mnist" in message, message
+    mine = tmp_path / "mine"
+    shutil.copytree(system, mine)  # a copy of the user's own: the package is the way to a good one
+    with pytest.raises(ValueError, match="apt-get install dataset-fashion-mnist puts a good copy in"):
+        load_dataset("fashion_mnist", mine)
+    monkeypatch.setattr(data_module, "SYSTEM_FOLDERS", {})
+    with pytest.raises(ValueError, match="truncated or damaged" if damage != "cut short" else "IDX header says"):
+        load_dataset("fashion_mnist", mine)
+
+
+@pytest.mark.real_data
+def test_the_debian_fashion_mnist_files_load_without_a_root():
+    ds = load_dataset("fashion_mnist")
+    assert tuple(ds.train_images.shape) == (60000, 1, 28, 28) and tuple(ds.test_images.shape) == (10000, 1, 28, 28)
+    assert torch.bincount(ds.test_labels).tolist() == [1000] * 10 and ds.class_names[0] == "T-shirt/top"
+    assert abs(float(ds.train_images.mean()) - 0.0) < 0.01  # normalised by Fashion-MNIST's mean and std
 
 
 def _write_png(path, rng, side=8):

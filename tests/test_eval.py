@@ -3,12 +3,15 @@ seeded reproducibility, the learned-lr (MTT-family) defaults, augmentation calls
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ddfast.data import load_dataset
-from ddfast.eval import (PRESETS, EvalResult, cross_architecture, default_augment, evaluate, random_real_baseline,
+from ddfast.eval import (PRESETS, EvalResult, cross_architecture, default_augment, evaluate, paper_protocol,
+                         random_real_baseline,
                          random_real_set)
 from ddfast.synthetic import SyntheticSet
 
@@ -71,6 +74,22 @@ def test_default_augment_is_per_image_dsa_for_the_dc_protocol():
     assert type(default_augment("kd")).__name__ == "RandomResizedCropFlip"  # tests/test_sre2l_delt.py tests it
     with pytest.raises(ValueError, match="protocol"):
         default_augment("nope")
+
+
+@pytest.mark.parametrize("method, runs, epochs, augmented", [
+    ("dc", 20, 300, False), ("dsa", 20, 1000, True), ("dm", 20, 1000, True), ("mtt", 5, 1000, True),
+    ("seqmatch", 5, 1000, True), ("dream", PRESETS["full"]["runs"], None, True)])
+def test_the_paper_preset_is_each_methods_reference_evaluation(digits, method, runs, epochs, augmented):
+    protocol = paper_protocol(method, digits)
+    assert (protocol["runs"], protocol["epochs"], protocol["augment"] is not None) == (runs, epochs, augmented)
+
+
+def test_the_paper_preset_augments_dc_sets_only_where_dc_did(digits):
+    mnist_like = copy.copy(digits)
+    mnist_like.name = "mnist"
+    assert paper_protocol("dc", mnist_like)["augment"] is not None  # DC's crop_scale_rotate on MNIST
+    assert paper_protocol("dc", digits, "ConvNetBN")["augment"] is not None  # DC's crop_noise for BatchNorm
+    assert paper_protocol("dc", digits, "ConvNet")["augment"] is None
 
 
 def test_kd_protocol(digits):

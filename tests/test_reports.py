@@ -10,7 +10,7 @@ import torch
 
 import ddfast
 from bench.common import Recorder
-from bench.reports import experiment
+from bench.reports import distill, experiment
 
 
 def _row(case, variant, accuracy, ipc=1, gm=(), shift=()):
@@ -47,3 +47,22 @@ def test_bench_rows_record_ddfast_versions_and_device(tmp_path: Path):
     assert {"commit", "triton", "python", "device", "date"} <= set(row) and row["device"].endswith("threads)")
     written = [json.loads(line) for line in next(tmp_path.glob("*.jsonl")).read_text().splitlines()]
     assert written == [row]
+
+
+def _distill_row(case, ipc, mean, iterations, paper_iterations, curve=()):
+    accuracy = {"mean": mean, "std": 0.01, "runs": 20, "epochs": 300, "preset": "paper"}
+    return {"case": case, "dataset": "fashion_mnist", "ipc": ipc, "device": "cpu", "iterations": iterations,
+            "paper_iterations": paper_iterations, "seconds": 100.0, "distilled": accuracy,
+            "random_real": {**accuracy, "mean": 0.5}, "curve": [{"iteration": i, "accuracy": a} for i, a in curve]}
+
+
+def test_rows_are_held_against_the_papers_figures_and_short_runs_say_so(tmp_path: Path):
+    latest = {"cpu": {("dc", 1): _distill_row("dc", 1, 0.70, 1000, 1000),
+                      ("dm", 1): _distill_row("dm", 1, 0.66, 2000, 20000, [(0, 0.5), (1000, 0.6), (2000, 0.66)])}}
+    lines = distill.against_papers(latest, tmp_path, plot=True)
+    dc = next(line for line in lines if line.startswith("| dc | fashion_mnist | 1 |"))
+    assert "| 70.5 | -0.5 | 1000 |" in dc and "(20 runs, 300 epochs, paper)" in dc
+    dm = next(line for line in lines if line.startswith("| dm | fashion_mnist | 1 |"))
+    assert "| - | - | 2000 of 20000 (curve below) |" in dm
+    assert any(line.startswith("| dsa | fashion_mnist | 1 | not run yet | 70.6 |") for line in lines)
+    assert (tmp_path / "paper_curves.png").stat().st_size > 0 and lines[-1].endswith("paper_curves.png)")

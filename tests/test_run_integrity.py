@@ -280,6 +280,28 @@ def test_resume_records_the_ddfast_version_of_the_checkpoint(tmp_path):
     assert results["ddfast"]["version"] == __import__("ddfast").__version__
 
 
+def test_a_resumed_run_keeps_the_accuracy_curve_measured_before_it_stopped(tmp_path):
+    out = tmp_path / "run"
+    first = _run(out, iterations=2, eval_every=1)
+    assert [p["iteration"] for p in first["curve"]] == [1, 2]
+    assert json.loads((out / "curve.json").read_text()) == first["curve"]
+    resumed = _run(out, iterations=4, eval_every=1, resume=True)
+    assert [p["iteration"] for p in resumed["curve"]] == [1, 2, 3, 4]
+    assert resumed["curve"][:2] == first["curve"]
+    # points measured after the checkpoint a run resumes from are measured again, not kept twice
+    (out / "curve.json").write_text(json.dumps(resumed["curve"] + [{"iteration": 5, "accuracy": 0.0}]))
+    again = _run(out, iterations=5, eval_every=1, resume=True)
+    assert [p["iteration"] for p in again["curve"]] == [1, 2, 3, 4, 5] and again["curve"][-1]["accuracy"] > 0
+    fresh = _run(tmp_path / "fresh", iterations=1, eval_every=1)
+    assert [p["iteration"] for p in fresh["curve"]] == [1]
+
+
+def test_a_paper_preset_run_evaluates_by_the_methods_reference_protocol(tmp_path):
+    results = _run(tmp_path / "run", iterations=1, eval_preset="paper", eval_runs=2)
+    assert results["distilled"]["preset"] == "paper" and results["distilled"]["runs"] == 2
+    assert results["distilled"]["epochs"] == 2 and results["random_real"]["runs"] == 2  # the overrides hold
+
+
 def _distill_cli(out, *extra, env=None):
     return subprocess.run([sys.executable, "-m", "ddfast", "distill", "--out", str(out), *TINY_CLI, *extra],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1",

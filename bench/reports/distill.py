@@ -55,6 +55,79 @@ def seqmatch_vs_mtt(latest) -> list[str]:
             "distill s (MTT / SeqMatch) |", "|---|---|---|---|---|---|---|", *lines]
 
 
+# Published accuracies (%, ConvNet) to hold ddfast's rows against, with where they come from.
+PAPER_SOURCE = {"dc": "DC: VICO-UoE/DatasetCondensation readme, Table 1 (main.py defaults, noise init)",
+                "dsa": "DSA: the same readme, Table 2 (main.py --method DSA --init real)"}
+PAPER_FIGURES = {("dc", "fashion_mnist", 1): 70.5, ("dc", "fashion_mnist", 10): 82.3, ("dc", "fashion_mnist", 50): 83.6,
+                 ("dsa", "fashion_mnist", 1): 70.6, ("dsa", "fashion_mnist", 10): 84.6,
+                 ("dsa", "fashion_mnist", 50): 88.7}
+NO_PAPER_FIGURE = {"dm": "DM: none found (DM's paper and README report MNIST, CIFAR-10/100 and TinyImageNet; no later "
+                         "paper's Fashion-MNIST table with DM could be verified)"}
+PAPER_DATASETS = ("fashion_mnist",)
+
+
+def _paper_cell(r: dict) -> tuple[str, str]:
+    figure = PAPER_FIGURES.get((r["case"], r["dataset"], r["ipc"]))
+    if figure is None:
+        return "-", "-"
+    return f"{figure:.1f}", f"{100 * r['distilled']['mean'] - figure:+.1f}"
+
+
+def _length(r: dict) -> str:
+    paper = r.get("paper_iterations")
+    if paper is None or r["iterations"] >= paper:
+        return f"{r['iterations']}"
+    return f"{r['iterations']} of {paper} (curve below)"
+
+
+def against_papers(latest, results: Path, plot: bool) -> list[str]:
+    """Rows on the datasets with published tables (:data:`PAPER_DATASETS`): ddfast's accuracy beside the paper's,
+    the gap, the length run against the paper's, and the accuracy-vs-iteration curves of runs shorter than the
+    paper's; published figures not run yet are listed as such."""
+    ran = [r for r in rows(latest) if r["dataset"] in PAPER_DATASETS]
+    lines = []
+    for r in ran:
+        d, paper = r["distilled"], _paper_cell(r)
+        lines.append(f"| {r['case']} | {r['dataset']} | {r['ipc']} | {_pct(d)} ({d['runs']} runs, {d['epochs']} "
+                     f"epochs, {d['preset']}) | {paper[0]} | {paper[1]} | {_length(r)} | {r['seconds']:.0f} | "
+                     f"{r['device']} | {_pct(r['random_real'])} | {verdict(r)} |")
+    done = {(r["case"], r["dataset"], r["ipc"]) for r in ran}
+    for (method, dataset, ipc), figure in sorted(PAPER_FIGURES.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                                         ORDER[kv[0][0]])):
+        if (method, dataset, ipc) not in done:
+            lines.append(f"| {method} | {dataset} | {ipc} | not run yet | {figure:.1f} | | | | | | |")
+    short = [r for r in ran if r.get("curve") and r["iterations"] < r.get("paper_iterations", 0)]
+    picture = results / "paper_curves.png"
+    if plot and short:
+        plot_curves(short, picture)
+    sources = "; ".join([*PAPER_SOURCE.values(), *NO_PAPER_FIGURE.values()])
+    return ["", "**Held against the papers** (datasets with published tables; ddfast's rows use the reference code's "
+            "evaluation where the run says `paper`: DC 20 ConvNets x 300 epochs without augmentation, DSA and DM 20 x "
+            "1000 epochs with DSA; gap = ddfast - paper, in points). Published figures: " + sources + ".", "",
+            "| method | dataset | IPC | ddfast % | paper % | gap | iterations (of the paper's) | distill s | device | "
+            "random real % | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|", *lines,
+            *(["", "![accuracy vs iteration, runs shorter than the paper's](bench/results/paper_curves.png)"]
+              if short and picture.exists() else [])]
+
+
+def plot_curves(runs: list[dict], path: Path) -> None:
+    """Accuracy (one quick evaluation per point) against iteration, one line per run."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for r in runs:
+        ax.plot([p["iteration"] for p in r["curve"]], [100 * p["accuracy"] for p in r["curve"]], marker="o",
+                label=f"{r['case']} IPC {r['ipc']} ({r['iterations']} of {r['paper_iterations']} iterations)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("test accuracy % (quick, 1 run)")
+    ax.set_title("Runs shorter than the paper's: " + ", ".join(sorted({r["dataset"] for r in runs})))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _diversity(entry) -> str:
     return "-" if entry is None else f"{entry:.3f}"
 
@@ -129,4 +202,5 @@ def render(latest, results: Path, plot: bool) -> str:
         "teacher, the random real subset relabelled by the same teacher), "
         "mean ± std over the runs. Verdict: at IPC 1 the gap must exceed the larger standard deviation, "
         "at IPC 10 the mean must be higher.", "",
-        *table(latest), *seqmatch_vs_mtt(latest), *delt_vs_sre2l(latest, results), "", "![accuracy](bench/results/distill_accuracy.png)"])
+        *table(latest), *seqmatch_vs_mtt(latest), *delt_vs_sre2l(latest, results), "", "![accuracy](bench/results/distill_accuracy.png)",
+        *against_papers(latest, results, plot)])

@@ -76,6 +76,11 @@ DATASET_DEFAULTS = {
     # SRe2L's CIFAR recover length (1000) and DELT's 8 rounds (ImageNet: 4000 / 500); jitter scaled to 16 px
     ("sre2l", "digits"): {"iterations": 1000, "jitter": 2},
     ("delt", "digits"): {"iterations": 1000, "round_iterations": 125},
+    # Fashion-MNIST (28x28x1; ConvNet pads its first conv by 3, as DC's networks.py does for 28x28 grayscale): the
+    # papers' CIFAR settings hold for DC, DSA and DM (DC's main.py and main_DM.py have no per-dataset values);
+    # DC's Table 1 (its README: main.py --dataset FashionMNIST without --init) starts from noise, the parser
+    # default, where DSA's and DM's README commands pass --init real
+    ("dc", "fashion_mnist"): {"init": "noise"},
 }
 
 

@@ -35,8 +35,10 @@ BN_IMAGES_PER_CLASS = 16  # DC's BNSizePC: real images per class that set BatchN
 class DCConfig:
     """DC's defaults (main.py): ``--Iteration 1000``, ``--lr_img 0.1`` (SGD momentum 0.5), ``--lr_net
     0.01``, ``--batch_real 256``, ``--batch_train 256``, ``--dis_metric ours``, loops from the ipc table
-    :data:`LOOPS` when ``outer_loop``/``inner_loop`` are None. ``init`` is ``real`` (DC's README uses
-    ``--init real``; its parser default is noise). ``dsa`` switches DSA on (method "dsa")."""
+    :data:`LOOPS` when ``outer_loop``/``inner_loop`` are None. ``init`` is ``real`` (DSA's README command
+    passes ``--init real``; main.py's parser default, which DC's own Table 1 command keeps, is noise:
+    :data:`ddfast.methods.DATASET_DEFAULTS` sets it for the Fashion-MNIST reproduction). ``dsa`` switches DSA on
+    (method "dsa")."""
 
     ipc: int = 10
     iterations: int = 1000
