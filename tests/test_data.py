@@ -310,3 +310,22 @@ def test_bad_names():
         load_dataset("svhn")
     with pytest.raises(ValueError, match="im_size"):
         load_dataset("digits", im_size=(0, 4))
+
+
+@pytest.mark.real_data
+def test_ddfast_distill_finds_the_debian_fashion_mnist_without_a_data_root(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "ddfast", "distill", "--method", "dm", "--dataset", "fashion_mnist",
+                          "--ipc", "1", "--iterations", "2", "--eval-runs", "1", "--eval-epochs", "1", "--set",
+                          "batch_real=32", "--quiet", "--device", "cpu", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "DDFAST_DATA": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert {"set.pt", "set.png", "loss.png", "results.json"} <= {p.name for p in out.iterdir()}
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "fashion_mnist" and results["iterations"] == 2
+    assert 0 <= results["distilled"]["mean"] <= 1 and results["random_real"]["runs"] == 1
