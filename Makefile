@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ddfast-installed
 SOURCES := setup.py pyproject.toml requirements-dev.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: quickstart results results-fashion-mnist test-real-data experiments setup build dist test test-fast test-triton test-compile bench bench-full report info ci clean
+.PHONY: wheel-cuda stable-abi-probe quickstart results results-fashion-mnist test-real-data experiments setup build dist test test-fast test-triton test-compile bench bench-full report info ci clean
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
+	rm -f ddfast/_C*.so  # a build under another name (abi3 vs cpython-3xx) would otherwise shadow the new one
 	MAX_JOBS=$${MAX_JOBS:-2} DDFAST_BUILD_CPP=$${DDFAST_BUILD_CPP:-1} $(PY) -m pip install -q -e . --no-build-isolation --no-deps
 	touch $@
 
@@ -19,9 +20,20 @@ build: setup  ## rebuild the extension after editing csrc/
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q -e . --no-build-isolation --no-deps
 
 dist: setup  ## sdist, then a wheel built from it (CPU here; DDFAST_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" for GPUs)
-	rm -rf dist
+	rm -f dist/ddfast-*  # dist/cuda (make wheel-cuda) stays
 	MAX_JOBS=$${MAX_JOBS:-2} DDFAST_BUILD_CPP=$${DDFAST_BUILD_CPP:-1} $(PY) -m build --no-isolation --outdir dist
 	$(PY) scripts/check_dist.py dist
+
+WHEEL_TORCH ?= 2.11.0
+WHEEL_VENV := build/wheel-cuda/build-torch$(WHEEL_TORCH)
+wheel-cuda:  ## CUDA wheel for GPU clusters (sm_80, sm_90 + PTX) against torch $(WHEEL_TORCH) from the index, checked on this GPU-less machine -> dist/cuda
+	$(PYTHON) scripts/wheel_cuda.py --torch $(WHEEL_TORCH)
+
+stable-abi-probe: setup  ## a tensor-list op on LibTorch's stable ABI, built with torch $(WHEEL_TORCH) (make wheel-cuda's venv), loaded there and under .venv's torch
+	test -x $(WHEEL_VENV)/bin/python || $(MAKE) wheel-cuda
+	$(WHEEL_VENV)/bin/python scripts/stable_abi_probe.py build build/stable-abi-probe
+	$(WHEEL_VENV)/bin/python scripts/stable_abi_probe.py load build/stable-abi-probe
+	$(PY) scripts/stable_abi_probe.py load build/stable-abi-probe
 
 info: setup
 	$(VENV)/bin/ddfast info

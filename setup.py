@@ -11,9 +11,12 @@ Environment:
   MAX_JOBS             parallel compile jobs (ninja)
 
 A wheel with the compiled extension records what it was built against in its version's local label,
-e.g. ddfast-0.1.0+torch2.11.0.cu130-...whl or ddfast-0.1.0+torch2.13.0.cpu-...whl (and in
-ddfast/build_info.json, which makes ddfast refuse to load ddfast._C under another torch); the sdist and a
-pure-Python wheel keep the plain version.
+e.g. ddfast-0.1.0+torch2.11.0.cu130-cp310-abi3-linux_x86_64.whl or ddfast-0.1.0+torch2.13.0.cpu-...whl (and in
+ddfast/build_info.json, which makes ddfast refuse to load ddfast._C under another torch), and requires exactly
+that torch release (``torch==2.11.0``, any local build label), so pip never swaps the torch it was built against;
+the sdist and a pure-Python wheel keep the plain version and ``torch>=2.4``. ddfast._C uses CPython's limited API
+(3.10), so one wheel serves every CPython >= 3.10 (tag cp310-abi3); it is not yet built on LibTorch's stable ABI,
+so a wheel is per torch release (docs/DESIGN.md, "Wheels for clusters").
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ CSRC = ROOT / "csrc"
 BUILD_INFO = ROOT / "ddfast" / "build_info.json"
 CUDA_OPS = ["grad_distance", "param_match_loss", "sgd_step", "adjoint_step"]  # each: csrc/<op>/<op>.cu + cuda.cpp
 VERSION = "0.1.0"  # also ddfast.__version__
+LIMITED_API = "0x030A0000"  # ddfast._C: CPython's limited API of 3.10 (requires-python), an abi3 wheel
+DEPENDENCIES = ["torch>=2.4", "numpy"]
 NO_TORCH = ("setup.py: ddfast builds against PyTorch and this Python has no torch: install it first (CPU: pip install "
             "torch --index-url https://download.pytorch.org/whl/cpu; CUDA: pip install torch), then pip install "
             "setuptools ninja and pip install -e '.[cli]' --no-build-isolation (README, \"Use ddfast in your own code\")")
@@ -51,8 +56,14 @@ def _env_flag(name: str) -> str | None:
     return value or None
 
 
+# setup.py commands that build or install; the others (egg_info, dist_info: the metadata steps that build frontends run
+# in the source tree before building elsewhere) must leave the checkout's build_info.json alone
+BUILD_COMMANDS = ("build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install", "bdist_egg")
+
+
 def _write_build_info(info: dict) -> None:
-    BUILD_INFO.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    if any(command in sys.argv for command in BUILD_COMMANDS):
+        BUILD_INFO.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def _extension_setup() -> tuple[list, dict]:
@@ -86,12 +97,16 @@ def _extension_setup() -> tuple[list, dict]:
         with_cuda = False
     else:
         with_cuda = torch_cuda is not None and has_nvcc
+    if with_cuda and not Path(CUDA_HOME, "include", "cuda_runtime.h").is_file():
+        sys.exit(f"setup.py: building the CUDA kernels with nvcc from CUDA_HOME={CUDA_HOME}, which has no "
+                 "include/cuda_runtime.h (a wrapper script on PATH makes torch guess its parent folder); set "
+                 "CUDA_HOME to the CUDA toolkit's folder, e.g. CUDA_HOME=/usr/local/cuda")
     if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
 
     sources = [CSRC / "module.cpp"] + sorted(CSRC.glob("*/bind.cpp")) + sorted(CSRC.glob("*/cpu.cpp"))
     cxx_flags = ["-O3", "-fopenmp"]
-    define_macros = []
+    define_macros = [("Py_LIMITED_API", LIMITED_API)]
     extension = CppExtension
     extra = {"cxx": cxx_flags}
     if with_cuda:
@@ -134,20 +149,36 @@ def _extension_setup() -> tuple[list, dict]:
         define_macros=define_macros,
         extra_compile_args=extra,
         extra_link_args=["-fopenmp"],
+        py_limited_api=True,
     )
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
 
 
-def _version() -> str:
-    """VERSION, plus the torch and CUDA versions as a local label when building a wheel with ddfast._C."""
+def _built_wheel() -> dict | None:
+    """What ddfast._C of the wheel being built was compiled against (build_info.json), or None when this is not a
+    wheel with ddfast._C."""
     if "bdist_wheel" not in sys.argv:
-        return VERSION
+        return None
     built = json.loads(BUILD_INFO.read_text())
-    if not built.get("cpp"):
+    return built if built.get("cpp") else None
+
+
+def _version(built: dict | None) -> str:
+    """VERSION, plus the torch and CUDA versions as a local label when building a wheel with ddfast._C."""
+    if built is None:
         return VERSION
     cuda = f"cu{built['torch_cuda'].replace('.', '')}" if built.get("cuda") else "cpu"
     return f"{VERSION}+torch{built['torch_version'].split('+')[0]}.{cuda}"
 
 
+def _dependencies(built: dict | None) -> list[str]:
+    """A wheel with ddfast._C needs the torch release it was compiled against (any local label: +cu130, +cpu)."""
+    if built is None:
+        return DEPENDENCIES
+    return [f"torch=={built['torch_version'].split('+')[0]}", *DEPENDENCIES[1:]]
+
+
 ext_modules, cmdclass = _extension_setup()
-setup(version=_version(), ext_modules=ext_modules, cmdclass=cmdclass)
+_built = _built_wheel()
+setup(version=_version(_built), install_requires=_dependencies(_built), ext_modules=ext_modules, cmdclass=cmdclass,
+      options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext_modules else {})

@@ -30,8 +30,12 @@ def report() -> str:
         lines.append("CUDA: no device visible")
     info = _ext.BUILD_INFO
     if info.get("cpp"):
-        lines.append(f"build: built against torch {info.get('torch_version')}, cuda kernels "
-                     f"{'yes (' + str(info.get('cuda_arch_list')) + ')' if info.get('cuda') else 'no'}")
+        cuda = "no"
+        if info.get("cuda"):
+            ops = ", ".join(sorted(info.get("cuda_source_hashes", {})))
+            loaded = "" if _ext.has_cuda_kernels() or not _ext.has_cpp() else " (but the loaded ddfast._C has none)"
+            cuda = f"yes, for {info.get('cuda_arch_list')}: {ops}{loaded}"
+        lines.append(f"build: built against torch {info.get('torch_version')}, cuda kernels {cuda}")
     else:
         lines.append(f"build: {_ext.LOAD_ERROR}")
     lines.append("backends:")

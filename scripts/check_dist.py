@@ -1,5 +1,6 @@
 """Check what `make dist` built (CI): one sdist with the kernel sources, and one wheel built from it that carries
-ddfast._C and records the running torch in its version's local label and in ddfast/build_info.json.
+ddfast._C and records the running torch in its version's local label and in ddfast/build_info.json, requires exactly
+that torch release, and is tagged cp310-abi3 (one wheel for every CPython >= 3.10).
 
 Usage: python scripts/check_dist.py [DIST_DIR]
 """
@@ -33,6 +34,12 @@ def main(folder: Path) -> None:
         if not any(n.startswith("ddfast/_C") and n.endswith(".so") for n in files):
             sys.exit(f"{wheels[0].name} has no ddfast/_C extension")
         info = json.loads(whl.read("ddfast/build_info.json"))
+        metadata = whl.read(next(n for n in files if n.endswith(".dist-info/METADATA"))).decode()
+    release = torch.__version__.split("+")[0]
+    if f"Requires-Dist: torch=={release}" not in metadata:
+        sys.exit(f"{wheels[0].name} does not require torch=={release}, the torch its ddfast._C was built against")
+    if "-cp310-abi3-" not in wheels[0].name:
+        sys.exit(f"{wheels[0].name} is not tagged cp310-abi3 (ddfast._C is built on CPython's limited API)")
     if info.get("torch_version") != torch.__version__ or not info.get("cpp"):
         sys.exit(f"{wheels[0].name}: build_info.json says {info}, not a C++ build for torch {torch.__version__}")
     print(f"sdist {sdists[0].name}: {len(kernels)} kernel sources; wheel {wheels[0].name}: ddfast/_C, built for "

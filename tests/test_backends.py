@@ -124,6 +124,21 @@ def test_info_lists_backends(capsys):
     assert "grad_distance/cuda" in out and "grad_distance/triton" in out
 
 
+def test_info_names_the_cuda_kernels_a_build_holds_and_a_load_that_lacks_them(monkeypatch):
+    from ddfast import info
+
+    cuda_build = {**_ext.BUILD_INFO, "cpp": True, "cuda": True, "cuda_arch_list": "8.0;9.0+PTX",
+                  "torch_version": torch.__version__, "cuda_source_hashes": {"sgd_step": "a", "grad_distance": "b"}}
+    monkeypatch.setattr(_ext, "BUILD_INFO", cuda_build)
+    monkeypatch.setattr(_ext, "has_cpp", lambda: True)
+    monkeypatch.setattr(_ext, "has_cuda_kernels", lambda: True)
+    line = next(x for x in info.report().splitlines() if x.startswith("build:"))
+    assert line == (f"build: built against torch {torch.__version__}, cuda kernels yes, for 8.0;9.0+PTX: "
+                    "grad_distance, sgd_step")
+    monkeypatch.setattr(_ext, "has_cuda_kernels", lambda: False)
+    assert "(but the loaded ddfast._C has none)" in info.report()
+
+
 def test_backward_runs_the_backend_of_its_forward(monkeypatch):
     """Autograd runs CUDA backward passes on its own threads, where use_backend() does not reach: the
     backward must use the backend the forward resolved. Simulated here with a backward run on
