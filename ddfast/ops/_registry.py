@@ -19,17 +19,19 @@ triton.py (imported on first use: Triton is optional).
 The backend is resolved once per forward and kept for its backward: by the eager autograd.Function's
 forward, or by the custom op's kernel, which hands the name to setup_context with its output: it
 records (backend, weak reference to its first output) in a per-thread slot, and setup_context takes the
-name when its output is that very tensor (a custom op cannot return a string, and an extra ``backend``
+name when its output is that very tensor. (A custom op cannot return a string, and an extra ``backend``
 input would change the op's schema and cost host time in torch.library's autograd wrapper, which walks
-the schema once per argument: about 3 us per forward on CPU). The backward passes the name to the backward op, whose kernel runs that
-backend without resolving again (autograd runs CUDA backward passes on its own threads, where
-use_backend() does not reach). Under torch.compile the kernel resolves at run time, while
-setup_context, traced once with the fake kernel, finds no record and resolves for the backward graph.
+the schema once per argument: about 3 us per forward on CPU.) The backward passes the name to the
+backward op, whose kernel runs that backend without resolving again (autograd runs CUDA backward passes
+on its own threads, where use_backend() does not reach). Under torch.compile the kernel resolves at run
+time, while setup_context, traced once with the fake kernel, finds no record and resolves for the
+backward graph.
 """
 
 from __future__ import annotations
 
 import importlib
+import operator
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -44,8 +46,8 @@ from ._lazy import LazyModule
 MODULE_OF = {"reference": "reference", "cpp": "compiled", "cuda": "compiled", "triton": "triton"}
 LAZY = frozenset({"triton"})
 DEVICES = ("cpu", "cuda")
-_VALUE, _TENSOR, _LIST = "value", "tensor", "list"  # argument kinds (compared with ``is``)
-_SAVED_ATTRIBUTES = frozenset({"inputs", "backend", "needs", "kernel", "reference_vjp"})
+_VALUE, _TENSOR, _LIST = "value", "tensor", "list"  # argument kinds
+_SAVED_ATTRIBUTES = frozenset({"inputs", "backend", "needs", "kernel", "reference_vjp", "_op"})
 
 
 def _kind(arg: torch._C.Argument) -> str:
@@ -61,8 +63,11 @@ def _with_backend(schema: str) -> str:
     return f"{arguments[:-1]}, str backend) -> {returns}"
 
 
-def _first(outputs):
-    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+def _picker(positions: list[int]) -> Callable:
+    """A function returning the tuple of a sequence's items at ``positions``."""
+    if len(positions) == 1:
+        return lambda sequence: (sequence[positions[0]],)
+    return operator.itemgetter(*positions) if positions else lambda sequence: ()
 
 
 class _LastRun(threading.local):
@@ -79,8 +84,8 @@ class Saved:
     ``backend``) and :meth:`reference_vjp`."""
 
     def __init__(self, op: "FusedOp", values: dict, backend: str, needs: dict[str, bool], kernel: Callable):
-        self.__dict__.update(values)
-        self.backend, self.needs, self.kernel, self._op = backend, needs, kernel, op
+        values.update(backend=backend, needs=needs, kernel=kernel, _op=op)
+        self.__dict__ = values  # taken over, not copied: a backward pass builds one Saved
 
     @property
     def inputs(self) -> list:
@@ -133,9 +138,18 @@ class FusedOp:
     def __post_init__(self):
         arguments = torch._C.parse_schema(f"ddfast::{self.name}{self.forward_schema}").arguments
         self.input_names = tuple(a.name for a in arguments)
-        self._kinds = tuple(_kind(a) for a in arguments)
-        self._first_tensor = next(i for i, kind in enumerate(self._kinds) if kind is not _VALUE)
+        kinds = [_kind(a) for a in arguments]
+        # (position, name, is a list) of each tensor and tensor-list input, in order: what setup_context saves.
+        self._tensor_inputs = tuple((i, a.name, kind is _LIST) for i, (a, kind) in enumerate(zip(arguments, kinds))
+                                    if kind is not _VALUE)
+        self._has_lists = _LIST in kinds
+        self._tensor_names = tuple(name for _, name, _ in self._tensor_inputs)
+        self._tensors_of = _picker([i for i, _, _ in self._tensor_inputs])
+        self._value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
+        self._values_of = _picker([i for i, kind in enumerate(kinds) if kind is _VALUE])
+        self._saved_outputs_of = _picker(list(self.saved_outputs.values()))
         self.grad_positions = tuple(self.input_names.index(name) for name in self.grads_of)
+        self._grad_flags_of = _picker(list(self.grad_positions))
         clashes = _SAVED_ATTRIBUTES.intersection((*self.input_names, *self.saved_outputs))
         if clashes:
             raise ValueError(f"{self.name}: input or saved output names {sorted(clashes)} clash with Saved's "
@@ -159,7 +173,7 @@ class FusedOp:
         self.op.register_fake(self.fake_forward)
         self.backward_op.register_fake(lambda *args: self.fake_backward(*args[:-1]))
         self.op.register_autograd(self._custom_op_backward, setup_context=self._setup_context)
-        self.eager = self._eager_function() if _LIST in self._kinds else None
+        self.eager = self._eager_function() if self._has_lists else None
 
     def __call__(self, *inputs):
         """Run the op on the forward schema's arguments; returns the forward's outputs."""
@@ -168,63 +182,72 @@ class FusedOp:
         flat, template = self._pack(inputs)
         return self.eager.apply(inputs, template, *flat)
 
-    # Inputs are saved as their tensors, flat, and a template: the inputs with each tensor replaced by None and
-    # each tensor list by its length.
+    # setup_context saves the inputs' tensors, flat, then the saved outputs; the context keeps a template:
+    # (the non-tensor inputs, the length of each tensor-list input).
     def _device_dtype(self, inputs) -> tuple[torch.device, torch.dtype]:
-        first = inputs[self._first_tensor]
-        if self._kinds[self._first_tensor] is _LIST:
-            first = first[0]
+        i, _, is_list = self._tensor_inputs[0]
+        first = inputs[i][0] if is_list else inputs[i]
         return first.device, first.dtype
 
-    def _pack(self, inputs) -> tuple[list, list]:
+    def _pack(self, inputs) -> tuple[list, tuple]:
         """(the inputs' tensors, flat; the template)."""
-        flat, template = [], []
-        for kind, value in zip(self._kinds, inputs):
-            if kind is _LIST:
-                flat += value
-                template.append(len(value))
-            elif kind is _TENSOR:
-                flat.append(value)
-                template.append(None)
+        if not self._has_lists:
+            return self._tensors_of(inputs), (self._values_of(inputs), ())
+        flat, lengths = [], []
+        for i, _, is_list in self._tensor_inputs:
+            if is_list:
+                flat += inputs[i]
+                lengths.append(len(inputs[i]))
             else:
-                template.append(value)
-        return flat, template
+                flat.append(inputs[i])
+        return flat, (self._values_of(inputs), lengths)
 
     def _saved(self, ctx, kernel: Callable, flat_flags: bool) -> Saved:
-        """The Saved of a backward pass, from ``ctx.template``, ``ctx.saved_tensors`` (the inputs' tensors,
-        then the saved outputs) and ``ctx.needs_input_grad``: one flag per input (a list's: one per
-        tensor), or with ``flat_flags`` one per tensor as saved, after the eager Function's two
-        non-tensor arguments."""
+        """The Saved of a backward pass, from ``ctx.template``, ``ctx.saved_tensors`` and
+        ``ctx.needs_input_grad``: one flag per input (a list's: one per tensor), or with ``flat_flags`` (the
+        eager Function) one per saved tensor, after its two non-tensor arguments."""
         saved, flags = ctx.saved_tensors, ctx.needs_input_grad
-        values, needs, at = {}, {}, 0
-        for i, (name, kind, value) in enumerate(zip(self.input_names, self._kinds, ctx.template)):
-            if kind is _VALUE:
-                values[name] = value
-                continue
-            size = value if kind is _LIST else 1
-            values[name] = list(saved[at:at + size]) if kind is _LIST else saved[at]
-            if name in self.grads_of:
-                needs[name] = (any(flags[2 + at:2 + at + size]) if flat_flags else
-                               any(flags[i]) if kind is _LIST else flags[i])
-            at += size
-        values.update(zip(self.saved_outputs, saved[at:]))
-        return Saved(self, values, ctx.backend, needs, kernel)
+        values, lengths = ctx.template
+        named = dict(zip(self._value_names, values))
+        if not self._has_lists:
+            named.update(zip(self._tensor_names, saved))  # one saved tensor and one flag per tensor input
+            needs = dict(zip(self.grads_of, self._grad_flags_of(flags)))
+            at = len(self._tensor_names)
+        else:
+            needs, at, sizes = {}, 0, iter(lengths)
+            for i, name, is_list in self._tensor_inputs:
+                size = next(sizes) if is_list else 1
+                named[name] = list(saved[at:at + size]) if is_list else saved[at]
+                if name in self.grads_of:
+                    needs[name] = (any(flags[2 + at:2 + at + size]) if flat_flags else
+                                   any(flags[i]) if is_list else flags[i])
+                at += size
+        named.update(zip(self.saved_outputs, saved[at:]))
+        return Saved(self, named, ctx.backend, needs, kernel)
 
-    def _input_gradients(self, saved: Saved, grads, template, flat: bool) -> list:
-        """The backward formula's gradients, one per input (None where not wanted; for a list input a list,
-        [None] * n where not wanted), or with ``flat`` one per tensor as saved."""
-        got = dict(zip(self.grads_of, self.backward(saved, *grads)))
-        result = []
-        for name, kind, value in zip(self.input_names, self._kinds, template):
-            grad = got.get(name) if saved.needs.get(name) else None
-            if kind is _LIST:
-                grad = grad or [None] * value
-                if flat:
-                    result += grad
-                    continue
-            elif kind is _VALUE and flat:
-                continue
-            result.append(grad)
+    def _input_gradients(self, saved: Saved, grads, lengths, flat: bool) -> list:
+        """The backward formula's gradients, one per input: None where not wanted, for a list input a list
+        ([None] * n where not wanted); or with ``flat`` (the eager Function) two Nones for its non-tensor
+        arguments, then one per tensor as saved."""
+        got, needs = self.backward(saved, *grads), saved.needs
+        if not self._has_lists:
+            result = [None] * len(self.input_names)
+            for name, i, grad in zip(self.grads_of, self.grad_positions, got):
+                if needs[name]:
+                    result[i] = grad
+            return result
+        got = dict(zip(self.grads_of, got))
+        result, sizes = [None, None] if flat else [None] * len(self.input_names), iter(lengths)
+        for i, name, is_list in self._tensor_inputs:
+            grad = got[name] if needs.get(name) else None
+            if is_list:
+                grad = grad or [None] * next(sizes)
+            if not flat:
+                result[i] = grad
+            elif is_list:
+                result += grad
+            else:
+                result.append(grad)
         return result
 
     def _impl(self, backend: str):
@@ -238,27 +261,28 @@ class FusedOp:
     def _forward_kernel(self, *inputs):
         backend, impl = self.dispatch.resolve(*self._device_dtype(inputs))
         outputs = impl.forward(*inputs)
-        self._last_run.record = (backend, weakref.ref(_first(outputs)))
+        first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        self._last_run.record = (backend, weakref.ref(first))
         return outputs
 
     def _backward_kernel(self, *args):
         return self._impl(args[-1]).backward(*args[:-1])
 
     def _setup_context(self, ctx, inputs, output):
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
         record, self._last_run.record = self._last_run.record, None
-        if record is not None and record[1]() is _first(output):
+        if record is not None and record[1]() is outputs[0]:
             backend = record[0]  # what the kernel that made this output ran
         else:  # traced with the fake kernel (torch.compile), or another device's default kernel
             backend, _ = self.dispatch.resolve(*self._device_dtype(inputs))
-        outputs = output if isinstance(output, (tuple, list)) else (output,)
         flat, ctx.template = self._pack(inputs)
-        ctx.save_for_backward(*flat, *(outputs[i] for i in self.saved_outputs.values()))
+        ctx.save_for_backward(*flat, *self._saved_outputs_of(outputs))
         ctx.backend = backend
 
     def _custom_op_backward(self, ctx, *grads):
         backend = ctx.backend
         saved = self._saved(ctx, lambda *args: self.backward_op(*args, backend), flat_flags=False)
-        return tuple(self._input_gradients(saved, grads, ctx.template, flat=False))
+        return tuple(self._input_gradients(saved, grads, ctx.template[1], flat=False))
 
     def _eager_function(self) -> type[torch.autograd.Function]:
         """The eager path of an op with tensor-list arguments: the same kernels through a plain
@@ -269,7 +293,7 @@ class FusedOp:
         def forward(ctx, inputs, template, *tensors):
             backend, impl = op.dispatch.resolve(*op._device_dtype(inputs))
             outputs = impl.forward(*inputs)
-            kept = [outputs[i] for i in op.saved_outputs.values()]
+            kept = op._saved_outputs_of(outputs)
             ctx.save_for_backward(*tensors, *kept)
             ctx.mark_non_differentiable(*kept)
             ctx.template, ctx.backend = template, backend
@@ -277,7 +301,7 @@ class FusedOp:
 
         def backward(ctx, *grads):
             saved = op._saved(ctx, op.dispatch.impls[ctx.backend].backward, flat_flags=True)
-            return (None, None, *op._input_gradients(saved, grads, ctx.template, flat=True))
+            return tuple(op._input_gradients(saved, grads, ctx.template[1], flat=True))
 
         name = "Eager" + "".join(part.title() for part in self.name.split("_"))
         return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
