@@ -60,8 +60,12 @@ def test_a_stale_record_is_not_taken_for_another_output():
     assert ctx.backend == CLASS_MEAN_DISTANCE.dispatch.resolve(f_syn.device, f_syn.dtype)[0]
 
 
-def test_saved_names_must_not_shadow_what_a_backward_reads():
-    with pytest.raises(ValueError, match=r"clash with Saved's attributes"):
-        FusedOp(name="registry_test_clash", package="ddfast.ops.class_mean_distance", backends=("reference",),
-                forward_schema="(Tensor backend) -> (Tensor, Tensor)", backward_schema="(Tensor g) -> Tensor",
-                fake_forward=None, fake_backward=None, saved_outputs={}, grads_of=(), backward=None)
+@pytest.mark.parametrize("schema, message", [("(Tensor backend) -> (Tensor, Tensor)", "clash with Saved's attributes"),
+                                             ("(Tensor a, Tensor[] b) -> Tensor", "all tensors or all tensor lists")])
+def test_declarations_the_registry_refuses(schema, message):
+    """Checked before anything is registered."""
+    with pytest.raises(ValueError, match=message):
+        FusedOp(name="registry_test_refused", package="ddfast.ops.class_mean_distance", backends=("reference",),
+                forward_schema=schema, backward_schema="(Tensor g) -> Tensor", fake_forward=None,
+                fake_backward=None, saved_outputs={}, grads_of=(), backward=None)
+    assert not hasattr(torch.ops.ddfast, "registry_test_refused")

@@ -35,6 +35,7 @@ import operator
 import threading
 import weakref
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Callable
 
 import torch
@@ -109,14 +110,16 @@ class FusedOp:
     * ``backends``: the backends it has, its GPU backends in the order ``auto`` tries them on CUDA;
       ``dtypes`` optionally limits a backend to some dtypes.
     * ``forward_schema`` / ``backward_schema``: the arguments and returns of the forward and backward
-      ops; the backward op gets a last argument, ``backend``, added here. ``auto`` dispatches on the
-      device and dtype of the forward's first tensor argument (the first tensor of a list).
+      ops; the backward op gets a last argument, ``backend``, added here. The forward's tensor arguments
+      are all tensors or all tensor lists; ``auto`` dispatches on the device and dtype of the first (the
+      first tensor of a list).
     * ``fake_forward`` / ``fake_backward``: the outputs' shapes and dtypes, given the schemas' arguments
       (without ``backend``).
+    * ``results``: how many leading outputs are the op's results, which calling it returns (the tensor
+      itself where 1); the outputs after them are statistics for the backward, which only the custom op
+      returns.
     * ``saved_outputs``: name -> index of each forward output the backward reads (setup_context saves
-      them and every input: the double backward re-runs the reference forward on the inputs). For an
-      op with tensor-list arguments they are statistics: its eager Function marks them
-      non-differentiable.
+      them and every input: the double backward re-runs the reference forward on the inputs).
     * ``grads_of``: the inputs that get gradients, in the order ``backward`` returns them.
     * ``backward(saved, *grad_outputs)``: the gradients of ``grads_of`` (a tensor, or a list for a
       tensor-list input, where wanted), from a :class:`Saved`; it applies the shared higher-order rule,
@@ -133,21 +136,33 @@ class FusedOp:
     saved_outputs: dict[str, int]
     grads_of: tuple[str, ...]
     backward: Callable
+    results: int = 1
     dtypes: dict[str, frozenset] = field(default_factory=dict)
 
     def __post_init__(self):
-        arguments = torch._C.parse_schema(f"ddfast::{self.name}{self.forward_schema}").arguments
+        schema = torch._C.parse_schema(f"ddfast::{self.name}{self.forward_schema}")
+        arguments = schema.arguments
         self.input_names = tuple(a.name for a in arguments)
         kinds = [_kind(a) for a in arguments]
-        # (position, name, is a list) of each tensor and tensor-list input, in order: what setup_context saves.
-        self._tensor_inputs = tuple((i, a.name, kind is _LIST) for i, (a, kind) in enumerate(zip(arguments, kinds))
-                                    if kind is not _VALUE)
-        self._has_lists = _LIST in kinds
-        self._tensor_names = tuple(name for _, name, _ in self._tensor_inputs)
-        self._tensors_of = _picker([i for i, _, _ in self._tensor_inputs])
+        # The tensor inputs, what setup_context saves: all tensors, or all tensor lists (the op "has lists").
+        tensor_kinds = {kind for kind in kinds if kind is not _VALUE}
+        if len(tensor_kinds) != 1:
+            raise ValueError(f"{self.name}: the forward's tensor arguments must be all tensors or all tensor lists, "
+                             f"got {self.forward_schema}")
+        self._has_lists = _LIST in tensor_kinds
+        self._tensor_positions = tuple(i for i, kind in enumerate(kinds) if kind is not _VALUE)
+        self._tensor_names = tuple(self.input_names[i] for i in self._tensor_positions)
+        self._tensors_of = _picker(list(self._tensor_positions))
         self._value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
         self._values_of = _picker([i for i, kind in enumerate(kinds) if kind is _VALUE])
         self._saved_outputs_of = _picker(list(self.saved_outputs.values()))
+        # The results among the outputs (plain functions: torch.compile traces __call__ through them).
+        if len(schema.returns) == 1:
+            self._results_of = lambda outputs: outputs
+        elif self.results == 1:
+            self._results_of = lambda outputs: outputs[0]
+        else:
+            self._results_of = lambda outputs: tuple(outputs[:self.results])
         self.grad_positions = tuple(self.input_names.index(name) for name in self.grads_of)
         self._grad_flags_of = _picker(list(self.grad_positions))
         clashes = _SAVED_ATTRIBUTES.intersection((*self.input_names, *self.saved_outputs))
@@ -176,31 +191,26 @@ class FusedOp:
         self.eager = self._eager_function() if self._has_lists else None
 
     def __call__(self, *inputs):
-        """Run the op on the forward schema's arguments; returns the forward's outputs."""
+        """Run the op on the forward schema's arguments; returns its results."""
         if self.eager is None or torch.compiler.is_compiling():
-            return self.op(*inputs)
+            return self._results_of(self.op._opoverload(*inputs))
         flat, template = self._pack(inputs)
         return self.eager.apply(inputs, template, *flat)
 
     # setup_context saves the inputs' tensors, flat, then the saved outputs; the context keeps a template:
-    # (the non-tensor inputs, the length of each tensor-list input).
+    # (the non-tensor inputs, the length of each tensor list).
     def _device_dtype(self, inputs) -> tuple[torch.device, torch.dtype]:
-        i, _, is_list = self._tensor_inputs[0]
-        first = inputs[i][0] if is_list else inputs[i]
+        first = inputs[self._tensor_positions[0]]
+        if self._has_lists:
+            first = first[0]
         return first.device, first.dtype
 
     def _pack(self, inputs) -> tuple[list, tuple]:
         """(the inputs' tensors, flat; the template)."""
+        tensors = self._tensors_of(inputs)
         if not self._has_lists:
-            return self._tensors_of(inputs), (self._values_of(inputs), ())
-        flat, lengths = [], []
-        for i, _, is_list in self._tensor_inputs:
-            if is_list:
-                flat += inputs[i]
-                lengths.append(len(inputs[i]))
-            else:
-                flat.append(inputs[i])
-        return flat, (self._values_of(inputs), lengths)
+            return tensors, (self._values_of(inputs), ())
+        return list(chain.from_iterable(tensors)), (self._values_of(inputs), list(map(len, tensors)))
 
     def _saved(self, ctx, kernel: Callable, flat_flags: bool) -> Saved:
         """The Saved of a backward pass, from ``ctx.template``, ``ctx.saved_tensors`` and
@@ -214,13 +224,11 @@ class FusedOp:
             needs = dict(zip(self.grads_of, self._grad_flags_of(flags)))
             at = len(self._tensor_names)
         else:
-            needs, at, sizes = {}, 0, iter(lengths)
-            for i, name, is_list in self._tensor_inputs:
-                size = next(sizes) if is_list else 1
-                named[name] = list(saved[at:at + size]) if is_list else saved[at]
+            needs, at = {}, 0
+            for i, name, size in zip(self._tensor_positions, self._tensor_names, lengths):
+                named[name] = list(saved[at:at + size])
                 if name in self.grads_of:
-                    needs[name] = (any(flags[2 + at:2 + at + size]) if flat_flags else
-                                   any(flags[i]) if is_list else flags[i])
+                    needs[name] = any(flags[2 + at:2 + at + size] if flat_flags else flags[i])
                 at += size
         named.update(zip(self.saved_outputs, saved[at:]))
         return Saved(self, named, ctx.backend, needs, kernel)
@@ -237,17 +245,13 @@ class FusedOp:
                     result[i] = grad
             return result
         got = dict(zip(self.grads_of, got))
-        result, sizes = [None, None] if flat else [None] * len(self.input_names), iter(lengths)
-        for i, name, is_list in self._tensor_inputs:
-            grad = got[name] if needs.get(name) else None
-            if is_list:
-                grad = grad or [None] * next(sizes)
-            if not flat:
-                result[i] = grad
-            elif is_list:
-                result += grad
+        result = [None, None] if flat else [None] * len(self.input_names)
+        for i, name, size in zip(self._tensor_positions, self._tensor_names, lengths):
+            grads = (got[name] if needs.get(name) else None) or [None] * size
+            if flat:
+                result += grads
             else:
-                result.append(grad)
+                result[i] = grads
         return result
 
     def _impl(self, backend: str):
@@ -281,23 +285,22 @@ class FusedOp:
 
     def _custom_op_backward(self, ctx, *grads):
         backend = ctx.backend
-        saved = self._saved(ctx, lambda *args: self.backward_op(*args, backend), flat_flags=False)
+        backward_op = self.backward_op._opoverload
+        saved = self._saved(ctx, lambda *args: backward_op(*args, backend), flat_flags=False)
         return tuple(self._input_gradients(saved, grads, ctx.template[1], flat=False))
 
     def _eager_function(self) -> type[torch.autograd.Function]:
         """The eager path of an op with tensor-list arguments: the same kernels through a plain
         autograd.Function, called as ``apply(inputs, template, *tensors)`` (``tensors``: the inputs' tensors,
-        flat, which autograd tracks). The outputs the backward reads are marked non-differentiable."""
+        flat, which autograd tracks). It returns the results only: no gradients of statistics to materialize."""
         op = self
 
         def forward(ctx, inputs, template, *tensors):
             backend, impl = op.dispatch.resolve(*op._device_dtype(inputs))
             outputs = impl.forward(*inputs)
-            kept = op._saved_outputs_of(outputs)
-            ctx.save_for_backward(*tensors, *kept)
-            ctx.mark_non_differentiable(*kept)
+            ctx.save_for_backward(*tensors, *op._saved_outputs_of(outputs))
             ctx.template, ctx.backend = template, backend
-            return outputs
+            return op._results_of(outputs)
 
         def backward(ctx, *grads):
             saved = op._saved(ctx, op.dispatch.impls[ctx.backend].backward, flat_flags=True)

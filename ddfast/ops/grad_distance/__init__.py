@@ -71,4 +71,4 @@ def grad_distance(g_syn: Sequence[torch.Tensor], g_real: Sequence[torch.Tensor],
     g_syn = [t.contiguous() for t in g_syn]
     g_real = [t.contiguous() for t in g_real]
     # The custom op under torch.compile, else the eager autograd.Function (ddfast.ops._registry).
-    return OP(g_syn, g_real, metric, weights, batched)[0]
+    return OP(g_syn, g_real, metric, weights, batched)
