@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import torch
 
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .._dtypes import accumulate_dtype
 
 
 def forward(lam, nu, direction, lr, momentum: float, with_velocity: bool):

@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .._dtypes import accumulate_dtype  # noqa: F401 - re-exported: triton.py and the op import it from here
+
 CHUNK = 8192  # target elements per work item
 ITEM_FIELDS = 4  # layer, channel, first run, number of runs
 LAYER_FIELDS = 6  # C, S, B, first item, pieces per channel, first channel (offset into the statistics)
-
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp64 for fp64 inputs, else fp32: of partial sums, statistics and the loss itself."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def bcs(shape) -> tuple[int, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import choice, class_feature_pairs, class_row_counts
-from ._op import DISPATCH, class_mean_distance_op
+from ._op import DISPATCH, OP
 
 __all__ = ["class_mean_distance", "DISPATCH"]
 
@@ -37,7 +37,6 @@ def class_mean_distance(f_syn: torch.Tensor, y_syn: torch.Tensor, f_real: torch.
     choice(missing, ("raise", "ignore"), "missing")
     if not torch.compiler.is_compiling() and missing == "raise":
         class_row_counts(y_syn, y_real, num_classes, missing)
-    out, _, _ = class_mean_distance_op(f_syn.contiguous(), y_syn.contiguous(), f_real.contiguous(),
-                                       y_real.contiguous(), num_classes, reduction == "none")
-    return out
+    return OP(f_syn.contiguous(), y_syn.contiguous(), f_real.contiguous(), y_real.contiguous(), num_classes,
+              reduction == "none")
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import torch
 
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .._dtypes import accumulate_dtype
 
 
 def forward(f_syn, y_syn, f_real, y_real, num_classes: int, per_class: bool):

@@ -21,12 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._dtypes import accumulate_dtype
 from . import params as P
 from .plan import COLOR, CROP, CUTOUT, FLIP, ROTATE, SCALE, split_pass
-
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def image_rows(table: torch.Tensor, row_index: torch.Tensor | None, n: int) -> torch.Tensor:

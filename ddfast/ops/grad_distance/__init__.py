@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from .._validate import choice, float_dtype, number_list, tensor_list
-from ._op import DISPATCH, EagerGradDistance, grad_distance_op
+from ._op import DISPATCH, OP
 from .plan import METRICS
 
 __all__ = ["grad_distance", "DISPATCH"]
@@ -70,7 +70,5 @@ def grad_distance(g_syn: Sequence[torch.Tensor], g_real: Sequence[torch.Tensor],
                 raise ValueError(f"weights[{i}] is {w}; under metric 'cos' a weight is 0 (drop the tensor) or 1")
     g_syn = [t.contiguous() for t in g_syn]
     g_real = [t.contiguous() for t in g_real]
-    if torch.compiler.is_compiling():
-        return grad_distance_op(g_syn, g_real, metric, weights, batched)[0]
-    # Eager: the same kernels without torch.library's tensor-list autograd overhead (_op.py).
-    return EagerGradDistance.apply(metric, weights, batched, len(g_syn), *g_syn, *g_real)
+    # The custom op under torch.compile, else the eager autograd.Function (ddfast.ops._registry).
+    return OP(g_syn, g_real, metric, weights, batched)

@@ -22,16 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._dtypes import accumulate_dtype  # noqa: F401 - the kernels' accumulate dtype (triton.py imports it here)
+
 METRICS = ("ours", "mse", "cos", "l1")
 METRIC_CODES = {name: code for code, name in enumerate(METRICS)}
 EPS = 1e-6  # DC's distance_wb: added to the product of norms
 CHUNK = 8192  # elements per item outside 'ours' rows
 ITEM_FIELDS = 5  # tensor, class, start, length, slot
-
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp64 for fp64 inputs, else fp32: of partial sums, statistics and the distance itself."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def rows_and_cols(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from .plan import EPS, accumulate_dtype, is_row_tensor, rows_and_cols
+from .._dtypes import accumulate_dtype
+from .plan import EPS, is_row_tensor, rows_and_cols
 
 
 def _acc(t: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import torch
 
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .._dtypes import accumulate_dtype  # noqa: F401 - re-exported: the public functions and tests use it from here
 
 
 def _scores(rows: torch.Tensor, cents: torch.Tensor) -> torch.Tensor:

@@ -36,13 +36,11 @@ import math
 
 import torch
 
+from .._dtypes import accumulate_dtype
+
 KERNELS = ("gaussian", "imq", "linear")
 ESTIMATORS = ("biased", "unbiased")
 KERNEL_CODES = {"gaussian": 0, "imq": 1, "linear": 2}
-
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def coefficients(kernel: str, sigmas) -> list[float]:

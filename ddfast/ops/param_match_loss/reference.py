@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import torch
 
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .._dtypes import accumulate_dtype
 
 
 def forward(theta_n, theta_start, theta_target):
