@@ -68,16 +68,25 @@ def protocol_settings(data, teacher=None, temperature: float = 20.0, *, preset: 
     return {"protocol": "kd", "augment": default_augment("kd", data), "teacher": teacher, "temperature": temperature}
 
 
+def evaluation_arguments(data, model: str, method: str, *, preset: str, runs: int | None, epochs: int | None,
+                         teacher=None, temperature: float = 20.0, **common) -> dict:
+    """The keyword arguments of :func:`ddfast.evaluate` and :func:`ddfast.eval.random_real_baseline` for a set made
+    by ``method``: :func:`protocol_settings`, with ``runs``/``epochs`` where given, else the paper preset's for the
+    method, else the preset's; ``common``: seed, device, progress."""
+    settings = protocol_settings(data, teacher, temperature, preset=preset, method=method, model=model)
+    paper_runs, paper_epochs = settings.pop("runs", None), settings.pop("epochs", None)
+    return {"preset": preset, "runs": runs or paper_runs, "epochs": epochs or paper_epochs, **settings, **common}
+
+
 def evaluate_with_baseline(syn: SyntheticSet, data, *, ipc: int | None = None, model: str = "ConvNet",
                            preset: str = "quick", seed: int = 0, runs: int | None = None, epochs: int | None = None,
                            device=None, progress: bool = True, teacher=None, temperature: float = 20.0) -> dict:
     """The DC protocol (with ``teacher``: the KD protocol, both sets relabelled by that teacher) on ``syn`` and on
     random real subsets of ``ipc`` images per class (default the set's own; a multi-formation set passes its
     storage budget), same preset, seed and model (``runs``/``epochs`` override the preset's)."""
-    kwargs = {"preset": preset, "seed": seed, "device": device, "progress": progress,
-              **protocol_settings(data, teacher, temperature, preset=preset, method=str(syn.metadata.get("method", "")),
-                                  model=model)}
-    kwargs.update({k: v for k, v in (("runs", runs), ("epochs", epochs)) if v is not None or k not in kwargs})
+    kwargs = evaluation_arguments(data, model, str(syn.metadata.get("method", "")), preset=preset, runs=runs,
+                                  epochs=epochs, teacher=teacher, temperature=temperature, seed=seed, device=device,
+                                  progress=progress)
     ours = evaluate(syn, data, model, **kwargs)
     baseline = random_real_baseline(data, ipc or syn.ipc, model, **kwargs)
     return {"distilled": _accuracy(ours), "random_real": _accuracy(baseline)}
@@ -311,9 +320,9 @@ def eval_run(path: str | os.PathLike, dataset: str, *, data_root=None, models=("
                "models": {}}
     with use_compile(compile):
         for model in models:
-            kwargs = {"preset": preset, "seed": seed, "device": device, "progress": progress,
-                      **protocol_settings(data, teacher_net, temperature, preset=preset, method=made_by, model=model)}
-            kwargs.update({k: v for k, v in (("runs", runs), ("epochs", epochs)) if v is not None or k not in kwargs})
+            kwargs = evaluation_arguments(data, model, made_by, preset=preset, runs=runs, epochs=epochs,
+                                          teacher=teacher_net, temperature=temperature, seed=seed, device=device,
+                                          progress=progress)
             entry = {"distilled": _accuracy(evaluate(syn, data, model, **kwargs))}
             if baseline:
                 entry["random_real"] = _accuracy(random_real_baseline(data, syn.ipc, model, **kwargs))
