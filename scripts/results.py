@@ -20,7 +20,8 @@ Usage: python scripts/results.py [--dataset digits] [--methods dc,dm,mtt,lcs_gm,
        (SRe2L/DELT: --methods sre2l,delt --ipcs 10,50)
        [--preset full|quick|paper] [--eval-runs N]
        [--iterations dm=2000,dc:10=50] [--eval-every K] [--checkpoint-every K] [--compile auto|on|off]
-       [--experts 5] [--expert-epochs 15] [--force] [--device cpu]   (make results)
+       [--experts 5] [--expert-epochs 15] [--force] [--device cpu] [--results bench/results] [--no-report]
+       (make results)
    e.g. Fashion-MNIST (make results-fashion-mnist): --dataset fashion_mnist --methods dc,dsa --ipcs 1 --preset paper
         --eval-every 100 --checkpoint-every 20 --compile on
 """
@@ -62,6 +63,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "results")
     parser.add_argument("--force", action="store_true", help="rerun runs that already have results.json")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
+                        help="where the records go (one JSON lines file per device)")
+    parser.add_argument("--no-report", action="store_true", help="record only; leave the README tables as they are")
     args = parser.parse_args(argv)
     folder = args.out / args.dataset
     methods = args.methods.split(",")
@@ -73,7 +77,7 @@ def main(argv=None) -> None:
                                    epochs=args.expert_epochs, force=args.force, data_root=args.data_root,
                                    seed=args.seed, device=args.device)
             buffers.update({m: buffer for m in users})
-    rec = Recorder(torch.device(args.device), quick=args.preset != "full")
+    rec = Recorder(torch.device(args.device), out_dir=args.results, quick=args.preset != "full")
     for method in methods:
         for ipc in (int(k) for k in args.ipcs.split(",")):
             run = folder / f"{method}_ipc{ipc}"
@@ -87,7 +91,8 @@ def main(argv=None) -> None:
                                       iterations=budgets.get((method, ipc), budgets.get((method, None))),
                                       resume=not args.force,
                                       checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                                      compile=args.compile, buffer=buffers.get(method), teacher=folder / "teacher.pt")
+                                      compile=args.compile, buffer=buffers.get(method),
+                                      teacher=folder / "teacher.pt" if METHODS[method].needs_teacher else None)
             d, b = results["distilled"], results["random_real"]
             rec.record(op="distill", case=method, backend="ddfast", strategy=d["preset"],
                        size=f"{results['dataset']}-ipc{ipc}", dataset=results["dataset"], ipc=ipc,
@@ -103,7 +108,8 @@ def main(argv=None) -> None:
     for ipc in (int(k) for k in args.ipcs.split(",")):
         if {"sre2l", "delt"} <= set(methods):
             compare_sets(folder, ipc, ROOT / "bench" / "results" / f"delt_vs_sre2l_ipc{ipc}.png")
-    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py")], check=True)
+    if not args.no_report:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--results", str(args.results)], check=True)
 
 
 def parse_budgets(text: str) -> dict:

@@ -66,3 +66,22 @@ def test_rows_are_held_against_the_papers_figures_and_short_runs_say_so(tmp_path
     assert "| - | - | 2000 of 20000 (curve below) |" in dm
     assert any(line.startswith("| dsa | fashion_mnist | 1 | not run yet | 70.6 |") for line in lines)
     assert (tmp_path / "paper_curves.png").stat().st_size > 0 and lines[-1].endswith("paper_curves.png)")
+
+
+def test_results_script_records_a_method_that_takes_no_teacher(tmp_path):
+    """scripts/results.py end to end on digits for DM (no teacher, no expert buffer): the row it records carries
+    the run's budget and the method's paper length, and a second call reuses the finished run."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, str(root / "scripts" / "results.py"), "--methods", "dm", "--ipcs", "1",
+               "--iterations", "dm=2", "--preset", "quick", "--eval-runs", "1", "--device", "cpu",
+               "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "records"), "--no-report"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = [json.loads(line) for path in (tmp_path / "records").glob("*.jsonl") for line in path.open()]
+    assert [(r["op"], r["case"], r["ipc"], r["iterations"]) for r in rows] == [("distill", "dm", 1, 2)]
+    assert rows[0]["paper_iterations"] > 2 and 0.0 < rows[0]["distilled"]["mean"] <= 1.0
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "reusing" in second.stdout, second.stderr[-2000:]
