@@ -107,3 +107,60 @@ def bilinear_brute(img: torch.Tensor, theta) -> torch.Tensor:
                     if 0 <= yy < h and 0 <= xx < w:
                         out[:, i, j] += wy * wx * img[:, yy, xx]
     return out
+
+
+def dc_diffaugment(x: torch.Tensor, strategy: str, seed: int, param) -> torch.Tensor:
+    """DC's DiffAugment as its documentation and calls define it, for the compat tests: the draws come from
+    torch's global RNG in DC's order (in 'S' mode first the family index, randint(0, families, (1,)) on the
+    CPU; colour: three rand(N, 1, 1, 1) in x's dtype on x's device; crop and cutout: randint(low, high,
+    [N, 1, 1]) on x's device, H then W; flip: rand(N, 1, 1, 1) on x's device; scale: two rand(N) on the CPU;
+    rotate: rand(N) on the CPU); a seeded call reseeds with seed, seed + 1, ... before every draw and uses the
+    first image's values for all; the families are applied per image by :func:`brute` (float64)."""
+    param.batchmode, param.latestseed = seed != -1, seed
+    if strategy in ("", "none", "None"):
+        return x
+    n, h, w = x.shape[0], x.shape[2], x.shape[3]
+
+    def draw(make):
+        if param.latestseed != -1:
+            torch.manual_seed(param.latestseed)
+            param.latestseed += 1
+        return make().reshape(-1).double().tolist()
+
+    families = strategy.split("_")
+    if param.aug_mode == "S":
+        families = [families[int(draw(lambda: torch.randint(0, len(families), (1,)))[0])]]
+    rows = [[0.0, 1.0, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0] for _ in range(n)]
+    sh, sw, ch, cw = sizes(h, w, param.ratio_crop_pad, param.ratio_cutout)
+    on_x = {"device": x.device}
+
+    def put(column, values):
+        for i in range(n):
+            rows[i][column] = values[0 if param.batchmode else i]
+
+    for f in families:
+        if f == "color":
+            for column, ratio, offset in ((BRIGHTNESS, param.brightness, -0.5), (SATURATION, param.saturation, None),
+                                          (CONTRAST, None, param.contrast)):
+                r = draw(lambda: torch.rand(n, 1, 1, 1, dtype=x.dtype, **on_x))
+                put(column, [(v + offset) * ratio if column == BRIGHTNESS else v * ratio if ratio else v + offset
+                             for v in r])
+        elif f in ("crop", "cutout"):
+            counts = (2 * sh + 1, 2 * sw + 1) if f == "crop" else (h + 1 - ch % 2, w + 1 - cw % 2)
+            lows = (-sh, -sw) if f == "crop" else (0, 0)
+            for column, count, low in zip((CROP_H, CROP_W) if f == "crop" else (CUT_H, CUT_W), counts, lows):
+                k = draw(lambda: torch.randint(low, low + count, size=[n, 1, 1], **on_x))
+                put(column, [(v - low + 0.5) / count for v in k])
+            if f == "cutout":
+                put(CUT_ON, [1.0] * n)
+        elif f == "flip":
+            put(FLIP, [1.0 if v < param.prob_flip else 0.0 for v in draw(lambda: torch.rand(n, 1, 1, 1, **on_x))])
+        elif f == "scale":
+            lo = 1.0 / param.ratio_scale
+            for column in (SX, SY):
+                put(column, [v * (param.ratio_scale - lo) + lo for v in draw(lambda: torch.rand(n))])
+        elif f == "rotate":
+            put(ANGLE, [(v - 0.5) * 2 * param.ratio_rotate / 180 * math.pi for v in draw(lambda: torch.rand(n))])
+        else:
+            raise KeyError(f)
+    return brute(x, torch.tensor(rows, dtype=torch.float64), families)

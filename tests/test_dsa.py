@@ -1,8 +1,8 @@
-"""DSA (ddfast.dsa, dsa_sample, dsa_augment, compat.dc.DiffAugment). Tier 1: the reference against the
+"""DSA (ddfast.dsa, dsa_sample, dsa_augment). Tier 1: the reference against the
 independent per-image transcription of DC's families in dsa_cases (affine_grid + grid_sample built per
 image, slicing for crop and cutout), and bilinear sampling against its align_corners=False definition;
 tier 2: cpp against the reference (fp32, fp64) on DC shapes; tier 3: gradcheck, opcheck, torch.compile;
-tier 4: bad inputs. Plus sampling, Siamese sharing, groups, compat.dc and ddfast.unroll."""
+tier 4: bad inputs. Plus sampling, Siamese sharing, groups and ddfast.unroll."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import ddfast
-from ddfast.compat.dc import DiffAugment, ParamDiffAug
 from ddfast.ops.dsa import plan as dsa_plan
 from ddfast.ops.dsa._op import dsa_pass_op
 from ddfast.ops.dsa.params import DSAParams, IDENTITY
@@ -271,40 +270,7 @@ def test_bad_inputs():
         ddfast.dsa(x, {"table": p.table})
 
 
-# --- compat.dc and unroll ------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("aug_mode", ["S", "M"])
-def test_diffaugment_seeded_is_siamese(aug_mode):
-    param = ParamDiffAug()
-    param.aug_mode = aug_mode
-    real, syn = _images(9, 3, 32, 32, seed=50, dtype=torch.float32), _images(3, 3, 32, 32, seed=51,
-                                                                             dtype=torch.float32)
-    syn[2] = real[6]
-    state = torch.get_rng_state()
-    for seed in (3, 77, 12345):
-        a, b = DiffAugment(real, DC, seed=seed, param=param), DiffAugment(syn, DC, seed=seed, param=param)
-        assert torch.equal(a[6], b[2]) and param.Siamese and param.latestseed == seed
-        assert torch.equal(a, DiffAugment(real, DC, seed=seed, param=param))
-    assert torch.equal(state, torch.get_rng_state())
-
-
-def test_diffaugment_unseeded_is_per_sample():
-    param = ParamDiffAug()
-    param.aug_mode = "M"
-    x = _images(1, 3, 16, 16, seed=52, dtype=torch.float32).expand(6, -1, -1, -1).contiguous()
-    y = DiffAugment(x, DC, seed=-1, param=param)
-    assert not param.Siamese
-    assert len({tuple(y[k].flatten()[:40].tolist()) for k in range(6)}) == 6
-    assert not torch.equal(y, DiffAugment(x, DC, seed=-1, param=param))
-    assert DiffAugment(x, "none", param=param) is x
-    param.aug_mode = "Q"
-    with pytest.raises(ValueError, match="unknown augmentation mode"):
-        DiffAugment(x, DC, param=param)
-    defaults = ParamDiffAug()
-    assert (defaults.aug_mode, defaults.prob_flip, defaults.ratio_scale, defaults.ratio_rotate,
-            defaults.ratio_crop_pad, defaults.ratio_cutout, defaults.brightness, defaults.saturation,
-            defaults.contrast) == ("S", 0.5, 1.2, 15.0, 0.125, 0.5, 1.0, 2.0, 0.5)
-
+# --- unroll (compat.dc's DiffAugment: tests/test_compat_dc.py) -----------------------------------------------
 
 @pytest.mark.parametrize("mode", ["S", "M"])
 def test_dsa_augment_in_unroll_replays(mode):
