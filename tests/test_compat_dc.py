@@ -4,13 +4,20 @@ in dsa_cases), leaves it where DC does, has DC's defaults, error types and doubl
 
 from __future__ import annotations
 
+import copy
 import inspect
+import time
 from types import SimpleNamespace
+
+import numpy as np
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ddfast.compat.dc import DiffAugment, ParamDiffAug, distance_wb, match_loss
+from ddfast.compat.dc import (DiffAugment, ParamDiffAug, augment, distance_wb, evaluate_synset, match_loss)
+from ddfast.compat.dc import get_network as get_dc_network
+from ddfast.compiled import compile_report, use_compile
 from ddfast.models import get_network
 
 from conftest import assert_close, seeded
@@ -159,3 +166,124 @@ def test_diffaugment_double_backward_equals_dcs():
     assert penalties[0].abs().sum() > 0
     # float32 tolerance: ddfast's parameter table is float32 (as DC's affine matrices are), the oracle's float64
     assert_close(penalties[0], penalties[1], torch.float32, "gradient penalty")
+
+
+# --- networks, epoch, evaluate_synset and augment: DC's structure, compiled where DC differentiates once -------
+
+def _dc_args(**extra):
+    base = dict(device="cpu", dsa=True, dsa_strategy="color_crop_cutout_flip_scale_rotate", dsa_param=_param(),
+                dc_aug_param=None, lr_net=0.01, epoch_eval_train=2, batch_train=8)
+    return SimpleNamespace(**{**base, **extra})
+
+
+def test_get_network_has_dcs_layers_and_reseeds_from_the_clock():
+    before = int(time.time() * 1000) % 100000
+    net = get_dc_network("ConvNet", 3, 10, (32, 32))
+    assert (torch.initial_seed() - before) % 100000 < 5000  # DC reseeds the global RNG from the clock
+    assert type(net).__name__ == "ConvNet"
+    shapes = [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
+    conv = [(128, 3, 3, 3), (128, 128, 3, 3), (128, 128, 3, 3)]
+    want = [item for i, w in enumerate(conv) for item in ((f"features.{4 * i}.weight", w), (f"features.{4 * i}.bias",
+            (128,)), (f"features.{4 * i + 1}.weight", (128,)), (f"features.{4 * i + 1}.bias", (128,)))]
+    assert shapes == want + [("classifier.weight", (10, 2048)), ("classifier.bias", (10,))]
+    assert type(get_dc_network("ConvNetW32", 1, 10, (28, 28)).classifier).__name__ == "Linear"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in get_dc_network("ResNet18", 3, 10).modules())
+    with pytest.raises(ValueError, match="unknown model: 'ResNet18BN_AP'"):
+        get_dc_network("ResNet18BN_AP", 3, 10)
+
+
+def test_network_compiles_the_calls_dc_differentiates_once_and_keeps_double_backward():
+    net = get_dc_network("ConvNetW32", 3, 10)
+    x, y = torch.randn(6, 3, 32, 32, generator=seeded(7)), torch.arange(6) % 10
+    compile_report(reset=True)
+    with use_compile("on"):
+        with torch.no_grad():
+            assert_close(net(x), net.eager_forward(x), torch.float32, "compiled forward")
+        xs = x.clone().requires_grad_()
+        grads = torch.autograd.grad(F.cross_entropy(net(xs), y), list(net.parameters()), create_graph=True)
+        (got,) = torch.autograd.grad(sum((g ** 2).sum() for g in grads), xs)
+    report = compile_report()
+    assert report["eval_forward"]["compiled"] and "train_step" not in report  # the synthetic side ran eagerly
+    xs = x.clone().requires_grad_()
+    grads = torch.autograd.grad(F.cross_entropy(net.eager_forward(xs), y), list(net.parameters()), create_graph=True)
+    (want,) = torch.autograd.grad(sum((g ** 2).sum() for g in grads), xs)
+    assert_close(got, want, torch.float32, "double backward")
+
+
+def _oracle_evaluate(net, images, labels, test_images, test_labels, args):
+    """DC's evaluate_synset as documented: SGD (momentum 0.9, weight decay 5e-4), epochs + 1 passes over a shuffled
+    loader, the rate x 0.1 after pass epochs // 2 + 1, per-batch unseeded DiffAugment, then the test accuracy."""
+    lr, epochs = args.lr_net, args.epoch_eval_train
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0005)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=args.batch_train,
+                                         shuffle=True)
+    net.train()
+    for ep in range(epochs + 1):
+        correct = 0
+        for img, lab in loader:
+            out = net.eager_forward(dc_diffaugment(img, args.dsa_strategy, -1, args.dsa_param).float())
+            loss = F.cross_entropy(out, lab)
+            correct += int((out.argmax(-1) == lab).sum())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if ep == epochs // 2 + 1:
+            lr *= 0.1
+            optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0005)
+    net.eval()
+    with torch.no_grad():
+        test = int((net.eager_forward(test_images).argmax(-1) == test_labels).sum()) / len(test_labels)
+    return correct / len(labels), test
+
+
+def test_evaluate_synset_is_dcs_loop(capsys):
+    images, labels = torch.randn(20, 3, 32, 32, generator=seeded(8)), torch.arange(20) % 10
+    test_images, test_labels = torch.randn(30, 3, 32, 32, generator=seeded(9)), torch.arange(30) % 10
+    args = _dc_args()
+    net = get_dc_network("ConvNetW32", 3, 10)
+    twin = copy.deepcopy(net)
+    torch.manual_seed(3)
+    want_train, want_test = _oracle_evaluate(twin, images, labels, test_images, test_labels, args)
+    torch.manual_seed(3)
+    testloader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test_images, test_labels), batch_size=256)
+    with use_compile("off"):
+        got_net, got_train, got_test = evaluate_synset(0, net, images, labels, testloader, args)
+    assert got_net is net and (got_train, got_test) == (want_train, want_test)
+    for a, b in zip(net.parameters(), twin.parameters()):
+        assert_close(a, b, torch.float32, "trained weights")
+    assert "Evaluate_00: epoch = 0002 train time = " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["crop", "scale", "rotate", "noise"])
+def test_augment_draws_from_numpys_and_torchs_global_rng_in_dcs_order(family):
+    from scipy.ndimage import rotate
+
+    param = {"crop": 4, "scale": 0.2, "rotate": 45, "noise": 0.001, "strategy": family}
+    images = torch.randn(3, 2, 12, 12, generator=seeded(10))
+    np.random.seed(4)
+    torch.manual_seed(4)
+    got = augment(images.clone(), param, "cpu")
+    np.random.seed(4)
+    torch.manual_seed(4)
+    means = images.mean(dim=(0, 2, 3))
+    for i, img in enumerate(images):
+        assert np.random.permutation([family])[0] == family
+        if family == "crop":
+            padded = torch.stack([F.pad(img[c], (4, 4, 4, 4), value=float(means[c])) for c in range(2)])
+            r, c = np.random.permutation(8)[0], np.random.permutation(8)[0]
+            want = padded[:, r:r + 12, c:c + 12]
+        elif family == "scale":
+            h, w = (int(np.random.uniform(0.8, 1.2) * 12) for _ in range(2))
+            big = F.interpolate(img[None], [h, w], mode="nearest")[0]
+            side = max(h, w, 12)
+            canvas = F.pad(big, ((side - w) // 2, side - w - (side - w) // 2, (side - h) // 2,
+                                 side - h - (side - h) // 2))
+            want = canvas[:, (side - 12) // 2:(side - 12) // 2 + 12, (side - 12) // 2:(side - 12) // 2 + 12]
+        elif family == "rotate":
+            turned = rotate(img.numpy(), angle=np.random.randint(-45, 45), axes=(-2, -1), cval=float(means.mean()))
+            top, left = (turned.shape[1] - 12) // 2, (turned.shape[2] - 12) // 2
+            want = torch.from_numpy(turned[:, top:top + 12, left:left + 12]).float()
+        else:
+            want = img + 0.001 * torch.randn(2, 12, 12)
+        assert_close(got[i], want, torch.float32, f"{family} image {i}")
+    assert not torch.equal(got, images)
