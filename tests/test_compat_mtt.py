@@ -207,3 +207,80 @@ def test_bad_modules_raise():
     mixed = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2).double())
     with pytest.raises(ValueError, match="share one dtype"):
         ReparamModule(mixed)
+
+
+# --- match_trajectory: distill.py's inner loop in one call -------------------------------------------------------
+
+def _mtt_inner_loop(student_net, image_syn, label_syn, syn_lr, starting_params, target_params, args):
+    """distill.py's block as its code documents it: minibatches from torch.randperm chunks (taken from the end),
+    texture mode's rolled crops (two randint shifts per image and canvas sample), unseeded DiffAugment (the oracle
+    of DC's draws), create_graph SGD steps, then param_loss / param_dist."""
+    from dsa_cases import dc_diffaugment
+
+    start = torch.cat([p.reshape(-1) for p in starting_params])
+    target = torch.cat([p.reshape(-1) for p in target_params])
+    params, chunks = [start.clone().requires_grad_(True)], []
+    height, width = image_syn.shape[2] // args.canvas_size, image_syn.shape[3] // args.canvas_size
+    for _ in range(args.syn_steps):
+        if not chunks:
+            chunks = list(torch.split(torch.randperm(len(image_syn)), args.batch_syn))
+        index = chunks.pop()
+        x, y = image_syn[index], label_syn[index]
+        if args.texture:
+            x = torch.cat([torch.stack([torch.roll(im, (torch.randint(height * args.canvas_size, (1,)),
+                                                        torch.randint(width * args.canvas_size, (1,))), (1, 2))
+                                        [:, :height, :width] for im in x]) for _ in range(args.canvas_samples)])
+            y = torch.cat([y for _ in range(args.canvas_samples)])
+        if args.dsa and not args.no_aug:
+            x = dc_diffaugment(x, args.dsa_strategy, -1, args.dsa_param).to(image_syn.dtype)
+        loss = nn.functional.cross_entropy(student_net(x, flat_param=params[-1]), y)
+        grad = torch.autograd.grad(loss, params[-1], create_graph=True)[0]
+        params.append(params[-1] - syn_lr * grad)
+    return ((params[-1] - target) ** 2).sum() / ((start - target) ** 2).sum()
+
+
+@pytest.mark.parametrize("texture", [False, True])
+def test_match_trajectory_equals_mtts_inner_loop_and_leaves_the_rng_as_it(texture):
+    from types import SimpleNamespace
+
+    from ddfast.compat.dc import ParamDiffAug
+    from ddfast.compat.mtt import match_trajectory
+
+    from conftest import assert_close
+
+    side = 16 if texture else 8
+    args = SimpleNamespace(syn_steps=5, batch_syn=4, dsa=True, no_aug=False, dsa_param=ParamDiffAug(),
+                           dsa_strategy="color_crop_cutout_flip_scale_rotate", texture=texture, canvas_size=2,
+                           canvas_samples=2, distributed=False)
+    torch.manual_seed(0)
+    net = ReparamModule(ConvNet(3, 4, net_width=6, net_depth=1, im_size=(8, 8)).double())
+    checkpoints = [[p.detach() + 0.05 * k * torch.randn_like(p) for p in net.module.parameters()] for k in range(3)]
+    images = torch.randn(10, 3, side, side, dtype=torch.float64, generator=seeded(1))
+    labels = torch.arange(10) % 4
+    results = []
+    for run in (_mtt_inner_loop, match_trajectory):
+        image_syn = images.clone().requires_grad_()
+        syn_lr = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+        torch.manual_seed(7)
+        loss = run(net, image_syn, labels, syn_lr, checkpoints[0], checkpoints[2], args)
+        state = torch.get_rng_state()
+        loss.backward()
+        results.append((loss.detach(), image_syn.grad, syn_lr.grad, state))
+    (want, want_img, want_lr, want_state), (got, got_img, got_lr, got_state) = results
+    assert torch.equal(got_state, want_state), "the global RNG is not where MTT's loop leaves it"
+    assert got_img.abs().sum() > 0
+    for g, w, what in ((got, want, "loss"), (got_img, want_img, "image gradient"), (got_lr, want_lr, "lr gradient")):
+        # float32 tolerance: the DSA parameter table and param_match_loss's accumulation are float32
+        assert_close(g.double(), w, torch.float32, what)
+
+
+def test_match_trajectory_refuses_mtts_dataparallel_path():
+    from types import SimpleNamespace
+
+    from ddfast.compat.mtt import match_trajectory
+
+    net = ReparamModule(ConvNet(3, 4, net_width=6, net_depth=1, im_size=(8, 8)))
+    args = SimpleNamespace(syn_steps=2, batch_syn=2, dsa=False, no_aug=True, texture=False, distributed=True)
+    with pytest.raises(ValueError, match="--distributed"):
+        match_trajectory(net, torch.randn(4, 3, 8, 8), torch.arange(4), torch.tensor(0.01),
+                         list(net.module.parameters()), list(net.module.parameters()), args)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import ddfast
 from ddfast.models import get_network
 from ddfast.models.convnet import ConvNet
-from ddfast.ops.unroll.plan import plan_steps
+from ddfast.ops.unroll.plan import StepPlan, plan_steps
 from ddfast.ops.unroll.unroll import DEFAULT_MEMORY_BUDGET, steps_kept
 
 from conftest import relative_error, seeded
@@ -219,6 +219,10 @@ def test_minibatches_follow_mtt_order():
     ({"labels": torch.zeros(10, dtype=torch.int32)}, TypeError, "labels must be int64 class labels"),
     ({"labels": torch.zeros(9, dtype=torch.long)}, ValueError, "labels has 9 rows but images has 10"),
     ({"fm": "net"}, TypeError, "fm must be a ddfast.FlatModel"),
+    ({"plan": ([None, None], [0, 1])}, TypeError, "plan must be a ddfast.ops.unroll.StepPlan"),
+    ({"plan": StepPlan([None], [0])}, ValueError, "plan has 1 minibatches and 1 seeds for steps=2"),
+    ({"plan": StepPlan([None, None], [0, 1]), "batch_size": 2}, ValueError, "batch_size and generator must be None"),
+    ({"plan": StepPlan([None, torch.tensor([3, 10])], [0, 1])}, ValueError, r"plan.batches\[1\] must be None or"),
 ])
 def test_bad_inputs(change, error, message):
     fm, theta0, images, hard, _, _ = _setup()

@@ -150,17 +150,25 @@ def DiffAugment(x: torch.Tensor, strategy: str = "", seed: int = -1, param=None)
     where DC's leaves them); a seeded call applies the first image's draws to the whole batch (Siamese: a
     real and a synthetic batch called with one seed get one augmentation), an unseeded call one set per
     image. ``param.aug_mode`` 'S' applies one family chosen at random, 'M' every family in strategy order.
-    Differentiable in ``x``, twice too. ``param=None`` raises AttributeError (DC reads ``param.batchmode``
-    first); an unknown family raises :class:`UnknownAugmentationError` (a KeyError, as DC's), before any
-    draw; an unknown ``aug_mode`` raises ValueError where DC calls ``exit()``. Not DC's: a strategy naming a
-    family twice raises ValueError (ddfast.dsa applies each family once).
+    Differentiable in ``x``, twice too. Errors: see :func:`dc_draws`.
     """
+    params = dc_draws(x, strategy, seed, param)
+    return x if params is None else dsa(x, params)
+
+
+def dc_draws(x: torch.Tensor, strategy: str = "", seed: int = -1, param=None) -> DSAParams | None:
+    """The parameters DC's ``DiffAugment(x, strategy, seed, param)`` applies, drawn as it draws them (only x's
+    shape, dtype and device are read), with ``param.batchmode`` and ``param.latestseed`` set as DC sets them; None
+    where it returns ``x`` unchanged (no strategy, or no images). ``param=None`` raises AttributeError (DC reads
+    ``param.batchmode`` first); an unknown family raises :class:`UnknownAugmentationError` (a KeyError, as DC's),
+    before any draw; an unknown ``aug_mode`` raises ValueError where DC calls ``exit()``. Not DC's: a strategy
+    naming a family twice raises ValueError (ddfast.dsa applies each family once)."""
     if param is None:
         raise AttributeError("DiffAugment needs param (DC's ParamDiffAug(), e.g. args.dsa_param); got None")
     param.batchmode = seed != -1
     param.latestseed = seed
-    if strategy in ("None", "none") or not strategy:
-        return x
+    if strategy in ("None", "none") or not strategy or x.shape[0] == 0:
+        return None
     families = strategy.split("_")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -179,13 +187,10 @@ def DiffAugment(x: torch.Tensor, strategy: str = "", seed: int = -1, param=None)
     for family in families:
         columns.update(draws.family(family))
     rows = 1 if param.batchmode else x.shape[0]  # seeded: DC copies the first image's draws to every image
-    table = torch.tensor(IDENTITY, dtype=torch.float32, device=x.device).repeat(max(rows, 1), 1)
+    table = torch.tensor(IDENTITY, dtype=torch.float32, device=x.device).repeat(rows, 1)
     for column, values in columns.items():
         table[:, column] = values[:rows]
-    if x.shape[0] == 0:
-        return x.contiguous()
-    kind = "shared" if rows == 1 else "sample"
-    return dsa(x, DSAParams(table, tuple(families), kind, config))
+    return DSAParams(table, tuple(families), "shared" if rows == 1 else "sample", config)
 
 
 # --- networks, training and evaluation: get_network, epoch, evaluate_synset, augment ------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops.dsa import dsa
 from ..ops.unroll import FlatModel
 
 
@@ -80,3 +81,100 @@ class ReparamModule(nn.Module):
         if buffers is not None:
             replaced.update(self._buffer_dict(buffers))
         return torch.func.functional_call(self.module, replaced, inputs, kwinputs, strict=False)
+
+
+def _flat_vector(params, device, name: str) -> torch.Tensor:
+    """MTT's ``torch.cat([p.data.to(device).reshape(-1) for p in params], 0)`` of a buffer entry (a list of
+    tensors), or an already flat vector, detached."""
+    if isinstance(params, torch.Tensor):
+        return params.detach().to(device).reshape(-1)
+    if isinstance(params, (list, tuple)) and params and all(isinstance(p, torch.Tensor) for p in params):
+        return torch.cat([p.detach().to(device).reshape(-1) for p in params], 0)
+    raise TypeError(f"{name} must be an expert checkpoint (a list of tensors) or a flat tensor, got "
+                    f"{type(params).__name__}")
+
+
+class _MTTDraws:
+    """MTT's inner loop's random draws, made up front in MTT's order on torch's global RNG: per step, a new
+    ``torch.randperm`` of the set when the chunks of the last one are used up (chunks of ``batch_syn`` taken
+    from the end), texture mode's two ``torch.randint`` shifts per image and canvas sample, and the unseeded
+    DiffAugment's draws (ddfast.compat.dc.dc_draws). Every draw depends on sizes only, not on values, so drawing
+    them first leaves the generators where MTT's loop leaves them and the unroll can replay each step exactly."""
+
+    def __init__(self, images: torch.Tensor, args, steps: int):
+        from .dc import dc_draws
+
+        count, (height, width) = images.shape[0], images.shape[-2:]
+        if args.texture:  # the set is canvases of canvas_size x the dataset's image size; steps train on crops
+            self.crop = (height // args.canvas_size, width // args.canvas_size)
+            bounds = (int(self.crop[0] * args.canvas_size), int(self.crop[1] * args.canvas_size))
+        self.batches, self.shifts, self.dsa = [], [], []
+        chunks = []
+        for _ in range(steps):
+            if not chunks:
+                chunks = list(torch.split(torch.randperm(count), args.batch_syn))
+            batch = chunks.pop()
+            rows = len(batch)
+            if args.texture:
+                self.shifts.append([[(int(torch.randint(bounds[0], (1,))), int(torch.randint(bounds[1], (1,))))
+                                     for _ in range(rows)] for _ in range(args.canvas_samples)])
+                rows *= args.canvas_samples
+            like = images.new_empty((rows, images.shape[1], *(self.crop if args.texture else (height, width))))
+            self.dsa.append(dc_draws(like, args.dsa_strategy, param=args.dsa_param)
+                            if args.dsa and not args.no_aug else None)
+            self.batches.append(batch)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Step n's augmentation (n: the seed of the generator the unroll hands over, see ``plan``): texture mode's
+        rolled crops of each canvas sample, then DiffAugment with the drawn parameters."""
+        n = generator.initial_seed()
+        if self.shifts:
+            height, width = self.crop
+            x = torch.cat([torch.stack([torch.roll(im, shift, (1, 2))[:, :height, :width]
+                                        for im, shift in zip(x, sample)]) for sample in self.shifts[n]])
+        return x if self.dsa[n] is None else dsa(x, self.dsa[n])
+
+
+def match_trajectory(student_net: "ReparamModule", image_syn: torch.Tensor, label_syn: torch.Tensor,
+                     syn_lr: torch.Tensor, starting_params, target_params, args,
+                     memory_budget: int | float | None = None) -> torch.Tensor:
+    """MTT distill.py's inner loop and matching loss in one call, by the exact adjoint unroll (``ddfast.unroll``).
+
+    Replaces the block of distill.py from ``student_params = [...]`` to ``grand_loss = param_loss``::
+
+        grand_loss = match_trajectory(student_net, image_syn, label_syn, syn_lr,
+                                      expert_trajectory[start_epoch],
+                                      expert_trajectory[start_epoch + args.expert_epochs], args)
+
+    It runs ``args.syn_steps`` SGD steps of the student (``student_net``, a :class:`ReparamModule`) from the
+    starting checkpoint at learning rate ``syn_lr`` on minibatches of ``args.batch_syn`` synthetic images in MTT's
+    order (``torch.randperm`` on the global RNG, chunks taken from the end), each augmented as MTT does (texture
+    mode's rolled crops when ``args.texture``, with ``args.canvas_size`` and ``args.canvas_samples``; unseeded
+    DiffAugment with ``args.dsa_strategy`` and ``args.dsa_param`` when ``args.dsa`` and not ``args.no_aug``), the
+    mean cross-entropy as MTT's criterion, and returns ``||theta_N - target||^2 / ||start - target||^2`` (MTT's
+    param_loss / param_dist) with gradients to ``image_syn`` and ``syn_lr``. The random draws are MTT's, from the
+    global RNG in MTT's order (:class:`_MTTDraws`). The gradient is exact; memory: the graphs of the last fifth of
+    the steps (``memory_budget``, as ddfast.unroll's; 0.0 keeps none) instead of all of them.
+
+    MTT's ``--distributed`` (``nn.DataParallel`` around the ReparamModule) is refused with a clear error: the
+    unroll runs in one process (ddfast.unroll's ``process_group`` spreads it over torchrun ranks instead).
+    """
+    from ..ops.param_match_loss import param_match_loss
+    from ..ops.unroll import StepPlan, unroll
+
+    if isinstance(student_net, nn.DataParallel) or getattr(args, "distributed", False):
+        raise ValueError("match_trajectory runs MTT's inner loop in one process and does not take MTT's --distributed "
+                         "nn.DataParallel student: drop --distributed (the adjoint unroll needs a fraction of the "
+                         "memory DataParallel spread over GPUs), or span GPUs with torchrun and ddfast.unroll's "
+                         "process_group")
+    if not isinstance(student_net, ReparamModule):
+        raise TypeError(f"student_net must be ddfast.compat.mtt.ReparamModule (import it in place of MTT's), got "
+                        f"{type(student_net).__name__}")
+    device = image_syn.device
+    start = _flat_vector(starting_params, device, "starting_params")
+    target = _flat_vector(target_params, device, "target_params")
+    draws = _MTTDraws(image_syn, args, args.syn_steps)
+    plan = StepPlan(draws.batches, list(range(args.syn_steps)))
+    theta = unroll(student_net._flat, start, image_syn, label_syn.to(device), syn_lr, args.syn_steps,
+                   augment=draws.augment, plan=plan, memory_budget=memory_budget)
+    return param_match_loss(theta, start, target)

@@ -17,6 +17,9 @@ SEED_BOUND = 2**62
 
 @dataclass(frozen=True)
 class StepPlan:
+    """The randomness of every step: its minibatch (int64 indices into the set; None = the whole set) and the seed
+    of the generator its augmentation gets."""
+
     batches: list[torch.Tensor | None]  # indices per step; None = the whole set
     seeds: list[int]
 

@@ -90,6 +90,12 @@ def inner_loss(fm: FlatModel, theta, images, labels, batch, augment, generator, 
     y = labels if batch is None else labels[batch.to(labels.device)]
     if augment is not None:
         x = augment(x, generator)  # the whole minibatch: the per-image draws are one process's
+        if x.shape[0] != y.shape[0]:  # k augmented copies of the minibatch, copy after copy (MTT's texture mode)
+            copies = x.shape[0] // y.shape[0]
+            if copies * y.shape[0] != x.shape[0]:
+                raise ValueError(f"augment returned {x.shape[0]} rows for a minibatch of {y.shape[0]}: it must return "
+                                 f"the minibatch or whole copies of it")
+            y = y.repeat(copies, *([1] * (y.dim() - 1)))
     rows = x.shape[0]
     if split is not None:
         x, y = x[split.rank::split.world], y[split.rank::split.world]
@@ -331,7 +337,8 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
            batch_size: int | None = None, momentum: float = 0.0,
            augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
            generator: torch.Generator | None = None, return_steps: Sequence[int] = (), loss_scale: float = 1.0,
-           mode: str = "adjoint", process_group=None, memory_budget: int | float | None = None):
+           mode: str = "adjoint", process_group=None, memory_budget: int | float | None = None,
+           plan: StepPlan | None = None):
     """N inner SGD steps of a student from ``theta0`` on the synthetic set (docs/semantics.md#unroll).
 
     For n = 0..N-1: b_n = a minibatch (MTT's order: chunks of a seeded permutation, taken from the end;
@@ -347,8 +354,10 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
             DATM), learnable if they require grad.
         lr: the learnable step size, a 0-d tensor (or a number). steps: N >= 1.
         augment: ``augment(x, generator)``, differentiable in x; each step gets its own seeded generator,
-            replayed identically in the backward pass. generator: draws the minibatches and the per-step
-            seeds (None: a generator seeded with 0, so an unroll is always reproducible).
+            replayed identically in the backward pass. It may return k whole copies of the minibatch (k B rows,
+            copy after copy: MTT's texture mode); the labels are repeated to match. generator: draws the
+            minibatches and the per-step seeds (None: a generator seeded with 0, so an unroll is always
+            reproducible).
         return_steps: steps k (0..N) whose theta_k is returned too (AST's intermediate matching).
         loss_scale: multiplies the inner cross-entropy (AST's balanced loss).
         mode: ``"adjoint"`` (exact; with ``memory_budget=0`` memory constant in N apart from N stored
@@ -376,6 +385,10 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
             autograd's peak memory and within a few percent of its time (measured on CPU). Nothing is kept
             when no gradient will be asked for (grad mode off, or no input requiring grad). The tesla mode
             takes the budget as the adjoint does (its replays are the same); mode ``autograd`` needs None.
+        plan: the randomness of every step drawn by the caller instead (:class:`StepPlan`: the minibatch
+            indices, None for the whole set, and the seed of the generator ``augment`` gets): ddfast.compat.mtt
+            draws MTT's minibatches from the global RNG and numbers the steps by their seeds. Takes the place
+            of ``batch_size`` and ``generator``, which must then be None.
 
     Returns theta_N, or (theta_N, [theta_k for k in return_steps]); autograd continues from them to
     images, lr and soft labels.
@@ -405,7 +418,10 @@ def unroll(fm: FlatModel, theta0: torch.Tensor, images: torch.Tensor, labels: to
                          "no momentum and no return_steps")
     budget = _memory_budget(memory_budget, mode)
     split = _rank_split(process_group, fm, mode)
-    plan = plan_steps(images.shape[0], steps, batch_size, generator)
+    if plan is None:
+        plan = plan_steps(images.shape[0], steps, batch_size, generator)
+    else:
+        _check_plan(plan, steps, images.shape[0], batch_size, generator)
     if split is not None:
         smallest = min(images.shape[0] if b is None else len(b) for b in plan.batches)
         if smallest < split.world:
@@ -446,6 +462,22 @@ def _rank_split(process_group, fm: FlatModel, mode: str) -> _Split | None:
                          f"the {world} ranks of process_group their statistics would span one rank's rows; run one "
                          f"process or a model without BatchNorm")
     return _Split(process_group, rank, world)
+
+
+def _check_plan(plan, steps: int, num_images: int, batch_size, generator) -> None:
+    if not isinstance(plan, StepPlan):
+        raise TypeError(f"plan must be a ddfast.ops.unroll.StepPlan, got {type(plan).__name__}")
+    if batch_size is not None or generator is not None:
+        raise ValueError("plan gives the minibatches and seeds: batch_size and generator must be None with it")
+    if len(plan.batches) != steps or len(plan.seeds) != steps:
+        raise ValueError(f"plan has {len(plan.batches)} minibatches and {len(plan.seeds)} seeds for steps={steps}")
+    for n, batch in enumerate(plan.batches):
+        if batch is None:
+            continue
+        if not isinstance(batch, torch.Tensor) or batch.dtype != torch.long or batch.dim() != 1 or not len(batch) \
+                or int(batch.min()) < 0 or int(batch.max()) >= num_images:
+            raise ValueError(f"plan.batches[{n}] must be None or a non-empty int64 vector of indices in "
+                             f"[0, {num_images})")
 
 
 def _check_labels(labels, images) -> None:
