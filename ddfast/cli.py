@@ -143,6 +143,16 @@ def _eval(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .synthetic import SyntheticSet, to_dc, to_mtt
+
+    syn = SyntheticSet.load(args.path)
+    paths = [to_dc(syn, args.out, method=args.method, dataset=args.dataset_name, model=args.model)] \
+        if args.to == "dc" else to_mtt(syn, args.out)
+    print("\n".join(map(str, paths)))
+    return 0
+
+
 def _buffer(args) -> int:
     from .runner import buffer_run
 
@@ -295,6 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     _compile_flag(e)
     _common(e)
     e.set_defaults(func=_eval)
+
+    x = sub.add_parser("export", help="write a ddfast set (set.pt) in DC's or MTT's file layout, for their code")
+    x.add_argument("path", help="set.pt written by ddfast distill")
+    x.add_argument("--to", required=True, choices=["dc", "mtt"], help="dc: res_<method>_<dataset>_<model>_<ipc>ipc.pt "
+                   "(DC's main.py layout); mtt: images_best.pt, labels_best.pt and syn_lr_best.pt (MTT's run folder)")
+    x.add_argument("--out", required=True, help="folder to write into")
+    x.add_argument("--method", default=None, help="dc: the method in the file name (default: the set's, upper-cased)")
+    x.add_argument("--dataset-name", default=None, help="dc: the dataset in the file name (default: DC's name of the "
+                   "set's dataset, e.g. FashionMNIST)")
+    x.add_argument("--model", default="ConvNet", help="dc: the model in the file name")
+    x.set_defaults(func=_export)
 
     b = sub.add_parser("buffer", help="train expert trajectories (MTT's replay_buffer_<n>.pt; under torchrun the "
                        "experts are shared out over the ranks)")

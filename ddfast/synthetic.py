@@ -18,9 +18,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ._io import load_checked, load_torch, save_checked
+from ._io import atomic_torch_save, load_checked, load_torch, save_checked
 
-__all__ = ["SyntheticSet", "from_dc", "from_mtt", "curves_figure", "plot_curves", "grid_figure", "image_grid",
+__all__ = ["SyntheticSet", "from_dc", "from_mtt", "to_dc", "to_mtt", "curves_figure", "plot_curves", "grid_figure", "image_grid",
            "save_image_grid"]
 
 FORMAT = "ddfast.SyntheticSet"
@@ -422,3 +422,50 @@ def from_mtt(path: str | os.PathLike, *, labels: str | os.PathLike | None = None
     meta = _metadata_from(dataset, {"method": method, "source": f"mtt:{images_path.name}"})
     meta["zca"] = bool(zca)
     return SyntheticSet(images.detach().float(), label_tensor.detach(), lr, meta)
+
+
+# DC's dataset names (its get_dataset) for ddfast's
+DC_DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "svhn": "SVHN", "cifar10": "CIFAR10",
+                    "cifar100": "CIFAR100"}
+
+
+def _class_labels(syn: SyntheticSet, what: str) -> torch.Tensor:
+    if syn.labels.dim() != 1:
+        raise ValueError(f"{what} files hold class labels; this set has soft labels of shape "
+                         f"{tuple(syn.labels.shape)} (save it with SyntheticSet.save instead)")
+    return syn.labels.detach().cpu().long()
+
+
+def to_dc(syn: SyntheticSet, folder: str | os.PathLike, *, method: str | None = None, dataset: str | None = None,
+          model: str = "ConvNet") -> Path:
+    """Write ``syn`` as DC's main.py / main_DM.py result file, ``res_<method>_<dataset>_<model>_<ipc>ipc.pt`` in
+    ``folder``: ``{"data": [[images, labels]], "accs_all_exps": {model: []}}`` (one experiment; the images as the
+    set holds them, in the dataset's mean/std-normalised space as DC's are; int64 labels on the CPU). ``method``
+    and ``dataset`` default to the set's metadata (method upper-cased, as DC's 'DC', 'DSA', 'DM'; dataset by DC's
+    name, e.g. 'FashionMNIST'). :func:`from_dc` reads it back. Returns the file's path."""
+    labels = _class_labels(syn, "DC result")
+    method = method or str(syn.metadata.get("method", "ddfast")).upper()
+    dataset = dataset or DC_DATASET_NAMES.get(syn.metadata.get("dataset"), syn.metadata.get("dataset", "dataset"))
+    ipc = syn.ipc or int(torch.bincount(labels).max())
+    path = Path(folder) / f"res_{method}_{dataset}_{model}_{ipc}ipc.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"data": [[syn.images.detach().cpu(), labels]], "accs_all_exps": {model: []}}, path)
+    return path
+
+
+def to_mtt(syn: SyntheticSet, folder: str | os.PathLike) -> list[Path]:
+    """Write ``syn`` as MTT's distill.py leaves its best set in ``logged_files/<dataset>/<run>``:
+    ``images_best.pt`` and ``labels_best.pt`` (CPU tensors; the images as the set holds them, ZCA-whitened when
+    the set is, as MTT's with --zca), and, when the set has a learned lr, ``syn_lr_best.pt`` (a scalar tensor:
+    MTT logs its lr to wandb only; :func:`from_mtt` and ``ddfast eval --source mtt`` read this file). Returns the
+    paths written."""
+    labels = _class_labels(syn, "MTT")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "images_best.pt", folder / "labels_best.pt"]
+    atomic_torch_save(syn.images.detach().cpu(), written[0])
+    atomic_torch_save(labels, written[1])
+    if syn.lr is not None:
+        written.append(folder / "syn_lr_best.pt")
+        atomic_torch_save(syn.lr.detach().cpu().reshape(()), written[2])
+    return written

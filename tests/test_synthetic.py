@@ -189,3 +189,31 @@ def test_from_mtt(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="images_best.pt"):
         from_mtt(tmp_path / "empty")
+
+
+def test_export_to_dc_and_mtt_layouts_read_back(tmp_path):
+    from ddfast.cli import main
+    from ddfast.synthetic import to_dc, to_mtt
+
+    images, labels = torch.randn(6, 1, 28, 28), torch.arange(3).repeat_interleave(2)
+    syn = SyntheticSet(images, labels, torch.tensor(0.03),
+                       {"method": "dsa", "dataset": "fashion_mnist", "num_classes": 3})
+    path = to_dc(syn, tmp_path / "dc")
+    assert path.name == "res_DSA_FashionMNIST_ConvNet_2ipc.pt"
+    raw = torch.load(path, weights_only=True)  # DC's layout: one [images, labels] experiment, accuracies per model
+    assert set(raw) == {"data", "accs_all_exps"} and raw["accs_all_exps"] == {"ConvNet": []}
+    assert torch.equal(raw["data"][0][0], images) and raw["data"][0][1].dtype == torch.long
+    back = from_dc(path)
+    assert torch.equal(back.images, images) and torch.equal(back.labels, labels) and back.metadata["ipc"] == 2
+    written = to_mtt(syn, tmp_path / "mtt")
+    assert [p.name for p in written] == ["images_best.pt", "labels_best.pt", "syn_lr_best.pt"]
+    back = from_mtt(tmp_path / "mtt")
+    assert torch.equal(back.images, images) and torch.equal(back.labels, labels) and abs(float(back.lr) - 0.03) < 1e-7
+    syn.save(tmp_path / "set.pt")
+    with pytest.raises(SystemExit) as done:
+        main(["export", str(tmp_path / "set.pt"), "--to", "dc", "--out", str(tmp_path / "cli"), "--method", "DM"])
+    assert done.value.code == 0
+    assert (tmp_path / "cli" / "res_DM_FashionMNIST_ConvNet_2ipc.pt").is_file()
+    soft = SyntheticSet(images, torch.randn(6, 3), None, {})
+    with pytest.raises(ValueError, match="soft labels"):
+        to_mtt(soft, tmp_path / "soft")
