@@ -14,10 +14,14 @@ speedup is the median of the per-pair ratios.
   dc_ipc1, dc_ipc10  DC main.py, no augmentation
   dsa_ipc10          DC main.py with --dsa (Siamese DiffAugment per class, per-image DiffAugment in epoch)
   dm_ipc10           main_DM.py (DSA on)
+  mtt_steps20, mtt_steps40  distill.py's iteration at IPC 10 (syn_steps 20 / 40, batch_syn the whole set, DSA on,
+                     expert_epochs 2): MTT's create_graph block vs ddfast.compat.mtt.match_trajectory (the exact
+                     adjoint, the default memory budget); also the peak memory of one iteration (the CUDA
+                     allocator's peak, or on the CPU the peak resident growth of a child process).
 Results: bench/results/<device>.jsonl (op "compat").
 
-Usage: python bench/bench_compat.py [--device cpu|cuda] [--quick] [--cases dc_ipc1,dc_ipc10,dsa_ipc10,dm_ipc10]
-       [--out DIR]
+Usage: python bench/bench_compat.py [--device cpu|cuda] [--quick]
+       [--cases dc_ipc1,dc_ipc10,dsa_ipc10,dm_ipc10,mtt_steps20,mtt_steps40] [--out DIR]
 """
 
 from __future__ import annotations
@@ -36,8 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ddfast.compat import dc as compat  # noqa: E402
 from ddfast.compiled import compile_report  # noqa: E402
 
-from bench.baselines.dc_scripts import REFERENCE_UTILS, dc_iteration, dm_iteration  # noqa: E402
-from bench.common import bench_main, synchronize  # noqa: E402
+from ddfast.compat import mtt as compat_mtt  # noqa: E402
+from ddfast.compat.mtt import ReparamModule  # noqa: E402
+from ddfast.models import ConvNet  # noqa: E402
+
+from bench.baselines.reference_scripts import REFERENCE_UTILS, dc_iteration, dm_iteration, mtt_iteration  # noqa: E402
+from bench.common import bench_main, peak_memory, peak_rss_child, synchronize  # noqa: E402
 
 OP = "compat"
 CLASSES = 10
@@ -97,7 +105,8 @@ def _compare(rec, device, quick, case: str, ipc: int, script: str, dsa: bool) ->
     ratios = [a / b for a, b in zip(times["reference"], times["compat"])]
     report = compile_report()
     row = rec.record(op=OP, case=case, backend="ddfast.compat.dc", strategy=script,
-                     size=f"{'fashion_mnist' if quick else 'cifar10'}-ipc{ipc}-loops{args.outer_loop}x{args.inner_loop}",
+                     size=f"{'fashion_mnist' if quick else 'cifar10'}-ipc{ipc}"
+                          + (f"-loops{args.outer_loop}x{args.inner_loop}" if script == "dc" else ""),
                      reference_ms=1000 * statistics.median(times["reference"]),
                      compat_ms=1000 * statistics.median(times["compat"]), speedup=statistics.median(ratios),
                      repeats=repeats, warmup_s=warm, compile_s=compile_s,
@@ -106,10 +115,61 @@ def _compare(rec, device, quick, case: str, ipc: int, script: str, dsa: bool) ->
           f"({row['speedup']:.2f}x; compiled {row['compiled_paths']}, {compile_s:.0f} s compiling)")
 
 
+COMPAT_MTT = types.SimpleNamespace(match_trajectory=compat_mtt.match_trajectory)
+
+
+def mtt_workload(side: str, steps: int, device: str, quick: bool):
+    """One distill.py iteration (after a warm-up one) as a zero-argument callable, for ``side`` "reference" (MTT's
+    block) or "compat" (match_trajectory); module level, so a child process can build it (peak memory)."""
+    shape = (1, 28, 28) if quick else (3, 32, 32)
+    torch.manual_seed(0)
+    net = ConvNet(shape[0], CLASSES, im_size=shape[1:])
+    trajectory = [[p.detach() + 0.01 * k * torch.randn_like(p) for p in net.parameters()] for k in range(3)]
+    student = ReparamModule(net.to(device))
+    args = types.SimpleNamespace(syn_steps=steps, batch_syn=CLASSES * 10, expert_epochs=2, dsa=True, no_aug=False,
+                                 dsa_strategy=STRATEGY, dsa_param=compat.ParamDiffAug(), texture=False,
+                                 distributed=False, device=device)
+    images = torch.randn(CLASSES * 10, *shape, device=device, requires_grad=True)
+    labels = torch.arange(CLASSES, device=device).repeat_interleave(10)
+    lr = torch.tensor(0.01, device=device, requires_grad=True)
+    opt_img, opt_lr = torch.optim.SGD([images], lr=1000.0, momentum=0.5), torch.optim.SGD([lr], lr=1e-5, momentum=0.5)
+    utils = REFERENCE_UTILS if side == "reference" else COMPAT_MTT
+    return lambda: mtt_iteration(utils, args, student, images, labels, lr, trajectory, opt_img, opt_lr)
+
+
+def _compare_mtt(rec, device, quick, case: str, steps: int) -> None:
+    repeats = 1 if quick else 3
+    runs = {side: mtt_workload(side, steps, str(device), quick) for side in ("reference", "compat")}
+    for run in runs.values():
+        run()  # warm-up
+    times = {"reference": [], "compat": []}
+    for _ in range(repeats):
+        for side, run in runs.items():
+            times[side].append(_timed(run, device))
+    memory = {}
+    for side in runs:
+        if device.type == "cuda":
+            memory[side] = peak_memory(mtt_workload(side, steps, str(device), quick), device)
+        else:
+            memory[side] = peak_rss_child(mtt_workload, side, steps, "cpu", quick, warmup_args=(side, 1, "cpu", quick))
+    row = rec.record(op=OP, case=case, backend="ddfast.compat.mtt", strategy="mtt",
+                     size=f"{'fashion_mnist' if quick else 'cifar10'}-ipc10-steps{steps}",
+                     reference_ms=1000 * statistics.median(times["reference"]),
+                     compat_ms=1000 * statistics.median(times["compat"]),
+                     speedup=statistics.median(a / b for a, b in zip(times["reference"], times["compat"])),
+                     repeats=repeats, syn_steps=steps, peak_mem_bytes=memory["compat"],
+                     baseline_peak_mem_bytes=memory["reference"], memory_ratio=memory["compat"] / memory["reference"])
+    print(f"{case}: MTT's block {row['reference_ms']:.0f} ms, match_trajectory {row['compat_ms']:.0f} ms "
+          f"({row['speedup']:.2f}x); peak memory {memory['compat'] / 2**20:.0f} vs {memory['reference'] / 2**20:.0f} "
+          f"MiB ({row['memory_ratio']:.2f})")
+
+
 RUNNERS = {"dc_ipc1": lambda rec, device, quick: _compare(rec, device, quick, "dc_ipc1", 1, "dc", False),
            "dc_ipc10": lambda rec, device, quick: _compare(rec, device, quick, "dc_ipc10", 10, "dc", False),
            "dsa_ipc10": lambda rec, device, quick: _compare(rec, device, quick, "dsa_ipc10", 10, "dc", True),
-           "dm_ipc10": lambda rec, device, quick: _compare(rec, device, quick, "dm_ipc10", 10, "dm", True)}
+           "dm_ipc10": lambda rec, device, quick: _compare(rec, device, quick, "dm_ipc10", 10, "dm", True),
+           "mtt_steps20": lambda rec, device, quick: _compare_mtt(rec, device, quick, "mtt_steps20", 20),
+           "mtt_steps40": lambda rec, device, quick: _compare_mtt(rec, device, quick, "mtt_steps40", 40)}
 
 
 if __name__ == "__main__":

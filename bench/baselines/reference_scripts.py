@@ -1,8 +1,10 @@
-"""The outer iterations of DC's main.py (DC/DSA) and main_DM.py (DM) (VICO-UoE/DatasetCondensation), written by us
-in those scripts' shape against DC's utils API (get_network, DiffAugment, match_loss, epoch, TensorDataset), which
-the caller passes as ``utils``: :data:`REFERENCE_UTILS` (our re-creations of DC's helpers: eager networks, the
-DiffAugment re-creation of dsa_reference.py, DC's match_loss loop, DC's epoch loop) or ``ddfast.compat.dc`` (the
-drop-ins). bench/bench_compat.py times one against the other: the difference is the import a DC user changes."""
+"""The outer iterations of DC's main.py (DC/DSA) and main_DM.py (DM) (VICO-UoE/DatasetCondensation) and of MTT's
+distill.py (GeorgeCazenavette/mtt-distillation), written by us in those scripts' shape against the helpers they
+import, which the caller passes as ``utils``: :data:`REFERENCE_UTILS` (our re-creations of DC's utils: eager
+networks, the DiffAugment re-creation of dsa_reference.py, DC's match_loss loop, DC's epoch loop; and MTT's
+create_graph inner loop as ``match_trajectory``) or ``ddfast.compat`` (the drop-ins). bench/bench_compat.py times
+one against the other: the difference is what a DC or MTT user changes (imports; for MTT one block replaced by one
+call)."""
 
 from __future__ import annotations
 
@@ -54,9 +56,35 @@ def _reference_epoch(mode, dataloader, net, optimizer, criterion, args, aug):
     return loss_avg / num_exp, acc_avg / num_exp
 
 
+def _reference_match_trajectory(student_net, image_syn, label_syn, syn_lr, starting_params, target_params, args):
+    """distill.py's block from ``student_params = [...]`` to ``grand_loss``: create_graph SGD steps of the student on
+    minibatches of torch.randperm chunks (taken from the end), each with unseeded DiffAugment, then param_loss /
+    param_dist; every step's graph stays alive until the backward."""
+    target_params = torch.cat([p.data.to(args.device).reshape(-1) for p in target_params], 0)
+    student_params = [torch.cat([p.data.to(args.device).reshape(-1) for p in starting_params], 0).requires_grad_(True)]
+    starting_params = torch.cat([p.data.to(args.device).reshape(-1) for p in starting_params], 0)
+    criterion = nn.CrossEntropyLoss().to(args.device)
+    indices_chunks = []
+    for _ in range(args.syn_steps):
+        if not indices_chunks:
+            indices_chunks = list(torch.split(torch.randperm(len(image_syn)), args.batch_syn))
+        these_indices = indices_chunks.pop()
+        x, this_y = image_syn[these_indices], label_syn[these_indices]
+        if args.dsa and not args.no_aug:
+            x = _reference_diff_augment(x, args.dsa_strategy, param=args.dsa_param)
+        ce_loss = criterion(student_net(x, flat_param=student_params[-1]), this_y)
+        grad = torch.autograd.grad(ce_loss, student_params[-1], create_graph=True)[0]
+        student_params.append(student_params[-1] - syn_lr * grad)
+    num_params = starting_params.numel()
+    param_loss = torch.nn.functional.mse_loss(student_params[-1], target_params, reduction="sum") / num_params
+    param_dist = torch.nn.functional.mse_loss(starting_params, target_params, reduction="sum") / num_params
+    return param_loss / param_dist
+
+
 REFERENCE_UTILS = types.SimpleNamespace(get_network=_reference_get_network, DiffAugment=_reference_diff_augment,
                                         match_loss=_reference_match_loss, epoch=_reference_epoch,
-                                        TensorDataset=TensorDataset, ParamDiffAug=ParamDiffAug)
+                                        TensorDataset=TensorDataset, ParamDiffAug=ParamDiffAug,
+                                        match_trajectory=_reference_match_trajectory)
 
 
 def dc_iteration(utils, args, get_images, image_syn, label_syn, optimizer_img, seed: int) -> float:
@@ -119,3 +147,17 @@ def dm_iteration(utils, args, get_images, image_syn, optimizer_img, seed: int) -
     loss.backward()
     optimizer_img.step()
     return loss.item() / args.num_classes
+
+
+def mtt_iteration(utils, args, student_net, image_syn, label_syn, syn_lr, trajectory, optimizer_img,
+                  optimizer_lr) -> float:
+    """One iteration of distill.py after the evaluation: an expert trajectory's start and target, the inner loop and
+    matching loss (``utils.match_trajectory``), one step on the images and on the learnable lr."""
+    grand_loss = utils.match_trajectory(student_net, image_syn, label_syn, syn_lr, trajectory[0],
+                                        trajectory[args.expert_epochs], args)
+    optimizer_img.zero_grad()
+    optimizer_lr.zero_grad()
+    grand_loss.backward()
+    optimizer_img.step()
+    optimizer_lr.step()
+    return grand_loss.item()
