@@ -140,11 +140,11 @@ def match_trajectory(student_net: "ReparamModule", image_syn: torch.Tensor, labe
                      memory_budget: int | float | None = None) -> torch.Tensor:
     """MTT distill.py's inner loop and matching loss in one call, by the exact adjoint unroll (``ddfast.unroll``).
 
-    Replaces the block of distill.py from ``student_params = [...]`` to ``grand_loss = param_loss``::
+    Replaces the block of distill.py from ``target_params = torch.cat(...)`` to ``grand_loss = param_loss`` (and
+    the ``for _ in student_params: del _`` lines that freed its list)::
 
-        grand_loss = match_trajectory(student_net, image_syn, label_syn, syn_lr,
-                                      expert_trajectory[start_epoch],
-                                      expert_trajectory[start_epoch + args.expert_epochs], args)
+        grand_loss = match_trajectory(student_net, image_syn, label_syn, syn_lr, starting_params, target_params,
+                                      args)
 
     It runs ``args.syn_steps`` SGD steps of the student (``student_net``, a :class:`ReparamModule`) from the
     starting checkpoint at learning rate ``syn_lr`` on minibatches of ``args.batch_syn`` synthetic images in MTT's
