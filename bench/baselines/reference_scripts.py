@@ -57,9 +57,9 @@ def _reference_epoch(mode, dataloader, net, optimizer, criterion, args, aug):
 
 
 def _reference_match_trajectory(student_net, image_syn, label_syn, syn_lr, starting_params, target_params, args):
-    """distill.py's block from ``target_params = torch.cat(...)`` to ``grand_loss``: create_graph SGD steps of the student on
-    minibatches of torch.randperm chunks (taken from the end), each with unseeded DiffAugment, then param_loss /
-    param_dist; every step's graph stays alive until the backward."""
+    """distill.py's block from ``target_params = torch.cat(...)`` to ``grand_loss``: create_graph SGD steps of the
+    student on minibatches of torch.randperm chunks (taken from the end), each with unseeded DiffAugment, then
+    param_loss / param_dist; every step's graph stays alive until the backward."""
     target_params = torch.cat([p.data.to(args.device).reshape(-1) for p in target_params], 0)
     student_params = [torch.cat([p.data.to(args.device).reshape(-1) for p in starting_params], 0).requires_grad_(True)]
     starting_params = torch.cat([p.data.to(args.device).reshape(-1) for p in starting_params], 0)
