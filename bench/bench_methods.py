@@ -380,7 +380,7 @@ def _recover_setup(device):
 
 
 def bench_sre2l(rec, device, quick):
-    from ddfast.methods._crops import batch_crop
+    from ddfast.crops import batch_crop
     from ddfast.methods.sre2l import pixel_bounds
     from bench.baselines import sre2l_bn_loop
 

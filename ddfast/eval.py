@@ -85,14 +85,14 @@ def default_augment(protocol: str = "dc", dataset: ImageDataset | None = None) -
     DC's default strategy 'color_crop_cutout_flip_scale_rotate' in 'S' mode, unseeded (a fresh
     parameter set per image, as DC's ``evaluate_synset`` calls DiffAugment). KD protocol: SRe2L's relabel
     transforms, a random-resized crop with scale (0.08, 1) and a horizontal flip per image
-    (:class:`ddfast.methods._crops.RandomResizedCropFlip`; SRe2L's FKD CutMix is not applied)."""
+    (:class:`ddfast.crops.RandomResizedCropFlip`; SRe2L's FKD CutMix is not applied)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if protocol == "dc":
         from .ops.dsa import dsa_augment
 
         return dsa_augment("color_crop_cutout_flip_scale_rotate", mode="S")
-    from .methods._crops import RandomResizedCropFlip
+    from .crops import RandomResizedCropFlip
 
     return RandomResizedCropFlip((0.08, 1.0))
 

@@ -29,11 +29,10 @@ from .data import load_dataset
 from .eval import (default_augment, embedding_diversity, evaluate, paper_protocol, random_real_baseline,
                    random_real_set, test_accuracy)
 from .experts import expert_files, load_buffer, next_buffer_path, save_buffer, train_experts
-from .methods import METHODS, make_config, teacher_recipe
+from .methods import (METHODS, Checkpointing, class_labels, derive_seed, make_config, per_sample, read_checkpoint,
+                      teacher_recipe)
 from .methods.sre2l import load_teacher, save_teacher, squeeze
-from .methods._augment import per_sample
 from .info import device_name, provenance, versions
-from .methods._common import Checkpointing, class_labels, derive_seed, read_checkpoint
 from .models import get_network
 from .synthetic import SyntheticSet, from_dc, from_mtt, plot_curves
 from .usage import check_run_arguments, check_settings
@@ -349,7 +348,7 @@ def buffer_run(dataset: str, out: str | os.PathLike, *, data_root=None, experts:
     thread count; otherwise up to the floating-point reduction order of the kernels). The job holds ``out`` while
     it runs (:func:`job_run_folder`; ``force`` takes it from another run)."""
     from . import distributed
-    from .methods._augment import DEFAULT_STRATEGY
+    from .methods import DEFAULT_STRATEGY
     from .methods.ast import SmoothExperts, smooth_expert_hooks
 
     check_run_arguments(experts=experts, epochs=epochs, lr=lr, batch_size=batch_size, model=model, recipe=recipe,

@@ -19,7 +19,7 @@ from ddfast.errors import UsageError
 from ddfast.eval import default_augment, embedding_diversity, kd_batch_size
 from ddfast.methods import METHODS, delt, make_config, sre2l, teacher_recipe
 from ddfast.methods import _common as common
-from ddfast.methods._crops import RandomResizedCropFlip, batch_crop, crop_box, resized_crop
+from ddfast.crops import RandomResizedCropFlip, batch_crop, crop_box, resized_crop
 from ddfast.models import get_network
 from ddfast.runner import distill_run, eval_run, teacher_run
 

@@ -14,6 +14,9 @@ from typing import Callable
 
 from ..usage import SETTING_MEANINGS, check_settings
 from . import ast, dc, delt, dm, dream, lcs_gm, mtt, seqmatch, sre2l
+# What the runner uses to drive the methods: checkpoints, seeds, labels, DC's per-image augmentation.
+from ._augment import DEFAULT_STRATEGY, per_sample
+from ._common import Checkpointing, class_labels, derive_seed, read_checkpoint
 
 
 @dataclass(frozen=True)

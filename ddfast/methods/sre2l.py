@@ -9,7 +9,7 @@
   Adam(betas (0.5, 0.9)), lr cosine over the iterations (``lr_cosine_policy`` without warm-up), pixels
   clipped to the valid range after every step, the final image kept (SRe2L's "best" image is the last
   one). ``aug``: one random-resized crop + flip for the whole batch, then a roll by randint(0, jitter)
-  (``data_synthesis.py``; :mod:`ddfast.methods._crops`). The set is recovered in batches that hold
+  (``data_synthesis.py``; :mod:`ddfast.crops`). The set is recovered in batches that hold
   ``batch_size // num_classes`` images of every class (SRe2L: one image of each of 100 classes per batch),
   each batch with a fresh optimiser.
 * relabel: the teacher's soft labels, computed online by the KD evaluation protocol
@@ -37,7 +37,7 @@ from ..distributed import resolve
 from ..ops.bn_stat_loss import BNStatHooks
 from ..ops.dsa import dsa_augment
 from . import _common as common
-from ._crops import batch_crop
+from ..crops import batch_crop
 from .dc import train_network_epoch
 
 INITS = ("noise", "real")
