@@ -145,6 +145,18 @@ def test_a_backward_with_another_op_runs_it_on_the_forward_backend(monkeypatch):
     assert torch.equal(grad.grad, torch.full((6,), -0.5))
 
 
+def test_saved_inputs_limit_what_setup_context_keeps():
+    """sgd_step's backward reads grad and lr (and v'), not theta or velocity: only those are kept alive."""
+    theta, grad, lr = torch.randn(5), torch.randn(5, requires_grad=True), torch.tensor(0.1, requires_grad=True)
+    velocity = torch.randn(5)
+    for with_velocity in (False, True):
+        out = ddfast.sgd_step(theta, grad, lr, velocity, 0.9) if with_velocity else ddfast.sgd_step(theta, grad, lr)
+        first = out[0] if with_velocity else out
+        saved = [t.data_ptr() for t in first.grad_fn.saved_tensors]
+        assert saved[:2] == [grad.data_ptr(), lr.data_ptr()] and len(saved) == 3  # then v' (empty in plain SGD)
+        assert theta.data_ptr() not in saved and velocity.data_ptr() not in saved
+
+
 def _bare_backward(s, *grads):
     return ()
 
@@ -158,6 +170,9 @@ def _bare_backward(s, *grads):
     ({"backward": _bare_backward, "backward_schema": "(Tensor g) -> Tensor", "not_differentiable": "no"},
      "neither not_differentiable nor a backend argument"),
     ({"backend_argument": True}, "needs 'str backend' last"),
+    ({"saved_inputs": ("a",)}, "an op without a backward declares no"),
+    ({"backward": _bare_backward, "backward_schema": "(Tensor g) -> Tensor", "saved_inputs": ("b",)},
+     "must name tensor inputs"),
     ({"dispatch_as": "kmeans"}, "the dispatch table 'kmeans' it shares was declared with another package"),
 ])
 def test_backward_and_dispatch_fields_the_registry_refuses(fields, message):

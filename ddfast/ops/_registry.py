@@ -40,7 +40,9 @@ Declarations beyond a forward and its own backward op (fields of FusedOp):
   it runs the backend that op's forward resolved;
 * a backend entry point named otherwise than ``forward`` (``entry``), and one dispatch table shared by
   several ops (``dispatch_as``), as the three k-means steps share ``kmeans``'s (its backends,
-  validation records and ``ddfast info`` line).
+  validation records and ``ddfast info`` line);
+* a backward that reads only some of the inputs (``saved_inputs``: setup_context keeps those alive, not
+  every input; sgd_step's reads grad and lr, as its hand-written registration did).
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class FusedOp:
       returns.
     * ``saved_outputs``: name -> index of each forward output the backward reads (setup_context saves
       them and every input: the double backward re-runs the reference forward on the inputs).
+      ``saved_inputs``: the tensor inputs to save instead of all, for an op without tensor-list
+      arguments whose backward reads only those (it cannot call ``saved.reference_vjp``).
     * ``grads_of``: the inputs that get gradients, in the order ``backward`` returns them.
     * ``backward(saved, *grad_outputs)``: the gradients of ``grads_of`` (a tensor, or a list for a
       tensor-list input, where wanted), from a :class:`Saved`; it applies the shared higher-order rule,
@@ -168,6 +172,7 @@ class FusedOp:
     fake_backward: Callable | None = None
     saved_outputs: dict[str, int] = field(default_factory=dict)
     grads_of: tuple[str, ...] = ()
+    saved_inputs: tuple[str, ...] | None = None
     backward: Callable | None = None
     results: int = 1
     dtypes: dict[str, frozenset] = field(default_factory=dict)
@@ -190,7 +195,6 @@ class FusedOp:
         self._has_lists = _LIST in tensor_kinds
         self._tensor_positions = tuple(i for i, kind in enumerate(kinds) if kind is not _VALUE)
         self._tensor_names = tuple(self.input_names[i] for i in self._tensor_positions)
-        self._tensors_of = _picker(list(self._tensor_positions))
         self._value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
         self._values_of = _picker([i for i, kind in enumerate(kinds) if kind is _VALUE])
         self._saved_outputs_of = _picker(list(self.saved_outputs.values()))
@@ -210,6 +214,9 @@ class FusedOp:
             raise ValueError(f"{self.name}: input or saved output names {sorted(clashes)} clash with Saved's "
                              f"attributes")
         self._check_backward(arguments)
+        # The tensor inputs setup_context saves: all, or saved_inputs.
+        self._saved_names = self._tensor_names if self.saved_inputs is None else tuple(self.saved_inputs)
+        self._tensors_of = _picker([self.input_names.index(name) for name in self._saved_names])
 
         key = (self.package, self.backends, self.dtypes)
         table = self.dispatch_as or self.name
@@ -255,10 +262,13 @@ class FusedOp:
     def _check_backward(self, arguments) -> None:
         """Refuse inconsistent backward and backend-argument fields (before anything is registered)."""
         backward_fields = (self.backward_schema, self.backward_with, self.fake_backward, self.saved_outputs,
-                           self.grads_of)
+                           self.grads_of, self.saved_inputs)
         if self.backward is None and any(backward_fields):
             problem = "an op without a backward declares no backward_schema, backward_with, fake_backward, " \
-                      "saved_outputs or grads_of"
+                      "saved_outputs, grads_of or saved_inputs"
+        elif self.saved_inputs is not None and (self._has_lists or set(self.saved_inputs) - set(self._tensor_names)):
+            problem = f"saved_inputs {self.saved_inputs} must name tensor inputs of an op without tensor-list " \
+                      f"arguments"
         elif self.backward is not None and (self.backward_schema is None) == (self.backward_with is None):
             problem = "its backward runs its own backward op (backward_schema) or backward_with's op: exactly one"
         elif self.backward_with is not None and not self.backward_with.backend_argument:
@@ -301,9 +311,9 @@ class FusedOp:
         values, lengths = ctx.template
         named = dict(zip(self._value_names, values))
         if not self._has_lists:
-            named.update(zip(self._tensor_names, saved))  # one saved tensor and one flag per tensor input
+            named.update(zip(self._saved_names, saved))  # one flag per tensor input
             needs = dict(zip(self.grads_of, self._grad_flags_of(flags)))
-            at = len(self._tensor_names)
+            at = len(self._saved_names)
         else:
             needs, at = {}, 0
             for i, name, size in zip(self._tensor_positions, self._tensor_names, lengths):

@@ -48,6 +48,7 @@ OP = FusedOp(
                    " -> (Tensor, Tensor)",
     fake_forward=_fake_forward,
     results=2,
+    saved_inputs=("grad", "lr"),  # the backward reads no other input (it has no reference_vjp)
     saved_outputs={"v_new": 1},
     grads_of=("theta", "grad", "lr", "velocity"),
     backward=_backward,
