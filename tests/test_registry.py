@@ -7,10 +7,17 @@ import pytest
 import torch
 
 import ddfast
-from ddfast import backends
+from ddfast import _ext, backends
+from ddfast.backends import BackendUnavailableError
 from ddfast.ops._registry import FusedOp
+from ddfast.ops.adjoint_step._op import OP as ADJOINT_STEP
 from ddfast.ops.class_mean_distance._op import OP as CLASS_MEAN_DISTANCE
 from ddfast.ops.grad_distance._op import OP as GRAD_DISTANCE
+from ddfast.ops.kmeans import reference as kmeans_reference
+from ddfast.ops.kmeans._op import ASSIGN as KMEANS_ASSIGN
+from ddfast.ops.kmeans._op import NEAREST as KMEANS_NEAREST
+from ddfast.ops.kmeans._op import UPDATE as KMEANS_UPDATE
+from ddfast.ops.sgd_step._op import OP as SGD_STEP
 
 
 def _calls():
@@ -69,3 +76,109 @@ def test_declarations_the_registry_refuses(schema, message):
                 forward_schema=schema, backward_schema="(Tensor g) -> Tensor", fake_forward=None,
                 fake_backward=None, saved_outputs={}, grads_of=(), backward=None)
     assert not hasattr(torch.ops.ddfast, "registry_test_refused")
+
+
+def test_an_op_without_derivative_raises_its_reason():
+    """``backward=None`` with ``not_differentiable``: no backward op, and an autograd formula that raises."""
+    assert ADJOINT_STEP.backward_op is None and not hasattr(torch.ops.ddfast, "adjoint_step_backward")
+    lam = torch.randn(5, requires_grad=True)
+    u, _ = ddfast.adjoint_step(lam, None, torch.randn(5), 0.1)
+    with pytest.raises(RuntimeError, match=r"^ddfast\.adjoint_step is not differentiable: it is the vector work of a "
+                                           r"backward pass \(use sgd_step"):
+        u.sum().backward()
+
+
+def test_an_op_without_derivative_or_reason_has_no_autograd_formula():
+    """The k-means steps: no backward op and no autograd registration (torch.library's own error)."""
+    assert KMEANS_ASSIGN.backward_op is None and not hasattr(torch.ops.ddfast, "kmeans_assign_backward")
+    x = torch.randn(6, 2, requires_grad=True)
+    _, distance = KMEANS_ASSIGN.op(x, torch.randn(1, 2, 2), torch.tensor([0, 6]), True)
+    with pytest.raises(RuntimeError, match="no autograd formula was registered"):
+        distance.sum().backward()
+
+
+def test_entry_names_the_backend_function(monkeypatch):
+    seen, original = [], kmeans_reference.update
+    monkeypatch.setattr(kmeans_reference, "update", lambda *args: seen.append(len(args)) or original(*args))
+    x, centroids = torch.randn(6, 2), torch.randn(1, 2, 2)
+    with ddfast.use_backend("reference"):
+        new, counts = KMEANS_UPDATE(x, torch.tensor([0, 1, 0, 1, 1, 0]), torch.tensor([0, 6]), centroids)
+    assert seen == [4] and counts.tolist() == [[3, 3]]
+
+
+def test_declarations_sharing_a_dispatch_table():
+    """The three k-means steps resolve, report and are validated as one table, ``kmeans``."""
+    assert KMEANS_ASSIGN.dispatch is KMEANS_UPDATE.dispatch is KMEANS_NEAREST.dispatch
+    names = [dispatch.op for dispatch in backends.registered_ops()]
+    assert names.count("kmeans") == 1 and not [name for name in names if name.startswith("kmeans_")]
+    backends.backends_ran(reset=True)
+    with ddfast.use_backend("reference"):
+        KMEANS_NEAREST(torch.randn(6, 2), torch.randn(1, 2, 2), torch.tensor([0, 6]), torch.zeros(0, dtype=torch.bool))
+    assert backends.backends_ran(reset=True) == {"kmeans": ["reference"]}
+
+
+@pytest.mark.skipif(not _ext.has_cpp(), reason="needs the cpp backend as the context's choice")
+def test_a_backend_argument_runs_that_backend():
+    lam, direction, lr = torch.randn(5), torch.randn(5), torch.tensor(0.1)
+    backends.backends_ran(reset=True)
+    with ddfast.use_backend("cpp"):
+        ADJOINT_STEP.op(lam, None, direction, lr, 0.0, False, "reference")
+        assert backends.backends_ran(reset=True) == {"adjoint_step": ["reference"]}
+        ADJOINT_STEP.op(lam, None, direction, lr, 0.0, False, "")  # "": the caller's context
+        assert backends.backends_ran(reset=True) == {"adjoint_step": ["cpp"]}
+    with pytest.raises(BackendUnavailableError, match="'cuda' \\(requested by the forward pass\\) cannot run"):
+        ADJOINT_STEP.op(lam, None, direction, lr, 0.0, False, "cuda")
+
+
+def test_a_backward_with_another_op_runs_it_on_the_forward_backend(monkeypatch):
+    """sgd_step has no backward op of its own: its backward runs ddfast::adjoint_step, handed the backend its
+    forward resolved (here outside the use_backend block that chose it)."""
+    assert SGD_STEP.backward_op is ADJOINT_STEP.op and not hasattr(torch.ops.ddfast, "sgd_step_backward")
+    calls, original = [], backends.OpDispatch.resolve
+    monkeypatch.setattr(backends.OpDispatch, "resolve", lambda self, device, dtype, requested=None:
+                        calls.append((self.op, requested and requested[0])) or original(self, device, dtype, requested))
+    grad = torch.randn(6, requires_grad=True)
+    with ddfast.use_backend("reference"):
+        theta = ddfast.sgd_step(torch.randn(6), grad, 0.5)
+    theta.sum().backward()
+    assert calls == [("sgd_step", None), ("adjoint_step", "reference")]
+    assert torch.equal(grad.grad, torch.full((6,), -0.5))
+
+
+def test_saved_inputs_limit_what_setup_context_keeps():
+    """sgd_step's backward reads grad and lr (and v'), not theta or velocity: only those are kept alive."""
+    theta, grad, lr = torch.randn(5), torch.randn(5, requires_grad=True), torch.tensor(0.1, requires_grad=True)
+    velocity = torch.randn(5)
+    for with_velocity in (False, True):
+        out = ddfast.sgd_step(theta, grad, lr, velocity, 0.9) if with_velocity else ddfast.sgd_step(theta, grad, lr)
+        first = out[0] if with_velocity else out
+        saved = [t.data_ptr() for t in first.grad_fn.saved_tensors]
+        assert saved[:2] == [grad.data_ptr(), lr.data_ptr()] and len(saved) == 3  # then v' (empty in plain SGD)
+        assert theta.data_ptr() not in saved and velocity.data_ptr() not in saved
+
+
+def _bare_backward(s, *grads):
+    return ()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"grads_of": ("a",)}, "an op without a backward declares no backward_schema"),
+    ({"backward": _bare_backward, "backward_schema": "(Tensor g) -> Tensor", "backward_with": ADJOINT_STEP},
+     "exactly one"),
+    ({"backward": _bare_backward}, "exactly one"),
+    ({"backward": _bare_backward, "backward_with": SGD_STEP}, r"\(sgd_step\) must take a backend argument"),
+    ({"backward": _bare_backward, "backward_schema": "(Tensor g) -> Tensor", "not_differentiable": "no"},
+     "neither not_differentiable nor a backend argument"),
+    ({"backend_argument": True}, "needs 'str backend' last"),
+    ({"saved_inputs": ("a",)}, "an op without a backward declares no"),
+    ({"backward": _bare_backward, "backward_schema": "(Tensor g) -> Tensor", "saved_inputs": ("b",)},
+     "must name tensor inputs"),
+    ({"dispatch_as": "kmeans"}, "the dispatch table 'kmeans' it shares was declared with another package"),
+])
+def test_backward_and_dispatch_fields_the_registry_refuses(fields, message):
+    """Checked before anything is registered."""
+    with pytest.raises(ValueError, match=message):
+        FusedOp(name="registry_test_refused", package="ddfast.ops.param_match_loss", backends=("reference",),
+                forward_schema="(Tensor a) -> Tensor", fake_forward=None, **fields)
+    assert not hasattr(torch.ops.ddfast, "registry_test_refused")
+    assert "registry_test_refused" not in [dispatch.op for dispatch in backends.registered_ops()]

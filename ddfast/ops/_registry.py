@@ -26,6 +26,23 @@ backward op, whose kernel runs that backend without resolving again (autograd ru
 on its own threads, where use_backend() does not reach). Under torch.compile the kernel resolves at run
 time, while setup_context, traced once with the fake kernel, finds no record and resolves for the
 backward graph.
+
+Declarations beyond a forward and its own backward op (fields of FusedOp):
+
+* an op without derivative (``backward`` None): no backward op; ``not_differentiable`` gives the reason
+  an autograd registration raises with (ddfast::adjoint_step, which runs inside backward passes), else
+  none is registered and torch.library's own error names the op (the k-means steps, which callers run
+  under no_grad);
+* an op whose backward runs another declared op (``backward_with``: sgd_step runs
+  ``ddfast::adjoint_step``), instead of a ``<name>_backward`` op of its own;
+* an explicit backend argument (``backend_argument``: a last ``str backend`` in the forward schema, ""
+  to resolve from the caller's context): what an op that serves as another op's backward takes, so that
+  it runs the backend that op's forward resolved;
+* a backend entry point named otherwise than ``forward`` (``entry``), and one dispatch table shared by
+  several ops (``dispatch_as``), as the three k-means steps share ``kmeans``'s (its backends,
+  validation records and ``ddfast info`` line);
+* a backward that reads only some of the inputs (``saved_inputs``: setup_context keeps those alive, not
+  every input; sgd_step's reads grad and lr, as its hand-written registration did).
 """
 
 from __future__ import annotations
@@ -49,6 +66,7 @@ LAZY = frozenset({"triton"})
 DEVICES = ("cpu", "cuda")
 _VALUE, _TENSOR, _LIST = "value", "tensor", "list"  # argument kinds
 _SAVED_ATTRIBUTES = frozenset({"inputs", "backend", "needs", "kernel", "reference_vjp", "_op"})
+_TABLES: dict[str, tuple[tuple, OpDispatch]] = {}  # dispatch table name -> (package, backends, dtypes), table
 
 
 def _kind(arg: torch._C.Argument) -> str:
@@ -71,6 +89,10 @@ def _picker(positions: list[int]) -> Callable:
     return operator.itemgetter(*positions) if positions else lambda sequence: ()
 
 
+def _no_context(ctx, inputs, output) -> None:
+    """The setup_context of an op that is not differentiable: nothing to save."""
+
+
 class _LastRun(threading.local):
     """Per thread: (the backend a forward kernel ran, a weak reference to its first output)."""
 
@@ -82,6 +104,7 @@ class Saved:
     the forward schema and ``saved_outputs``), ``inputs`` (all of them, in order), ``backend`` (the one
     the forward ran), ``needs`` (name of each input in ``grads_of`` -> whether its gradient is wanted),
     ``kernel(*args)`` (the backend's backward, called with the backward schema's arguments but
+    ``backend``; with ``backward_with``, that op run on this backend, called with its arguments but
     ``backend``) and :meth:`reference_vjp`."""
 
     def __init__(self, op: "FusedOp", values: dict, backend: str, needs: dict[str, bool], kernel: Callable):
@@ -101,7 +124,7 @@ class Saved:
         return tuple(grads[i] for i in op.grad_positions)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class FusedOp:
     """The declaration of one fused op; constructing it registers the op (module docstring).
 
@@ -120,24 +143,44 @@ class FusedOp:
       returns.
     * ``saved_outputs``: name -> index of each forward output the backward reads (setup_context saves
       them and every input: the double backward re-runs the reference forward on the inputs).
+      ``saved_inputs``: the tensor inputs to save instead of all, for an op without tensor-list
+      arguments whose backward reads only those (it cannot call ``saved.reference_vjp``).
     * ``grads_of``: the inputs that get gradients, in the order ``backward`` returns them.
     * ``backward(saved, *grad_outputs)``: the gradients of ``grads_of`` (a tensor, or a list for a
       tensor-list input, where wanted), from a :class:`Saved`; it applies the shared higher-order rule,
       ``ddfast.ops._higher_order.input_gradients``, with ``saved.kernel`` and ``saved.reference_vjp``.
+      None: the op has no derivative, hence no backward schema, fake, saved outputs or ``grads_of``;
+      ``not_differentiable`` (the reason) registers an autograd formula that raises RuntimeError
+      "ddfast.<name> is not differentiable: <reason>", else none is registered.
+    * ``backward_with``: instead of ``backward_schema``, another declaration (with ``backend_argument``)
+      whose op is this op's backward kernel (``backward_op`` is then that op; no ``<name>_backward``).
+    * ``backend_argument``: the forward schema ends with ``str backend``: "" resolves the backend from the
+      caller's context, a name runs that backend (BackendUnavailableError if it cannot). The backends
+      and the fake get the other arguments. Only for an op without a backward of its own.
+    * ``entry``: the backend modules' function the forward runs (``forward``; the backward's is
+      ``backward``). ``dispatch_as``: the name of the dispatch table (OpDispatch: ``ddfast info``,
+      gpu_validated.json records, ``backends_ran``), ``name`` by default; declarations with the same one
+      share one table and must declare the same package, backends and dtypes.
     """
 
     name: str
     package: str
     backends: tuple[str, ...]
     forward_schema: str
-    backward_schema: str
+    backward_schema: str | None = None
     fake_forward: Callable
-    fake_backward: Callable
-    saved_outputs: dict[str, int]
-    grads_of: tuple[str, ...]
-    backward: Callable
+    fake_backward: Callable | None = None
+    saved_outputs: dict[str, int] = field(default_factory=dict)
+    grads_of: tuple[str, ...] = ()
+    saved_inputs: tuple[str, ...] | None = None
+    backward: Callable | None = None
     results: int = 1
     dtypes: dict[str, frozenset] = field(default_factory=dict)
+    backward_with: "FusedOp | None" = None
+    not_differentiable: str | None = None
+    backend_argument: bool = False
+    entry: str = "forward"
+    dispatch_as: str | None = None
 
     def __post_init__(self):
         schema = torch._C.parse_schema(f"ddfast::{self.name}{self.forward_schema}")
@@ -152,12 +195,11 @@ class FusedOp:
         self._has_lists = _LIST in tensor_kinds
         self._tensor_positions = tuple(i for i, kind in enumerate(kinds) if kind is not _VALUE)
         self._tensor_names = tuple(self.input_names[i] for i in self._tensor_positions)
-        self._tensors_of = _picker(list(self._tensor_positions))
         self._value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
         self._values_of = _picker([i for i, kind in enumerate(kinds) if kind is _VALUE])
         self._saved_outputs_of = _picker(list(self.saved_outputs.values()))
         # The results among the outputs (plain functions: torch.compile traces __call__ through them).
-        if len(schema.returns) == 1:
+        if len(schema.returns) in (1, self.results):  # the output, or all of them
             self._results_of = lambda outputs: outputs
         elif self.results == 1:
             self._results_of = lambda outputs: outputs[0]
@@ -165,30 +207,79 @@ class FusedOp:
             self._results_of = lambda outputs: tuple(outputs[:self.results])
         self.grad_positions = tuple(self.input_names.index(name) for name in self.grads_of)
         self._grad_flags_of = _picker(list(self.grad_positions))
-        clashes = _SAVED_ATTRIBUTES.intersection((*self.input_names, *self.saved_outputs))
+        # The arguments the backends get: all but an explicit backend argument.
+        self._arity = len(arguments) - self.backend_argument
+        clashes = _SAVED_ATTRIBUTES.intersection((*self.input_names[:self._arity], *self.saved_outputs))
         if clashes:
             raise ValueError(f"{self.name}: input or saved output names {sorted(clashes)} clash with Saved's "
                              f"attributes")
+        self._check_backward(arguments)
+        # The tensor inputs setup_context saves: all, or saved_inputs.
+        self._saved_names = self._tensor_names if self.saved_inputs is None else tuple(self.saved_inputs)
+        self._tensors_of = _picker([self.input_names.index(name) for name in self._saved_names])
 
-        impls = {b: (LazyModule if b in LAZY else importlib.import_module)(f"{self.package}.{MODULE_OF[b]}")
-                 for b in self.backends}
-        self.reference = reference = impls["reference"]
-        self.dispatch = OpDispatch(self.name, impls=impls,
-                                   cuda_preference=tuple(b for b in self.backends if b in GPU_BACKENDS),
-                                   dtypes=self.dtypes)
+        key = (self.package, self.backends, self.dtypes)
+        table = self.dispatch_as or self.name
+        known, dispatch = _TABLES.get(table, (key, None))
+        if known != key:
+            raise ValueError(f"{self.name}: the dispatch table {table!r} it shares was declared with another "
+                             f"package, backends or dtypes: {known}")
+        if dispatch is None:
+            impls = {b: (LazyModule if b in LAZY else importlib.import_module)(f"{self.package}.{MODULE_OF[b]}")
+                     for b in self.backends}
+            dispatch = OpDispatch(table, impls=impls,
+                                  cuda_preference=tuple(b for b in self.backends if b in GPU_BACKENDS),
+                                  dtypes=self.dtypes)
+            _TABLES[table] = (key, dispatch)
+        self.dispatch = dispatch
+        self.reference = reference = dispatch.impls["reference"]
         self._last_run = _LastRun()
-        self.op = torch.library.custom_op(f"ddfast::{self.name}", lambda *args: reference.forward(*args),
+        entry, arity = self.entry, self._arity
+        self.op = torch.library.custom_op(f"ddfast::{self.name}",
+                                          lambda *args: getattr(reference, entry)(*args[:arity]),
                                           mutates_args=(), schema=self.forward_schema)
-        self.backward_op = torch.library.custom_op(f"ddfast::{self.name}_backward",
-                                                   lambda *args: reference.backward(*args[:-1]), mutates_args=(),
-                                                   schema=_with_backend(self.backward_schema))
+        own_backward = self.backward_schema is not None
+        if own_backward:
+            self.backward_op = torch.library.custom_op(f"ddfast::{self.name}_backward",
+                                                       lambda *args: reference.backward(*args[:-1]), mutates_args=(),
+                                                       schema=_with_backend(self.backward_schema))
+        else:  # the op of backward_with, or none
+            self.backward_op = self.backward_with.op if self.backward_with else None
         for device in DEVICES:
             self.op.register_kernel(device)(self._forward_kernel)
-            self.backward_op.register_kernel(device)(self._backward_kernel)
-        self.op.register_fake(self.fake_forward)
-        self.backward_op.register_fake(lambda *args: self.fake_backward(*args[:-1]))
-        self.op.register_autograd(self._custom_op_backward, setup_context=self._setup_context)
-        self.eager = self._eager_function() if self._has_lists else None
+            if own_backward:
+                self.backward_op.register_kernel(device)(self._backward_kernel)
+        self.op.register_fake((lambda *args: self.fake_forward(*args[:arity])) if self.backend_argument
+                              else self.fake_forward)
+        if own_backward:
+            self.backward_op.register_fake(lambda *args: self.fake_backward(*args[:-1]))
+        if self.backward is not None:
+            self.op.register_autograd(self._custom_op_backward, setup_context=self._setup_context)
+        elif self.not_differentiable is not None:
+            self.op.register_autograd(self._raise_not_differentiable, setup_context=_no_context)
+        self.eager = self._eager_function() if self._has_lists and self.backward is not None else None
+
+    def _check_backward(self, arguments) -> None:
+        """Refuse inconsistent backward and backend-argument fields (before anything is registered)."""
+        backward_fields = (self.backward_schema, self.backward_with, self.fake_backward, self.saved_outputs,
+                           self.grads_of, self.saved_inputs)
+        if self.backward is None and any(backward_fields):
+            problem = "an op without a backward declares no backward_schema, backward_with, fake_backward, " \
+                      "saved_outputs, grads_of or saved_inputs"
+        elif self.saved_inputs is not None and (self._has_lists or set(self.saved_inputs) - set(self._tensor_names)):
+            problem = f"saved_inputs {self.saved_inputs} must name tensor inputs of an op without tensor-list " \
+                      f"arguments"
+        elif self.backward is not None and (self.backward_schema is None) == (self.backward_with is None):
+            problem = "its backward runs its own backward op (backward_schema) or backward_with's op: exactly one"
+        elif self.backward_with is not None and not self.backward_with.backend_argument:
+            problem = f"backward_with ({self.backward_with.name}) must take a backend argument"
+        elif self.backward is not None and (self.not_differentiable is not None or self.backend_argument):
+            problem = "an op with a backward takes neither not_differentiable nor a backend argument"
+        elif self.backend_argument and (arguments[-1].name, str(arguments[-1].type)) != ("backend", "str"):
+            problem = f"backend_argument needs 'str backend' last in its forward schema, got {self.forward_schema}"
+        else:
+            return
+        raise ValueError(f"{self.name}: {problem}")
 
     def __call__(self, *inputs):
         """Run the op on the forward schema's arguments; returns its results."""
@@ -220,9 +311,9 @@ class FusedOp:
         values, lengths = ctx.template
         named = dict(zip(self._value_names, values))
         if not self._has_lists:
-            named.update(zip(self._tensor_names, saved))  # one saved tensor and one flag per tensor input
+            named.update(zip(self._saved_names, saved))  # one flag per tensor input
             needs = dict(zip(self.grads_of, self._grad_flags_of(flags)))
-            at = len(self._tensor_names)
+            at = len(self._saved_names)
         else:
             needs, at = {}, 0
             for i, name, size in zip(self._tensor_positions, self._tensor_names, lengths):
@@ -263,10 +354,13 @@ class FusedOp:
 
     # The custom ops' kernels and autograd registration.
     def _forward_kernel(self, *inputs):
-        backend, impl = self.dispatch.resolve(*self._device_dtype(inputs))
-        outputs = impl.forward(*inputs)
-        first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-        self._last_run.record = (backend, weakref.ref(first))
+        # An explicit backend argument is the backend of the forward pass whose backward this op runs.
+        requested = (inputs[-1], "the forward pass") if self.backend_argument and inputs[-1] else None
+        backend, impl = self.dispatch.resolve(*self._device_dtype(inputs), requested=requested)
+        outputs = getattr(impl, self.entry)(*inputs[:self._arity])
+        if self.backward is not None:  # for setup_context
+            first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+            self._last_run.record = (backend, weakref.ref(first))
         return outputs
 
     def _backward_kernel(self, *args):
@@ -283,6 +377,9 @@ class FusedOp:
         ctx.save_for_backward(*flat, *self._saved_outputs_of(outputs))
         ctx.backend = backend
 
+    def _raise_not_differentiable(self, ctx, *grads):
+        raise RuntimeError(f"ddfast.{self.name} is not differentiable: {self.not_differentiable}")
+
     def _custom_op_backward(self, ctx, *grads):
         backend = ctx.backend
         backward_op = self.backward_op._opoverload
@@ -297,13 +394,16 @@ class FusedOp:
 
         def forward(ctx, inputs, template, *tensors):
             backend, impl = op.dispatch.resolve(*op._device_dtype(inputs))
-            outputs = impl.forward(*inputs)
+            outputs = getattr(impl, op.entry)(*inputs)
             ctx.save_for_backward(*tensors, *op._saved_outputs_of(outputs))
             ctx.template, ctx.backend = template, backend
             return op._results_of(outputs)
 
         def backward(ctx, *grads):
-            saved = op._saved(ctx, op.dispatch.impls[ctx.backend].backward, flat_flags=True)
+            other = op.backward_with
+            kernel = op.dispatch.impls[ctx.backend].backward if other is None else \
+                getattr(other.dispatch.impls[ctx.backend], other.entry)
+            saved = op._saved(ctx, kernel, flat_flags=True)
             return tuple(op._input_gradients(saved, grads, ctx.template[1], flat=True))
 
         name = "Eager" + "".join(part.title() for part in self.name.split("_"))

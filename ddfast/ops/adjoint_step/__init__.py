@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import flat_step_arguments
-from ._op import DISPATCH, adjoint_step_op
+from ._op import DISPATCH, OP
 
 __all__ = ["adjoint_step", "DISPATCH"]
 
@@ -37,6 +37,6 @@ def adjoint_step(lam: torch.Tensor, nu: torch.Tensor | None, direction: torch.Te
     """
     lr, momentum, with_velocity = flat_step_arguments({"lam": lam, "direction": direction, "nu": nu}, "nu", lr,
                                                       momentum)
-    u, dlr, nu_next = adjoint_step_op(lam.contiguous(), None if nu is None else nu.contiguous(),
-                                      direction.contiguous(), lr, momentum, with_velocity, "")
+    u, dlr, nu_next = OP(lam.contiguous(), None if nu is None else nu.contiguous(), direction.contiguous(), lr,
+                         momentum, with_velocity, "")
     return (u, dlr, nu_next) if with_velocity else (u, dlr)

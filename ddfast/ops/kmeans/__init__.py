@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from .._validate import class_labels, feature_matrix, optional_generator, positive_int, real_number
-from ._op import DISPATCH, kmeans_assign_op, kmeans_nearest_op, kmeans_update_op
+from ._op import ASSIGN, DISPATCH, NEAREST, UPDATE
 from .reference import accumulate_dtype
 
 __all__ = ["kmeans", "nearest_to_centroids", "KMeansResult", "DISPATCH"]
@@ -88,7 +88,7 @@ def _init_kmeans_plus_plus(x_s, offsets, k, generator):
     n = hi - lo
     rows = _pick(lo, n, _uniform(lo.shape[0], generator, x_s.device))
     chosen = [x_s[rows].to(acc)]
-    _, d2 = kmeans_assign_op(x_s, chosen[0][:, None], offsets, True)
+    _, d2 = ASSIGN(x_s, chosen[0][:, None], offsets, True)
     for _ in range(1, k):
         cum = torch.cat([d2.new_zeros(1, dtype=torch.float64), torch.cumsum(d2.to(torch.float64), 0)])
         before, total = cum[lo], cum[hi] - cum[lo]
@@ -98,7 +98,7 @@ def _init_kmeans_plus_plus(x_s, offsets, k, generator):
         # Every row already sits on a chosen centroid (duplicates): fall back to a uniform row.
         rows = torch.where(total > 0, drawn, _pick(lo, n, u))
         chosen.append(x_s[rows].to(acc))
-        _, d_new = kmeans_assign_op(x_s, chosen[-1][:, None], offsets, True)
+        _, d_new = ASSIGN(x_s, chosen[-1][:, None], offsets, True)
         d2 = torch.minimum(d2, d_new)
     return torch.stack(chosen, dim=1)
 
@@ -188,8 +188,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 100, init="kmeans++", generator
         active = torch.ones(num_groups, dtype=torch.bool, device=x.device)
         done = 0
         for _ in range(iters):
-            assignment, _ = kmeans_assign_op(x_s, cents, offsets, False)
-            new, _ = kmeans_update_op(x_s, assignment, offsets, cents)
+            assignment, _ = ASSIGN(x_s, cents, offsets, False)
+            new, _ = UPDATE(x_s, assignment, offsets, cents)
             done += 1
             if tol is None:
                 cents = new
@@ -199,7 +199,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 100, init="kmeans++", generator
             active = active & ~(shift <= tol)  # NaN shifts keep iterating, as in fast_pytorch_kmeans
             if not bool(active.any()):
                 break
-        assignment, distance = kmeans_assign_op(x_s, cents, offsets, True)
+        assignment, distance = ASSIGN(x_s, cents, offsets, True)
         inertia = torch.segment_reduce(distance, "sum", offsets=offsets, initial=0)
         counts = torch.bincount(sorted_labels * k + assignment, minlength=num_groups * k).reshape(num_groups, k)
         if order is not None:
@@ -256,12 +256,12 @@ def nearest_to_centroids(x: torch.Tensor, centroids: torch.Tensor, labels: torch
                            "distinct=True needs k rows per class" if distinct else "every class needs a row")
         cents = centroids.detach().to(accumulate_dtype(x.dtype)).reshape(num_classes, k, x.shape[1]).contiguous()
         if not distinct:
-            index, _ = kmeans_nearest_op(x_s, cents, offsets, x_s.new_empty(0, dtype=torch.bool))
+            index, _ = NEAREST(x_s, cents, offsets, x_s.new_empty(0, dtype=torch.bool))
         else:
             excluded = torch.zeros(x_s.shape[0], dtype=torch.bool, device=x.device)
             picks = []
             for j in range(k):
-                pick, _ = kmeans_nearest_op(x_s, cents[:, j:j + 1].contiguous(), offsets, excluded)
+                pick, _ = NEAREST(x_s, cents[:, j:j + 1].contiguous(), offsets, excluded)
                 picks.append(pick)
                 excluded = excluded.index_fill(0, pick[:, 0].clamp(min=0), True) | excluded
             index = torch.cat(picks, dim=1)

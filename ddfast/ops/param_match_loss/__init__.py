@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import flat_vector
-from ._op import DISPATCH, param_match_loss_op
+from ._op import DISPATCH, OP
 
 __all__ = ["param_match_loss", "DISPATCH"]
 
@@ -34,5 +34,4 @@ def param_match_loss(theta_n: torch.Tensor, theta_start: torch.Tensor, theta_tar
     flat_vector(theta_n, "theta_n")
     flat_vector(theta_start, "theta_start", theta_n, "theta_n")
     flat_vector(theta_target, "theta_target", theta_n, "theta_n")
-    loss, _ = param_match_loss_op(theta_n.contiguous(), theta_start.contiguous(), theta_target.contiguous())
-    return loss
+    return OP(theta_n.contiguous(), theta_start.contiguous(), theta_target.contiguous())

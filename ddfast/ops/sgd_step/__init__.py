@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import flat_step_arguments
-from ._op import DISPATCH, sgd_step_op
+from ._op import DISPATCH, OP
 
 __all__ = ["sgd_step", "DISPATCH"]
 
@@ -38,6 +38,6 @@ def sgd_step(theta: torch.Tensor, grad: torch.Tensor, lr, velocity: torch.Tensor
     """
     lr, momentum, with_velocity = flat_step_arguments({"theta": theta, "grad": grad, "velocity": velocity},
                                                       "velocity", lr, momentum)
-    theta_new, v_new = sgd_step_op(theta.contiguous(), grad.contiguous(), lr,
-                                   None if velocity is None else velocity.contiguous(), momentum, with_velocity)
+    theta_new, v_new = OP(theta.contiguous(), grad.contiguous(), lr,
+                          None if velocity is None else velocity.contiguous(), momentum, with_velocity)
     return (theta_new, v_new) if with_velocity else theta_new
