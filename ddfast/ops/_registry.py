@@ -124,6 +124,9 @@ class FusedOp:
     * ``backward(saved, *grad_outputs)``: the gradients of ``grads_of`` (a tensor, or a list for a
       tensor-list input, where wanted), from a :class:`Saved`; it applies the shared higher-order rule,
       ``ddfast.ops._higher_order.input_gradients``, with ``saved.kernel`` and ``saved.reference_vjp``.
+    * ``dispatch_name``: the name of its dispatch table where it is not ``name``: the name
+      ``backends_ran``, ``ddfast info`` and gpu_validated.json know its backends by, and the package whose
+      triton.py is hashed (dsa's op is ``dsa_pass``).
     """
 
     name: str
@@ -138,6 +141,7 @@ class FusedOp:
     backward: Callable
     results: int = 1
     dtypes: dict[str, frozenset] = field(default_factory=dict)
+    dispatch_name: str = ""
 
     def __post_init__(self):
         schema = torch._C.parse_schema(f"ddfast::{self.name}{self.forward_schema}")
@@ -173,7 +177,7 @@ class FusedOp:
         impls = {b: (LazyModule if b in LAZY else importlib.import_module)(f"{self.package}.{MODULE_OF[b]}")
                  for b in self.backends}
         self.reference = reference = impls["reference"]
-        self.dispatch = OpDispatch(self.name, impls=impls,
+        self.dispatch = OpDispatch(self.dispatch_name or self.name, impls=impls,
                                    cuda_preference=tuple(b for b in self.backends if b in GPU_BACKENDS),
                                    dtypes=self.dtypes)
         self._last_run = _LastRun()
