@@ -69,3 +69,11 @@ def test_declarations_the_registry_refuses(schema, message):
                 forward_schema=schema, backward_schema="(Tensor g) -> Tensor", fake_forward=None,
                 fake_backward=None, saved_outputs={}, grads_of=(), backward=None)
     assert not hasattr(torch.ops.ddfast, "registry_test_refused")
+
+
+def test_saved_as_renames_only_non_tensor_arguments():
+    with pytest.raises(ValueError, match=r"saved_as renames \['x'\], which are not non-tensor arguments"):
+        FusedOp(name="registry_test_saved_as", package="ddfast.ops.class_mean_distance", backends=("reference",),
+                forward_schema="(Tensor x, str kernel) -> Tensor", backward_schema="(Tensor g) -> Tensor",
+                fake_forward=None, fake_backward=None, saved_outputs={}, grads_of=(), backward=None,
+                saved_as={"x": "y"})

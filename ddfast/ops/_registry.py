@@ -90,7 +90,7 @@ class Saved:
 
     @property
     def inputs(self) -> list:
-        return [getattr(self, name) for name in self._op.input_names]
+        return [getattr(self, name) for name in self._op._saved_names]
 
     def reference_vjp(self, grad_out: torch.Tensor) -> tuple:
         """The gradients of ``grads_of`` (in order; None where not wanted) as a graph autograd can
@@ -127,6 +127,8 @@ class FusedOp:
     * ``dispatch_name``: the name of its dispatch table where it is not ``name``: the name
       ``backends_ran``, ``ddfast info`` and gpu_validated.json know its backends by, and the package whose
       triton.py is hashed (dsa's op is ``dsa_pass``).
+    * ``saved_as``: non-tensor arguments a :class:`Saved` holds under another name, argument -> attribute,
+      for an argument named as one of Saved's own attributes (mmd's ``kernel``, read as ``kernel_name``).
     """
 
     name: str
@@ -142,6 +144,7 @@ class FusedOp:
     results: int = 1
     dtypes: dict[str, frozenset] = field(default_factory=dict)
     dispatch_name: str = ""
+    saved_as: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         schema = torch._C.parse_schema(f"ddfast::{self.name}{self.forward_schema}")
@@ -157,7 +160,12 @@ class FusedOp:
         self._tensor_positions = tuple(i for i, kind in enumerate(kinds) if kind is not _VALUE)
         self._tensor_names = tuple(self.input_names[i] for i in self._tensor_positions)
         self._tensors_of = _picker(list(self._tensor_positions))
-        self._value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
+        value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
+        if not set(self.saved_as) <= set(value_names):
+            raise ValueError(f"{self.name}: saved_as renames {sorted(set(self.saved_as) - set(value_names))}, which "
+                             f"are not non-tensor arguments of {self.forward_schema}")
+        self._value_names = tuple(self.saved_as.get(name, name) for name in value_names)
+        self._saved_names = tuple(self.saved_as.get(name, name) for name in self.input_names)
         self._values_of = _picker([i for i, kind in enumerate(kinds) if kind is _VALUE])
         self._saved_outputs_of = _picker(list(self.saved_outputs.values()))
         # The results among the outputs (plain functions: torch.compile traces __call__ through them).
@@ -169,7 +177,7 @@ class FusedOp:
             self._results_of = lambda outputs: tuple(outputs[:self.results])
         self.grad_positions = tuple(self.input_names.index(name) for name in self.grads_of)
         self._grad_flags_of = _picker(list(self.grad_positions))
-        clashes = _SAVED_ATTRIBUTES.intersection((*self.input_names, *self.saved_outputs))
+        clashes = _SAVED_ATTRIBUTES.intersection((*self._saved_names, *self.saved_outputs))
         if clashes:
             raise ValueError(f"{self.name}: input or saved output names {sorted(clashes)} clash with Saved's "
                              f"attributes")
