@@ -113,7 +113,7 @@ class Saved:
 
     @property
     def inputs(self) -> list:
-        return [getattr(self, name) for name in self._op.input_names]
+        return [getattr(self, name) for name in self._op.attribute_names]
 
     def reference_vjp(self, grad_out: torch.Tensor) -> tuple:
         """The gradients of ``grads_of`` (in order; None where not wanted) as a graph autograd can
@@ -160,7 +160,10 @@ class FusedOp:
     * ``entry``: the backend modules' function the forward runs (``forward``; the backward's is
       ``backward``). ``dispatch_as``: the name of the dispatch table (OpDispatch: ``ddfast info``,
       gpu_validated.json records, ``backends_ran``), ``name`` by default; declarations with the same one
-      share one table and must declare the same package, backends and dtypes.
+      share one table and must declare the same package, backends and dtypes (dsa's op is ``dsa_pass``, its
+      table ``dsa``).
+    * ``saved_as``: non-tensor arguments a :class:`Saved` holds under another name, argument -> attribute,
+      for an argument named as one of Saved's own attributes (mmd's ``kernel``, read as ``kernel_name``).
     """
 
     name: str
@@ -181,6 +184,7 @@ class FusedOp:
     backend_argument: bool = False
     entry: str = "forward"
     dispatch_as: str | None = None
+    saved_as: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         schema = torch._C.parse_schema(f"ddfast::{self.name}{self.forward_schema}")
@@ -195,7 +199,12 @@ class FusedOp:
         self._has_lists = _LIST in tensor_kinds
         self._tensor_positions = tuple(i for i, kind in enumerate(kinds) if kind is not _VALUE)
         self._tensor_names = tuple(self.input_names[i] for i in self._tensor_positions)
-        self._value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
+        value_names = tuple(a.name for a, kind in zip(arguments, kinds) if kind is _VALUE)
+        if not set(self.saved_as) <= set(value_names):
+            raise ValueError(f"{self.name}: saved_as renames {sorted(set(self.saved_as) - set(value_names))}, which "
+                             f"are not non-tensor arguments of {self.forward_schema}")
+        self._value_names = tuple(self.saved_as.get(name, name) for name in value_names)
+        self.attribute_names = tuple(self.saved_as.get(name, name) for name in self.input_names)  # in a Saved
         self._values_of = _picker([i for i, kind in enumerate(kinds) if kind is _VALUE])
         self._saved_outputs_of = _picker(list(self.saved_outputs.values()))
         # The results among the outputs (plain functions: torch.compile traces __call__ through them).
@@ -209,7 +218,7 @@ class FusedOp:
         self._grad_flags_of = _picker(list(self.grad_positions))
         # The arguments the backends get: all but an explicit backend argument.
         self._arity = len(arguments) - self.backend_argument
-        clashes = _SAVED_ATTRIBUTES.intersection((*self.input_names[:self._arity], *self.saved_outputs))
+        clashes = _SAVED_ATTRIBUTES.intersection((*self.attribute_names[:self._arity], *self.saved_outputs))
         if clashes:
             raise ValueError(f"{self.name}: input or saved output names {sorted(clashes)} clash with Saved's "
                              f"attributes")

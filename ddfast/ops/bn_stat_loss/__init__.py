@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from .._validate import float_dtype, nonnegative_number_list, tensor_list
-from ._op import DISPATCH, EagerBNStatLoss, bn_stat_loss_op
+from ._op import DISPATCH, OP
 from .hooks import BNStatHooks
 from .plan import accumulate_dtype
 
@@ -85,7 +85,5 @@ def bn_stat_loss(activations: Sequence[torch.Tensor], running_means: Sequence[to
     activations = [a.contiguous() for a in activations]
     running_means = [t.to(acc).contiguous() for t in running_means]
     running_vars = [t.to(acc).contiguous() for t in running_vars]
-    if torch.compiler.is_compiling():
-        return bn_stat_loss_op(activations, running_means, running_vars, weights)[0]
-    # Eager: the same kernels without torch.library's tensor-list autograd overhead (_op.py).
-    return EagerBNStatLoss.apply(weights, *activations, *running_means, *running_vars)
+    # The custom op under torch.compile, else the eager autograd.Function (ddfast.ops._registry).
+    return OP(activations, running_means, running_vars, weights)

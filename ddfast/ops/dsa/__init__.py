@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from .._validate import dsa_group_index, image_batch
-from ._op import DISPATCH, dsa_pass_op
+from ._op import DISPATCH, OP
 from .params import DEFAULT_STRATEGY, DSAConfig, DSAParams, dsa_sample
 from .plan import geometry, plan_passes
 
@@ -57,7 +57,7 @@ def dsa(x: torch.Tensor, params: DSAParams, group_index: torch.Tensor | None = N
     sizes = geometry(x.shape[2], x.shape[3], params.config)
     x = x.contiguous()
     for ops in plan_passes(params.families, compose):
-        x = dsa_pass_op(x, table, group_index, list(ops), sizes)
+        x = OP(x, table, group_index, list(ops), sizes)
     return x
 
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from .._validate import choice, class_feature_pairs, class_row_counts, feature_pair, positive_numbers
-from ._op import DISPATCH, mmd_op
+from ._op import DISPATCH, OP
 from .reference import ESTIMATORS, KERNELS
 
 __all__ = ["mmd", "class_mmd", "DISPATCH"]
@@ -52,7 +52,7 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "gaussian", sigmas: Sequ
     for t, name in ((x, "x"), (y, "y")):
         if t.shape[0] < need:
             raise ValueError(f"{name} has {t.shape[0]} rows; estimator={estimator!r} needs at least {need}")
-    return mmd_op(x.contiguous(), y.contiguous(), None, None, kernel, coefs, estimator)
+    return OP(x.contiguous(), y.contiguous(), None, None, kernel, coefs, estimator)
 
 
 def _grouped(features: torch.Tensor, labels: torch.Tensor, num_classes: int):
@@ -87,7 +87,7 @@ def class_mmd(f_syn: torch.Tensor, y_syn: torch.Tensor, f_real: torch.Tensor, y_
         _check_classes(y_syn, y_real, num_classes, estimator, missing)
     xs, x_offsets = _grouped(f_syn, y_syn, num_classes)
     ys, y_offsets = _grouped(f_real, y_real, num_classes)
-    per_class = mmd_op(xs, ys, x_offsets, y_offsets, kernel, coefs, estimator)
+    per_class = OP(xs, ys, x_offsets, y_offsets, kernel, coefs, estimator)
     return per_class.sum() if reduction == "sum" else per_class
 
 
