@@ -95,6 +95,8 @@ def _compare(rec, device, quick, case: str, ipc: int, script: str, dsa: bool) ->
 
     repeats = 1 if quick else 3
     compile_report(reset=True)
+    compat._CALLS.clear()  # fresh CompiledCalls: the report then names the paths this case compiled (Dynamo's cache
+    # keeps graphs compiled by an earlier case, so their compilation is not paid twice)
     warm = {"reference": _timed(iteration(REFERENCE_UTILS, 0), device),
             "compat": _timed(iteration(compat, 0), device)}
     compile_s = sum(entry["compile_seconds"] for entry in compile_report().values())
