@@ -83,13 +83,13 @@ class ReparamModule(nn.Module):
         return torch.func.functional_call(self.module, replaced, inputs, kwinputs, strict=False)
 
 
-def _flat_vector(params, device, name: str) -> torch.Tensor:
-    """MTT's ``torch.cat([p.data.to(device).reshape(-1) for p in params], 0)`` of a buffer entry (a list of
-    tensors), or an already flat vector, detached."""
+def _flat_vector(flat: FlatModel, params, device, name: str) -> torch.Tensor:
+    """A buffer entry (a list of tensors, checked against the module's parameters by :meth:`FlatModel.flatten`) or
+    an already flat vector, as one detached vector on ``device``: MTT's ``torch.cat([p.data.to(device)...])``."""
     if isinstance(params, torch.Tensor):
         return params.detach().to(device).reshape(-1)
-    if isinstance(params, (list, tuple)) and params and all(isinstance(p, torch.Tensor) for p in params):
-        return torch.cat([p.detach().to(device).reshape(-1) for p in params], 0)
+    if isinstance(params, (list, tuple)):
+        return flat.flatten([p.detach() for p in params]).to(device)
     raise TypeError(f"{name} must be an expert checkpoint (a list of tensors) or a flat tensor, got "
                     f"{type(params).__name__}")
 
@@ -171,8 +171,8 @@ def match_trajectory(student_net: "ReparamModule", image_syn: torch.Tensor, labe
         raise TypeError(f"student_net must be ddfast.compat.mtt.ReparamModule (import it in place of MTT's), got "
                         f"{type(student_net).__name__}")
     device = image_syn.device
-    start = _flat_vector(starting_params, device, "starting_params")
-    target = _flat_vector(target_params, device, "target_params")
+    start = _flat_vector(student_net._flat, starting_params, device, "starting_params")
+    target = _flat_vector(student_net._flat, target_params, device, "target_params")
     draws = _MTTDraws(image_syn, args, args.syn_steps)
     plan = StepPlan(draws.batches, list(range(args.syn_steps)))
     theta = unroll(student_net._flat, start, image_syn, label_syn.to(device), syn_lr, args.syn_steps,
