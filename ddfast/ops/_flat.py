@@ -32,15 +32,14 @@ def flat_vector(t, name: str, ref: torch.Tensor | None = None, ref_name: str = "
     return t
 
 
-def flat_vectors(vectors: dict, optional: str = "") -> torch.Tensor:
+def flat_vectors(vectors: dict, optional: str = "") -> None:
     """Checks the named flat vectors in order: the first is the reference, the others match its length,
-    dtype and device; the one named ``optional`` may be None. Returns the reference."""
+    dtype and device; the one named ``optional`` may be None."""
     (ref_name, ref), *others = vectors.items()
     flat_vector(ref, ref_name)
     for name, t in others:
         if t is not None or name != optional:
             flat_vector(t, name, ref, ref_name)
-    return ref
 
 
 def scalar_tensor(value, name: str, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
@@ -64,7 +63,7 @@ def flat_step_arguments(vectors: dict, state_name: str, lr, momentum) -> tuple[t
     """The arguments of sgd_step and adjoint_step: ``vectors`` maps names to flat vectors (the first one
     is the reference; ``state_name``'s may be None), lr a 0-d tensor or number, momentum a finite float.
     Returns (lr as a tensor, momentum, whether the momentum form runs: a state is given or momentum != 0)."""
-    ref = flat_vectors(vectors, state_name)
+    flat_vectors(vectors, state_name)
     momentum = finite_number(momentum, "momentum")
-    ref_name = next(iter(vectors))
+    ref_name, ref = next(iter(vectors.items()))
     return scalar_tensor(lr, "lr", ref, ref_name), momentum, vectors[state_name] is not None or momentum != 0.0
