@@ -33,7 +33,7 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 BUILD_INFO = ROOT / "ddfast" / "build_info.json"
-CUDA_OPS = ["grad_distance", "param_match_loss", "sgd_step", "adjoint_step"]  # each: csrc/<op>/<op>.cu + cuda.cpp
+CUDA_OPS = sorted(p.parent.name for p in CSRC.glob("*/cuda.cpp"))  # the ops with csrc/<op>/<op>.cu + cuda.cpp
 VERSION = "0.1.0"  # also ddfast.__version__
 LIMITED_API = "0x030A0000"  # ddfast._C: CPython's limited API of 3.10 (requires-python), an abi3 wheel
 DEPENDENCIES = ["torch>=2.4", "numpy"]

@@ -2,19 +2,16 @@
 // formulas, in the same order, as cpu.cpp); sgd_step's backward runs them. One pass writes u = nu - lr lam,
 // nu_next = mu u (momentum form) and one partial sum of lam * direction per block; a one-block finalize adds
 // the partials in a fixed order and writes dlr = -sum (deterministic, no atomics). lr is read in-kernel (no
-// host synchronisation). Grid and helpers: csrc/flat/flat_cuda.cuh.
+// host synchronisation). Grid and helpers: csrc/flat/flat_cuda.cuh and csrc/shared/cuda.cuh.
 #include "adjoint_step/adjoint_step_cuda.h"
 #include "flat/flat_cuda.cuh"
+#include "shared/compile_time.h"
 
 namespace ddfast {
 namespace adjoint_step {
 namespace {
 
 using flat::kThreads;
-using flat::load_acc;
-using flat::mul;
-using flat::to_acc;
-using flat::Vec16;
 
 // nu is read (else 0); nu_next is written; the lr-gradient dot with direction is reduced.
 enum Form : int { kHasNu = 1, kWithVelocity = 2, kHasDirection = 4 };
@@ -28,7 +25,7 @@ __global__ void __launch_bounds__(kThreads) partials_kernel(const T* __restrict_
                                                             acc_t<T>* __restrict__ dlr) {
   using Acc = acc_t<T>;
   __shared__ Acc shared[kThreads / 32];
-  const Acc step = flat::load_scalar<Acc>(lr, lr_dtype);
+  const Acc step = load_scalar<Acc>(lr, lr_dtype);
   Acc dot(0);
   // u of one element from the accumulate-type values; adds lam * direction to the thread's sum.
   const auto element = [&](Acc l, Acc n, Acc d) {
@@ -40,8 +37,8 @@ __global__ void __launch_bounds__(kThreads) partials_kernel(const T* __restrict_
       [&](int64_t i) {
         const Acc ui = element(load_acc(lam + i), (FORM & kHasNu) ? load_acc(nu + i) : Acc(0),
                                (FORM & kHasDirection) ? load_acc(direction + i) : Acc(0));
-        u[i] = flat::from_acc<T>(ui);
-        if (FORM & kWithVelocity) nu_next[i] = flat::from_acc<T>(mul(mu, ui));
+        u[i] = from_acc<T>(ui);
+        if (FORM & kWithVelocity) nu_next[i] = from_acc<T>(mul(mu, ui));
       },
       [&](int64_t i) {
         const Vec16<T> vl = Vec16<T>::load(lam + i);
@@ -52,8 +49,8 @@ __global__ void __launch_bounds__(kThreads) partials_kernel(const T* __restrict_
         for (int j = 0; j < Vec16<T>::kWidth; ++j) {
           const Acc ui = element(to_acc(vl.v[j]), (FORM & kHasNu) ? to_acc(vn.v[j]) : Acc(0),
                                  (FORM & kHasDirection) ? to_acc(vd.v[j]) : Acc(0));
-          out.v[j] = flat::from_acc<T>(ui);
-          nout.v[j] = flat::from_acc<T>(mul(mu, ui));
+          out.v[j] = from_acc<T>(ui);
+          nout.v[j] = from_acc<T>(mul(mu, ui));
         }
         out.store(u + i);
         if (FORM & kWithVelocity) nout.store(nu_next + i);
@@ -81,13 +78,13 @@ cudaError_t launch(DType dtype, const void* lam, const void* nu, const void* dir
                    cudaStream_t stream) {
   const int form = (nu ? kHasNu : 0) | (nu_next ? kWithVelocity : 0) | (direction ? kHasDirection : 0);
   const int64_t blocks = flat::num_blocks(numel);
-  return flat::with_dtype(dtype, [&](auto tag) {
+  return with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     using Acc = acc_t<T>;
     if (blocks == 0 && !direction) return cudaMemsetAsync(dlr, 0, sizeof(Acc), stream);
-    return flat::with_bool(aligned, [&](auto aligned_c) {
+    return with_bool(aligned, [&](auto aligned_c) {
       if (blocks > 0) {
-        const cudaError_t err = flat::with_int<8>(form, [&](auto form_c) {
+        const cudaError_t err = with_int<8>(form, [&](auto form_c) {
           partials_kernel<T, decltype(form_c)::value, decltype(aligned_c)::value><<<blocks, kThreads, 0, stream>>>(
               static_cast<const T*>(lam), static_cast<const T*>(nu), static_cast<const T*>(direction), lr, lr_dtype,
               static_cast<Acc>(momentum), numel, static_cast<T*>(u), static_cast<T*>(nu_next),

@@ -9,6 +9,8 @@
 #include <tuple>
 
 #include "flat/flat.h"
+#include "shared/compile_time.h"
+#include "shared/tensors.h"
 
 namespace ddfast {
 namespace adjoint_step {
@@ -20,8 +22,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> adjoint_cpu(const at::Tensor& lam
                                                            const c10::optional<at::Tensor>& direction,
                                                            const at::Tensor& lr, double momentum, bool with_velocity) {
   flat::check_vectors(kOp,
-                      {{"lam", &lam}, {"nu", flat::optional_ptr(nu)}, {"direction", flat::optional_ptr(direction)}});
-  const auto acc_type = flat::accumulate_type(lam.scalar_type());
+                      {{"lam", &lam}, {"nu", optional_ptr(nu)}, {"direction", optional_ptr(direction)}});
+  const auto acc_type = accumulate_type(lam.scalar_type());
   at::Tensor u = at::empty_like(lam);
   at::Tensor nu_next = with_velocity ? at::empty_like(lam) : lam.new_empty({0});
   at::Tensor dlr = at::empty({}, lam.options().dtype(acc_type));
@@ -35,9 +37,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> adjoint_cpu(const at::Tensor& lam
     scalar_t* __restrict__ out = u.data_ptr<scalar_t>();
     scalar_t* __restrict__ nout = with_velocity ? nu_next.data_ptr<scalar_t>() : nullptr;
     std::array<Acc, 1> total{};
-    flat::with_flag(n != nullptr, [&](auto has_nu) {
-      flat::with_flag(nout != nullptr, [&](auto with_v) {
-        flat::with_flag(d != nullptr, [&](auto has_dir) {
+    with_bool(n != nullptr, [&](auto has_nu) {
+      with_bool(nout != nullptr, [&](auto with_v) {
+        with_bool(d != nullptr, [&](auto has_dir) {
           total = flat::for_chunks<1, Acc>(lam.numel(), [&](int64_t b, int64_t e, Acc* partial) {
             flat::lane_sums<1, scalar_t, Acc>(b, e, partial, [&](const auto& at, auto* v) {
               const auto li = at(l);

@@ -4,16 +4,13 @@
 
 #include <ATen/ATen.h>
 
+#include "shared/tensors.h"
+
 namespace ddfast {
 namespace bn_stat_loss {
 
 constexpr int64_t kItemFields = 4;   // layer, channel, first run, number of runs
 constexpr int64_t kLayerFields = 6;  // C, S, B, first item, pieces per channel, first channel
-
-// The accumulate dtype: of the partial sums, the statistics, the running statistics and the loss.
-inline at::ScalarType acc_dtype(const at::Tensor& ref) {
-  return ref.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 // The plan (ddfast/ops/bn_stat_loss/plan.py) indexes the activations and the statistics: every field is
 // checked against the shapes, so a malformed table passed to the private op cannot read or write out of
@@ -57,7 +54,7 @@ inline void check_inputs(at::TensorList acts, at::TensorList means, at::TensorLi
                   layers.size(1) == kLayerFields && layers.is_contiguous(), "bn_stat_loss: malformed layer table");
   TORCH_CHECK(items.scalar_type() == at::kLong && items.dim() == 2 && items.size(1) == kItemFields &&
                   items.is_contiguous(), "bn_stat_loss: malformed work items");
-  const auto acc = acc_dtype(acts[0]);
+  const auto acc = accumulate_type(acts[0].scalar_type());
   const int64_t* layer = layers.const_data_ptr<int64_t>();
   for (size_t l = 0; l < n; ++l) {
     const auto& a = acts[l];

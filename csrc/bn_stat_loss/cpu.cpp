@@ -17,31 +17,26 @@
 
 #include "bn_stat_loss/checks.h"
 #include "common/hd.h"
+#include "shared/registration.h"
+#include "shared/simd.h"
+#include "shared/tensors.h"
 
 namespace ddfast {
 namespace bn_stat_loss {
 namespace {
-
-// 16-byte SIMD vectors of the accumulate type (GCC/Clang vector extensions), kLanes of them.
-template <typename Acc>
-struct Vec {
-  typedef Acc type __attribute__((vector_size(16)));
-  static constexpr int kWidth = 16 / sizeof(Acc);
-};
-constexpr int kLanes = 4;
 
 // Adds sum(x - k) and sum((x - k)^2) over n contiguous elements to s1, s2.
 template <typename T, typename Acc>
 void run_sums(const T* x, int64_t n, Acc k, Acc& s1, Acc& s2) {
   int64_t i = 0;
   if constexpr (std::is_same_v<T, Acc>) {
-    using V = typename Vec<Acc>::type;
-    constexpr int W = Vec<Acc>::kWidth;
-    if (n >= W * kLanes) {
-      V a1[kLanes] = {}, a2[kLanes] = {};
+    using V = typename Simd<Acc>::type;
+    constexpr int W = Simd<Acc>::kWidth;
+    if (n >= W * kUnroll) {
+      V a1[kUnroll] = {}, a2[kUnroll] = {};
       const V kv = V{} + k;
-      for (; i + W * kLanes <= n; i += W * kLanes) {
-        for (int u = 0; u < kLanes; ++u) {
+      for (; i + W * kUnroll <= n; i += W * kUnroll) {
+        for (int u = 0; u < kUnroll; ++u) {
           V v;
           std::memcpy(&v, x + i + u * W, sizeof(V));
           const V d = v - kv;
@@ -49,7 +44,7 @@ void run_sums(const T* x, int64_t n, Acc k, Acc& s1, Acc& s2) {
           a2[u] += d * d;
         }
       }
-      for (int u = 0; u < kLanes; ++u) {
+      for (int u = 0; u < kUnroll; ++u) {
         for (int j = 0; j < W; ++j) {
           s1 += a1[u][j];
           s2 += a2[u][j];
@@ -86,20 +81,12 @@ void for_each_item(const int64_t* items, const int64_t* layers, int64_t num_item
 }
 
 template <typename T>
-std::vector<const T*> pointers(at::TensorList tensors) {
-  std::vector<const T*> out;
-  out.reserve(tensors.size());
-  for (const auto& t : tensors) out.push_back(t.const_data_ptr<T>());
-  return out;
-}
-
-template <typename T>
 void forward_impl(at::TensorList acts, at::TensorList means, at::TensorList vars, const at::Tensor& layers,
                   const at::Tensor& items, at::ArrayRef<double> weights, at::Tensor& out, at::Tensor& stats) {
   using Acc = acc_t<T>;
-  const auto x = pointers<T>(acts);
-  const auto mu = pointers<Acc>(means);
-  const auto rv = pointers<Acc>(vars);
+  const auto x = data_pointers<T>(acts);
+  const auto mu = data_pointers<Acc>(means);
+  const auto rv = data_pointers<Acc>(vars);
   const int64_t* layer = layers.const_data_ptr<int64_t>();
   const int64_t* item = items.const_data_ptr<int64_t>();
   const int64_t num_items = items.size(0);
@@ -159,9 +146,9 @@ void backward_impl(const at::Tensor& grad_out, at::TensorList acts, at::TensorLi
                    at::ArrayRef<double> weights, std::vector<at::Tensor>& d_act, std::vector<at::Tensor>& d_mean,
                    std::vector<at::Tensor>& d_var) {
   using Acc = acc_t<T>;
-  const auto x = pointers<T>(acts);
-  const auto mu = pointers<Acc>(means);
-  const auto rv = pointers<Acc>(vars);
+  const auto x = data_pointers<T>(acts);
+  const auto mu = data_pointers<Acc>(means);
+  const auto rv = data_pointers<Acc>(vars);
   const int64_t* layer = layers.const_data_ptr<int64_t>();
   const int64_t* item = items.const_data_ptr<int64_t>();
   const int64_t num_layers = layers.size(0);
@@ -213,7 +200,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(at::TensorList acts, at::TensorLi
   check_inputs(acts, means, vars, layers, items, weights);
   int64_t total_channels = 0;
   for (const auto& a : acts) total_channels += a.size(1);
-  const auto options = acts[0].options().dtype(acc_dtype(acts[0]));
+  const auto options = acts[0].options().dtype(accumulate_type(acts[0].scalar_type()));
   auto out = at::empty({}, options);
   auto stats = at::empty({2 * total_channels + 2 * static_cast<int64_t>(acts.size())}, options);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, acts[0].scalar_type(), "bn_stat_loss_forward_cpu", [&] {
@@ -226,7 +213,8 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Ten
     const at::Tensor& grad_out, at::TensorList acts, at::TensorList means, at::TensorList vars, const at::Tensor& stats,
     const at::Tensor& layers, const at::Tensor& items, at::ArrayRef<double> weights, bool need_act, bool need_stats) {
   check_inputs(acts, means, vars, layers, items, weights);
-  check_stats(stats, layers.const_data_ptr<int64_t>(), layers.size(0), acc_dtype(acts[0]));
+  const auto acc = accumulate_type(acts[0].scalar_type());
+  check_stats(stats, layers.const_data_ptr<int64_t>(), layers.size(0), acc);
   std::vector<at::Tensor> d_act, d_mean, d_var;
   if (need_act) {
     for (const auto& a : acts) d_act.push_back(at::empty_like(a, at::MemoryFormat::Contiguous));
@@ -239,18 +227,14 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Ten
   }
   const auto st = stats.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, acts[0].scalar_type(), "bn_stat_loss_backward_cpu", [&] {
-    backward_impl<scalar_t>(grad_out.to(acc_dtype(acts[0])), acts, means, vars, st, layers, items, weights, d_act,
-                            d_mean, d_var);
+    backward_impl<scalar_t>(grad_out.to(acc), acts, means, vars, st, layers, items, weights, d_act, d_mean, d_var);
   });
   return {d_act, d_mean, d_var};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ddfast, CPU, m) {
-  m.impl("_bn_stat_loss_forward", &forward_cpu);
-  m.impl("_bn_stat_loss_backward", &backward_cpu);
-}
+DDFAST_IMPL_FORWARD_BACKWARD(CPU, bn_stat_loss, forward_cpu, backward_cpu)
 
 }  // namespace bn_stat_loss
 }  // namespace ddfast

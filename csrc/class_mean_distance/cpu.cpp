@@ -10,14 +10,15 @@
 
 #include <vector>
 
+#include "shared/registration.h"
+#include "shared/tensors.h"
+
 namespace ddfast {
 namespace class_mean_distance {
 namespace {
 
 constexpr int64_t kColumnGrain = 64;  // columns per parallel task (256 B of fp32 per row)
 constexpr int64_t kRowGrain = 16;
-
-at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 void check_features(const at::Tensor& f, const at::Tensor& y, const char* name) {
   TORCH_CHECK(f.dim() == 2 && f.is_contiguous(), "class_mean_distance: ", name, " must be a contiguous 2-D tensor");
@@ -169,10 +170,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, cons
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ddfast, CPU, m) {
-  m.impl("_class_mean_distance_forward", &forward_cpu);
-  m.impl("_class_mean_distance_backward", &backward_cpu);
-}
+DDFAST_IMPL_FORWARD_BACKWARD(CPU, class_mean_distance, forward_cpu, backward_cpu)
 
 }  // namespace class_mean_distance
 }  // namespace ddfast

@@ -27,6 +27,8 @@
 #include <limits>
 #include <vector>
 
+#include "shared/registration.h"
+
 namespace ddfast {
 namespace dsa {
 namespace {
@@ -498,10 +500,7 @@ at::Tensor backward_cpu(const at::Tensor& grad, const at::Tensor& table, const c
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ddfast, CPU, m) {
-  m.impl("_dsa_pass_forward", &forward_cpu);
-  m.impl("_dsa_pass_backward", &backward_cpu);
-}
+DDFAST_IMPL_FORWARD_BACKWARD(CPU, dsa_pass, forward_cpu, backward_cpu)
 
 }  // namespace dsa
 }  // namespace ddfast

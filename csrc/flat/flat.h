@@ -1,6 +1,7 @@
 // Helpers of the flat-vector ops (param_match_loss, sgd_step, adjoint_step): input checks for direct
 // torch.ops calls (user-facing validation happens once in Python; shared by the CPU kernels and the
-// CUDA glue) and a deterministic parallel loop for the CPU kernels.
+// CUDA glue) and a deterministic parallel loop for the CPU kernels. Helpers of every op are in
+// csrc/shared/.
 //
 // for_chunks() splits [0, n) into FIXED chunks of kChunk elements (independent of the thread count),
 // runs them with at::parallel_for, lets each chunk write NSUMS partial sums, and adds the partials in
@@ -22,14 +23,12 @@
 #include <utility>
 #include <vector>
 
-#include "common/hd.h"
+#include "shared/simd.h"
 
 namespace ddfast {
 namespace flat {
 
 constexpr int64_t kChunk = 1 << 14;  // elements per parallel task (64 KiB of fp32 per vector)
-
-inline at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 inline void check_vector(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
                          at::DeviceType device = at::kCPU) {
@@ -47,32 +46,11 @@ inline void check_vectors(const char* op, std::initializer_list<std::pair<const 
     if (t != nullptr) check_vector(*t, ref, op, name, device);
 }
 
-inline const at::Tensor* optional_ptr(const c10::optional<at::Tensor>& t) { return t.has_value() ? &*t : nullptr; }
-
 // A 0-d floating-point tensor on ref's device (a learning rate or an upstream gradient, read in-kernel by
 // the CUDA kernels).
 inline void check_scalar(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
   TORCH_CHECK(t.numel() == 1 && at::isFloatingType(t.scalar_type()) && t.device() == ref.device(), op, ": ", name,
               " must be a one-element floating-point tensor on the vectors' device");
-}
-
-// The element type of the CUDA kernels (csrc/common/hd.h) for a tensor dtype.
-inline DType kernel_dtype(at::ScalarType t, const char* op) {
-  switch (t) {
-    case at::kHalf: return DType::kFloat16;
-    case at::kBFloat16: return DType::kBFloat16;
-    case at::kFloat: return DType::kFloat32;
-    case at::kDouble: return DType::kFloat64;
-    default: TORCH_CHECK(false, op, ": unsupported dtype ", t);
-  }
-}
-
-// Whether every given tensor (null pointers are skipped) starts on a 16-byte boundary: the CUDA kernels
-// then use 16-byte vector accesses.
-inline bool aligned16(std::initializer_list<const at::Tensor*> tensors) {
-  for (const at::Tensor* t : tensors)
-    if (t != nullptr && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 != 0) return false;
-  return true;
 }
 
 // The value of a 0-d floating-point tensor (a learning rate), in the accumulate type.
@@ -107,12 +85,6 @@ struct ScalarAt {
 };
 
 template <typename Acc>
-struct Simd {
-  typedef Acc type __attribute__((vector_size(16)));
-  static constexpr int64_t kWidth = 16 / sizeof(Acc);
-};
-
-template <typename Acc>
 struct VectorAt {
   using V = typename Simd<Acc>::type;
   int64_t i;
@@ -123,8 +95,6 @@ struct VectorAt {
   }
   void store(Acc* p, V x) const { std::memcpy(p + i, &x, sizeof(V)); }
 };
-
-constexpr int kUnroll = 4;  // independent SIMD accumulators per sum
 
 // Sums over [begin, end) written to out[0..NSUMS): term(at, v) computes element(s) `at` (a ScalarAt or,
 // when T is the accumulate type, a VectorAt: the term is a generic lambda) and writes its NSUMS values to
@@ -155,17 +125,6 @@ void lane_sums(int64_t begin, int64_t end, Acc* out, const Term& term) {
     for (int k = 0; k < NSUMS; ++k) total[k] += v[k];
   }
   for (int k = 0; k < NSUMS; ++k) out[k] = total[k];
-}
-
-// Calls f(std::true_type{}) or f(std::false_type{}): turns a runtime flag into a compile-time one, so the
-// loops that test it (`if constexpr`) have no branch inside and vectorise.
-template <typename F>
-void with_flag(bool flag, const F& f) {
-  if (flag) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
 }
 
 }  // namespace flat

@@ -11,18 +11,13 @@
 
 #include "grad_distance/checks.h"
 #include "grad_distance/math.h"
+#include "shared/registration.h"
+#include "shared/simd.h"
+#include "shared/tensors.h"
 
 namespace ddfast {
 namespace grad_distance {
 namespace {
-
-// 16-byte SIMD vectors of the accumulate type (GCC/Clang vector extensions, SSE2 and up).
-template <typename Acc>
-struct Simd {
-  typedef Acc type __attribute__((vector_size(16)));
-  static constexpr int kWidth = 16 / sizeof(Acc);
-};
-constexpr int kUnroll = 4;  // independent vector accumulators per sum
 
 template <int METRIC, typename V>
 inline void simd_terms(V gs, V gr, V& p0, V& p1, V& p2) {
@@ -69,22 +64,6 @@ void item_sums(const T* gs, const T* gr, int64_t n, Acc* out) {
   out[0] = p0;
   out[1] = p1;
   out[2] = p2;
-}
-
-template <typename T>
-std::vector<const T*> data_pointers(at::TensorList tensors) {
-  std::vector<const T*> ptrs;
-  ptrs.reserve(tensors.size());
-  for (const auto& t : tensors) ptrs.push_back(t.const_data_ptr<T>());
-  return ptrs;
-}
-
-template <typename T>
-std::vector<T*> mutable_pointers(const std::vector<at::Tensor>& tensors) {
-  std::vector<T*> ptrs;
-  ptrs.reserve(tensors.size());
-  for (const auto& t : tensors) ptrs.push_back(t.data_ptr<T>());
-  return ptrs;
 }
 
 template <int METRIC, typename T>
@@ -232,10 +211,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ddfast, CPU, m) {
-  m.impl("_grad_distance_forward", &forward_cpu);
-  m.impl("_grad_distance_backward", &backward_cpu);
-}
+DDFAST_IMPL_FORWARD_BACKWARD(CPU, grad_distance, forward_cpu, backward_cpu)
 
 }  // namespace grad_distance
 }  // namespace ddfast

@@ -30,10 +30,5 @@ inline void check_inputs(const at::Tensor& x, const at::Tensor& y, const at::Ten
   }
 }
 
-// The accumulate dtype: of the result and of the gradient buffers.
-inline at::ScalarType acc_dtype(const at::Tensor& ref) {
-  return ref.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 }  // namespace mmd
 }  // namespace ddfast

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "mmd/checks.h"
+#include "shared/registration.h"
+#include "shared/tensors.h"
 
 namespace ddfast {
 namespace mmd {
@@ -316,7 +318,7 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
 }
 
 // fp16/bf16 rows are converted to fp32 once (O((N + M) D)); fp32/fp64 are used in place.
-at::Tensor accumulate(const at::Tensor& t) { return t.to(acc_dtype(t)).contiguous(); }
+at::Tensor accumulate(const at::Tensor& t) { return t.to(accumulate_type(t.scalar_type())).contiguous(); }
 
 at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& x_offsets,
                        const at::Tensor& y_offsets, int64_t kernel, c10::ArrayRef<double> coefs, bool unbiased) {
@@ -356,10 +358,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, cons
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ddfast, CPU, m) {
-  m.impl("_mmd_forward", &forward_cpu);
-  m.impl("_mmd_backward", &backward_cpu);
-}
+DDFAST_IMPL_FORWARD_BACKWARD(CPU, mmd, forward_cpu, backward_cpu)
 
 }  // namespace mmd
 }  // namespace ddfast

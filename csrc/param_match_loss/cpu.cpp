@@ -8,6 +8,9 @@
 #include <tuple>
 
 #include "flat/flat.h"
+#include "shared/compile_time.h"
+#include "shared/registration.h"
+#include "shared/tensors.h"
 
 namespace ddfast {
 namespace param_match_loss {
@@ -22,7 +25,7 @@ void check_inputs(const at::Tensor& n, const at::Tensor& s, const at::Tensor& t)
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& theta_n, const at::Tensor& theta_start,
                                                const at::Tensor& theta_target) {
   check_inputs(theta_n, theta_start, theta_target);
-  const auto acc_type = flat::accumulate_type(theta_n.scalar_type());
+  const auto acc_type = accumulate_type(theta_n.scalar_type());
   at::Tensor sums = at::empty({2}, theta_n.options().dtype(acc_type));
   at::Tensor loss = at::empty({}, theta_n.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, theta_n.scalar_type(), "param_match_loss_forward", [&] {
@@ -51,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
                                                             const at::Tensor& theta_target, const at::Tensor& sums,
                                                             bool need_n, bool need_start, bool need_target) {
   check_inputs(theta_n, theta_start, theta_target);
-  const auto acc_type = flat::accumulate_type(theta_n.scalar_type());
+  const auto acc_type = accumulate_type(theta_n.scalar_type());
   TORCH_CHECK(sums.scalar_type() == acc_type && sums.numel() == 2 && sums.is_contiguous(), kOp,
               ": sums must be the forward's two sums in the accumulate dtype");
   TORCH_CHECK(grad_out.numel() == 1, kOp, ": grad_out must hold one value");
@@ -68,9 +71,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
     scalar_t* __restrict__ on = need_n ? d_n.data_ptr<scalar_t>() : nullptr;
     scalar_t* __restrict__ os = need_start ? d_s.data_ptr<scalar_t>() : nullptr;
     scalar_t* __restrict__ ot = need_target ? d_t.data_ptr<scalar_t>() : nullptr;
-    flat::with_flag(on != nullptr, [&](auto need_n) {
-      flat::with_flag(os != nullptr, [&](auto need_s) {
-        flat::with_flag(ot != nullptr, [&](auto need_t) {
+    with_bool(on != nullptr, [&](auto need_n) {
+      with_bool(os != nullptr, [&](auto need_s) {
+        with_bool(ot != nullptr, [&](auto need_t) {
           flat::for_chunks<0, Acc>(theta_n.numel(), [&](int64_t b, int64_t e, Acc*) {
             for (int64_t i = b; i < e; ++i) {
               const Acc target = static_cast<Acc>(t[i]);
@@ -90,10 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& gr
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ddfast, CPU, m) {
-  m.impl("_param_match_loss_forward", &forward_cpu);
-  m.impl("_param_match_loss_backward", &backward_cpu);
-}
+DDFAST_IMPL_FORWARD_BACKWARD(CPU, param_match_loss, forward_cpu, backward_cpu)
 
 }  // namespace param_match_loss
 }  // namespace ddfast

@@ -2,19 +2,16 @@
 // per-element formulas, in the same order, as cpu.cpp). Forward: one pass over the three vectors writes
 // two partial sums per block, a one-block finalize adds them in a fixed order and writes [A, B] and
 // A / B (no epsilon). Backward: one pass writes the needed gradients; its coefficients come from the
-// saved sums in-kernel (no host synchronisation). Grid and helpers: csrc/flat/flat_cuda.cuh.
+// saved sums in-kernel (no host synchronisation). Grid and helpers: csrc/flat/flat_cuda.cuh and csrc/shared/cuda.cuh.
 #include "flat/flat_cuda.cuh"
 #include "param_match_loss/param_match_loss_cuda.h"
+#include "shared/compile_time.h"
 
 namespace ddfast {
 namespace param_match_loss {
 namespace {
 
 using flat::kThreads;
-using flat::load_acc;
-using flat::mul;
-using flat::to_acc;
-using flat::Vec16;
 
 enum Need : int { kN = 1, kS = 2, kT = 4 };  // which gradients the backward writes
 
@@ -66,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const T* __restrict_
                                                             T* __restrict__ d_t) {
   using Acc = acc_t<T>;
   constexpr bool kNeedDn = NEED & (kN | kT), kNeedDs = NEED & (kS | kT);
-  const Acc g = flat::load_scalar<Acc>(grad_out, grad_out_dtype);
+  const Acc g = load_scalar<Acc>(grad_out, grad_out_dtype);
   const Acc num = sums[0], den = sums[1];
   const Acc c_n = Acc(2) * g / den, c_s = -Acc(2) * g * (num / den) / den;
   // The gradients of element(s) from the accumulate-type values; d_target = -(d_n + d_start) before rounding.
@@ -81,9 +78,9 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const T* __restrict_
         const Acc ti = load_acc(t + i);
         Acc gn, gs, gt;
         grads(kNeedDn ? load_acc(n + i) : Acc(0), kNeedDs ? load_acc(s + i) : Acc(0), ti, gn, gs, gt);
-        if (NEED & kN) d_n[i] = flat::from_acc<T>(gn);
-        if (NEED & kS) d_s[i] = flat::from_acc<T>(gs);
-        if (NEED & kT) d_t[i] = flat::from_acc<T>(gt);
+        if (NEED & kN) d_n[i] = from_acc<T>(gn);
+        if (NEED & kS) d_s[i] = from_acc<T>(gs);
+        if (NEED & kT) d_t[i] = from_acc<T>(gt);
       },
       [&](int64_t i) {
         const Vec16<T> vt = Vec16<T>::load(t + i);
@@ -94,9 +91,9 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const T* __restrict_
         for (int j = 0; j < Vec16<T>::kWidth; ++j) {
           Acc gn, gs, gt;
           grads(kNeedDn ? to_acc(vn.v[j]) : Acc(0), kNeedDs ? to_acc(vs.v[j]) : Acc(0), to_acc(vt.v[j]), gn, gs, gt);
-          on.v[j] = flat::from_acc<T>(gn);
-          os.v[j] = flat::from_acc<T>(gs);
-          ot.v[j] = flat::from_acc<T>(gt);
+          on.v[j] = from_acc<T>(gn);
+          os.v[j] = from_acc<T>(gs);
+          ot.v[j] = from_acc<T>(gt);
         }
         if (NEED & kN) on.store(d_n + i);
         if (NEED & kS) os.store(d_s + i);
@@ -109,10 +106,10 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const T* __restrict_
 cudaError_t launch_forward(DType dtype, const void* theta_n, const void* theta_start, const void* theta_target,
                            int64_t numel, void* partials, void* sums, void* loss, bool aligned, cudaStream_t stream) {
   const int64_t blocks = flat::num_blocks(numel);
-  return flat::with_dtype(dtype, [&](auto tag) {
+  return with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     using Acc = acc_t<T>;
-    return flat::with_bool(aligned, [&](auto aligned_c) {
+    return with_bool(aligned, [&](auto aligned_c) {
       if (blocks > 0) {
         partials_kernel<T, decltype(aligned_c)::value><<<blocks, kThreads, 0, stream>>>(
             static_cast<const T*>(theta_n), static_cast<const T*>(theta_start), static_cast<const T*>(theta_target),
@@ -132,10 +129,10 @@ cudaError_t launch_backward(DType dtype, const void* theta_n, const void* theta_
   const int need = (d_n ? kN : 0) | (d_start ? kS : 0) | (d_target ? kT : 0);
   const int64_t blocks = flat::num_blocks(numel);
   if (need == 0 || blocks == 0) return cudaSuccess;
-  return flat::with_dtype(dtype, [&](auto tag) {
+  return with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    return flat::with_bool(aligned, [&](auto aligned_c) {
-      return flat::with_int<8>(need, [&](auto need_c) {
+    return with_bool(aligned, [&](auto aligned_c) {
+      return with_int<8>(need, [&](auto need_c) {
         backward_kernel<T, decltype(need_c)::value, decltype(aligned_c)::value><<<blocks, kThreads, 0, stream>>>(
             static_cast<const T*>(theta_n), static_cast<const T*>(theta_start), static_cast<const T*>(theta_target),
             numel, static_cast<const acc_t<T>*>(sums), grad_out, grad_out_dtype, static_cast<T*>(d_n),

@@ -7,6 +7,8 @@
 #include <tuple>
 
 #include "flat/flat.h"
+#include "shared/compile_time.h"
+#include "shared/tensors.h"
 
 namespace ddfast {
 namespace sgd_step {
@@ -17,7 +19,7 @@ constexpr const char* kOp = "sgd_step";
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& theta, const at::Tensor& grad, const at::Tensor& lr,
                                                const c10::optional<at::Tensor>& velocity, double momentum,
                                                bool with_velocity) {
-  flat::check_vectors(kOp, {{"theta", &theta}, {"grad", &grad}, {"velocity", flat::optional_ptr(velocity)}});
+  flat::check_vectors(kOp, {{"theta", &theta}, {"grad", &grad}, {"velocity", optional_ptr(velocity)}});
   const bool has_v = velocity.has_value();
   TORCH_CHECK(with_velocity || !has_v, kOp, ": a velocity needs with_velocity");
   at::Tensor theta_new = at::empty_like(theta);
@@ -31,8 +33,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& theta, const at
     const scalar_t* __restrict__ v = has_v ? velocity->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* __restrict__ out = theta_new.data_ptr<scalar_t>();
     scalar_t* __restrict__ vout = with_velocity ? v_new.data_ptr<scalar_t>() : nullptr;
-    flat::with_flag(v != nullptr, [&](auto has_v) {
-      flat::with_flag(vout != nullptr, [&](auto with_v) {
+    with_bool(v != nullptr, [&](auto has_v) {
+      with_bool(vout != nullptr, [&](auto with_v) {
         flat::for_chunks<0, Acc>(theta.numel(), [&](int64_t b, int64_t e, Acc*) {
           for (int64_t i = b; i < e; ++i) {
             Acc d = static_cast<Acc>(g[i]);

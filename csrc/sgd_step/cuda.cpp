@@ -8,6 +8,7 @@
 
 #include "flat/flat.h"
 #include "sgd_step/sgd_step_cuda.h"
+#include "shared/tensors.h"
 
 namespace ddfast {
 namespace sgd_step {
@@ -18,7 +19,7 @@ constexpr const char* kOp = "sgd_step";
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& theta, const at::Tensor& grad, const at::Tensor& lr,
                                                 const c10::optional<at::Tensor>& velocity, double momentum,
                                                 bool with_velocity) {
-  flat::check_vectors(kOp, {{"theta", &theta}, {"grad", &grad}, {"velocity", flat::optional_ptr(velocity)}},
+  flat::check_vectors(kOp, {{"theta", &theta}, {"grad", &grad}, {"velocity", optional_ptr(velocity)}},
                       at::kCUDA);
   const bool has_v = velocity.has_value();
   TORCH_CHECK(with_velocity || !has_v, kOp, ": a velocity needs with_velocity");
@@ -27,11 +28,11 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& theta, const a
   const c10::cuda::CUDAGuard guard(theta.device());
   at::Tensor theta_new = at::empty_like(theta);
   at::Tensor v_new = with_velocity ? at::empty_like(theta) : theta.new_empty({0});
-  C10_CUDA_CHECK(launch_forward(flat::kernel_dtype(theta.scalar_type(), kOp), theta.const_data_ptr(),
+  C10_CUDA_CHECK(launch_forward(kernel_dtype(theta.scalar_type(), kOp), theta.const_data_ptr(),
                                 grad.const_data_ptr(), has_v ? velocity->const_data_ptr() : nullptr,
-                                lr.const_data_ptr(), flat::kernel_dtype(lr.scalar_type(), kOp), momentum,
+                                lr.const_data_ptr(), kernel_dtype(lr.scalar_type(), kOp), momentum,
                                 theta.numel(), theta_new.data_ptr(), with_velocity ? v_new.data_ptr() : nullptr,
-                                flat::aligned16({&theta, &grad, flat::optional_ptr(velocity), &theta_new, &v_new}),
+                                aligned16({&theta, &grad, optional_ptr(velocity), &theta_new, &v_new}),
                                 c10::cuda::getCurrentCUDAStream()));
   return {theta_new, v_new};
 }

@@ -48,14 +48,19 @@ def choice(value, options, name: str) -> str:
     return value
 
 
-def feature_matrix(t, name: str) -> torch.Tensor:
-    """A 2-D floating-point tensor [rows, features]."""
+def float_tensor(t, name: str, dims: int, shape: str) -> torch.Tensor:
+    """A floating-point tensor of ``dims`` dimensions; ``shape`` says which in the error."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     float_dtype(t, name)
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be 2-D [rows, features], got shape {tuple(t.shape)}")
+    if t.dim() != dims:
+        raise ValueError(f"{name} must be {shape}, got shape {tuple(t.shape)}")
     return t
+
+
+def feature_matrix(t, name: str) -> torch.Tensor:
+    """A 2-D floating-point tensor [rows, features]."""
+    return float_tensor(t, name, 2, "2-D [rows, features]")
 
 
 def same_dtype_and_device(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
@@ -162,24 +167,6 @@ def real_number(value, name: str, *, positive: bool = False) -> float:
     return float(value)
 
 
-def flat_vector(t, name: str, ref: torch.Tensor | None = None, ref_name: str = "") -> torch.Tensor:
-    """A non-empty 1-D floating-point vector; with ``ref``, of the same length, dtype and device (the
-    flat-parameter ops: param_match_loss, sgd_step, adjoint_step)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    float_dtype(t, name)
-    if t.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D flat vector, got shape {tuple(t.shape)}")
-    if ref is None:
-        if t.numel() == 0:
-            raise ValueError(f"{name} is empty; a flat vector needs at least one element")
-        return t
-    same_dtype_and_device(t, name, ref, ref_name)
-    if t.numel() != ref.numel():
-        raise ValueError(f"{name} has {t.numel()} elements but {ref_name} has {ref.numel()}")
-    return t
-
-
 def finite_number(value, name: str) -> float:
     """A finite real Python number (bool excluded)."""
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -189,44 +176,9 @@ def finite_number(value, name: str) -> float:
     return float(value)
 
 
-def scalar_tensor(value, name: str, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
-    """A 0-d floating-point tensor on ``ref``'s device (returned as is, so it may require grad), or a
-    real number (returned as a 0-d tensor of ``ref``'s accumulate dtype: fp64 for fp64, else fp32).
-    A number must be finite; a tensor's value is not read (NaN propagates)."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() != 0:
-            raise ValueError(f"{name} must be a 0-d tensor or a number, got a tensor of shape {tuple(value.shape)}")
-        float_dtype(value, name)
-        if value.device != ref.device:
-            raise ValueError(f"{name} is on {value.device} but {ref_name} is on {ref.device}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a 0-d tensor or a real number, got {type(value).__name__}")
-    number = finite_number(value, name)
-    acc = torch.float64 if ref.dtype == torch.float64 else torch.float32
-    return torch.tensor(number, dtype=acc, device=ref.device)
-
-
-def flat_step_arguments(vectors: dict, state_name: str, lr, momentum) -> tuple[torch.Tensor, float, bool]:
-    """The arguments of sgd_step and adjoint_step: ``vectors`` maps names to flat vectors (the first one
-    is the reference; ``state_name``'s may be None), lr a 0-d tensor or number, momentum a finite float.
-    Returns (lr as a tensor, momentum, whether the momentum form runs: a state is given or momentum != 0)."""
-    (ref_name, ref), *others = vectors.items()
-    flat_vector(ref, ref_name)
-    for name, t in others:
-        if t is not None or name != state_name:
-            flat_vector(t, name, ref, ref_name)
-    momentum = finite_number(momentum, "momentum")
-    return scalar_tensor(lr, "lr", ref, ref_name), momentum, vectors[state_name] is not None or momentum != 0.0
-
-
 def image_batch(x, name: str) -> torch.Tensor:
     """A 4-D [N, C, H, W] floating-point image batch with C, H, W >= 1."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    float_dtype(x, name)
-    if x.dim() != 4:
-        raise ValueError(f"{name} must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
+    float_tensor(x, name, 4, "4-D [N, C, H, W]")
     if min(x.shape[1:]) < 1:
         raise ValueError(f"{name} must have C, H, W >= 1, got shape {tuple(x.shape)}")
     return x

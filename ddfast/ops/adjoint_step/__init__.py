@@ -1,10 +1,11 @@
-"""The vector work of one reverse step of the adjoint unroll (docs/semantics.md#adjoint_step)."""
+"""The vector work of one reverse step of the adjoint unroll (docs/semantics.md#adjoint_step). One of the
+flat-vector family: its shared code is ddfast/ops/_flat.py."""
 
 from __future__ import annotations
 
 import torch
 
-from .._validate import flat_step_arguments
+from .._flat import flat_step_arguments
 from ._op import DISPATCH, OP
 
 __all__ = ["adjoint_step", "DISPATCH"]

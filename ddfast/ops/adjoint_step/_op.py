@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .._dtypes import accumulate_dtype
+from .._flat import DECLARATION as FLAT_DECLARATION
 from .._registry import FusedOp
 
 
@@ -21,8 +22,7 @@ def _fake_forward(lam, nu, direction, lr, momentum, with_velocity):
 OP = FusedOp(
     name="adjoint_step",
     package=__package__,
-    backends=("reference", "cpp", "cuda", "triton"),
-    dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
+    **FLAT_DECLARATION,
     forward_schema="(Tensor lam, Tensor? nu, Tensor? direction, Tensor lr, float momentum, bool with_velocity,"
                    " str backend) -> (Tensor, Tensor, Tensor)",
     fake_forward=_fake_forward,

@@ -12,11 +12,12 @@ so a channel's partial sums are a fixed, contiguous range that the finalize step
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .._dtypes import accumulate_dtype  # noqa: F401 - re-exported: triton.py and the op import it from here
+from .._plan import DeviceTables
 
 CHUNK = 8192  # target elements per work item
 ITEM_FIELDS = 4  # layer, channel, first run, number of runs
@@ -44,12 +45,12 @@ def pieces_per_channel(b: int, s: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(DeviceTables):
+    TABLES = ("layers", "items", "weights")  # on(device): (layers, items, weights)
     layers: torch.Tensor  # int64 [L, LAYER_FIELDS]
     items: torch.Tensor  # int64 [W, ITEM_FIELDS]
     weights: torch.Tensor  # float64 [L]
     num_channels: int
-    _on_device: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_items(self) -> int:
@@ -58,13 +59,6 @@ class Plan:
     @property
     def num_layers(self) -> int:
         return self.layers.shape[0]
-
-    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(layers, items, weights) on ``device``, copied once per device."""
-        key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = tuple(t.to(device) for t in (self.layers, self.items, self.weights))
-        return self._on_device[key]
 
 
 @functools.lru_cache(maxsize=64)

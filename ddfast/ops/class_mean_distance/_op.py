@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dtypes import accumulate_dtype
+from .._dtypes import TRITON_WITHOUT_FP64, accumulate_dtype
 from .._higher_order import input_gradients
 from .._registry import FusedOp
 
@@ -36,7 +36,7 @@ OP = FusedOp(
     name="class_mean_distance",
     package=__package__,
     backends=("reference", "cpp", "triton"),
-    dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
+    dtypes=TRITON_WITHOUT_FP64,
     forward_schema="(Tensor f_syn, Tensor y_syn, Tensor f_real, Tensor y_real, SymInt num_classes, bool per_class)"
                    " -> (Tensor, Tensor, Tensor)",
     backward_schema="(Tensor grad_out, Tensor y_syn, Tensor y_real, Tensor diff, Tensor scale, ScalarType dtype,"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from .._dtypes import TRITON_WITHOUT_FP64
 from .._higher_order import input_gradients
 from .._registry import FusedOp
 
@@ -32,7 +33,7 @@ OP = FusedOp(
     dispatch_as="dsa",
     package=__package__,
     backends=("reference", "cpp", "triton"),
-    dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
+    dtypes=TRITON_WITHOUT_FP64,
     forward_schema="(Tensor x, Tensor table, Tensor? row_index, SymInt[] ops, SymInt[] geometry) -> Tensor",
     backward_schema="(Tensor grad, Tensor table, Tensor? row_index, SymInt[] ops, SymInt[] geometry) -> Tensor",
     fake_forward=_fake_forward,

@@ -17,12 +17,13 @@ A plan depends only on shapes, class count, metric and weights, and is cached.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .._dtypes import accumulate_dtype  # noqa: F401 - the kernels' accumulate dtype (triton.py imports it here)
+from .._plan import DeviceTables
 
 METRICS = ("ours", "mse", "cos", "l1")
 METRIC_CODES = {name: code for code, name in enumerate(METRICS)}
@@ -55,25 +56,17 @@ def stats_numel(shapes, num_classes, metric: str, weights) -> int:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(DeviceTables):
+    TABLES = ("items", "item_weight", "part_ptr", "part_weight")  # on(device): these four
     items: torch.Tensor  # int64 [W, ITEM_FIELDS]
     item_weight: torch.Tensor  # float64 [W]; 0 marks an inactive item
     part_ptr: torch.Tensor  # int64 [K + 1]
     part_weight: torch.Tensor  # float64 [P]
     num_parts: int
-    _on_device: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_items(self) -> int:
         return self.items.shape[0]
-
-    def on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(items, item_weight, part_ptr, part_weight) on ``device``, copied once per device."""
-        key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = tuple(t.to(device) for t in
-                                         (self.items, self.item_weight, self.part_ptr, self.part_weight))
-        return self._on_device[key]
 
 
 def _pieces(tensor: int, klass: int, base: int, numel: int, chunk: int) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""Batched k-means and the nearest-row-to-centroid query (docs/semantics.md#kmeans)."""
+"""Batched k-means and the nearest-row-to-centroid query (docs/semantics.md#kmeans).
+
+The package holds both kinds: its three steps (kmeans_assign, kmeans_update, kmeans_nearest) are fused ops,
+declared in ``_op.py`` with their backend modules beside it; ``kmeans`` and ``nearest_to_centroids`` here are
+a composite, the Python driver (initialisation, the Lloyd loop, stopping) that runs them (docs/DESIGN.md,
+"Layout as built")."""
 
 from __future__ import annotations
 

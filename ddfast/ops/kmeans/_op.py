@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from .._dtypes import TRITON_WITHOUT_FP64
 from .._registry import FusedOp
 
 _SHARED = dict(package=__package__, backends=("reference", "cpp", "triton"), dispatch_as="kmeans", results=2,
-               dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})})
+               dtypes=TRITON_WITHOUT_FP64)
 
 
 def _fake_assign(x, centroids, offsets, with_distance):

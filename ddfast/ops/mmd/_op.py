@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dtypes import accumulate_dtype
+from .._dtypes import TRITON_WITHOUT_FP64, accumulate_dtype
 from .._higher_order import input_gradients
 from .._registry import FusedOp
 
@@ -37,8 +37,7 @@ OP = FusedOp(
     name="mmd",
     package=__package__,
     backends=("reference", "cpp", "triton"),
-    # tl.dot in fp64 is not part of what ddfast checks on GPUs (tier 6 compiles fp16/bf16/fp32).
-    dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
+    dtypes=TRITON_WITHOUT_FP64,
     forward_schema="(Tensor x, Tensor y, Tensor? x_offsets, Tensor? y_offsets, str kernel, float[] sigmas,"
                    " str estimator) -> Tensor",
     backward_schema="(Tensor grad_out, Tensor x, Tensor y, Tensor? x_offsets, Tensor? y_offsets, str kernel,"

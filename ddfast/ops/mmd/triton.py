@@ -96,29 +96,22 @@ def _squared_distance(g, na, nb, diag):
 
 
 @triton.jit
-def _kernel_value(d2, coef_ptr, num_coefs, KERNEL: tl.constexpr):
-    """k = f(d^2) summed over bandwidths (gaussian, imq)."""
+def _kernel_sum(d2, coef_ptr, num_coefs, KERNEL: tl.constexpr, SLOPE: tl.constexpr):
+    """k = f(d^2), or with SLOPE f'(d^2), summed over bandwidths (gaussian, imq)."""
     v = tl.zeros_like(d2)
     for s in range(0, num_coefs):
         c = tl.load(coef_ptr + s).to(d2.dtype)
         if KERNEL == GAUSSIAN:
-            v += tl.exp(-c * d2)
-        else:
-            v += div_rn(tl.full(d2.shape, 1.0, d2.dtype), sqrt_rn(1.0 + c * d2))
-    return v
-
-
-@triton.jit
-def _kernel_slope(d2, coef_ptr, num_coefs, KERNEL: tl.constexpr):
-    """f'(d^2) summed over bandwidths (gaussian, imq)."""
-    v = tl.zeros_like(d2)
-    for s in range(0, num_coefs):
-        c = tl.load(coef_ptr + s).to(d2.dtype)
-        if KERNEL == GAUSSIAN:
-            v -= c * tl.exp(-c * d2)
-        else:
+            e = tl.exp(-c * d2)
+            if SLOPE:
+                v -= c * e
+            else:
+                v += e
+        elif SLOPE:
             base = 1.0 + c * d2
             v -= div_rn(0.5 * c * tl.full(d2.shape, 1.0, d2.dtype), base * sqrt_rn(base))
+        else:
+            v += div_rn(tl.full(d2.shape, 1.0, d2.dtype), sqrt_rn(1.0 + c * d2))
     return v
 
 
@@ -137,7 +130,7 @@ def _block_sum(a_ptr, b_ptr, rows, row_mask, col_start, b_hi, b_end, D, coef_ptr
         valid = row_mask[:, None] & col_mask[None, :]
         if UNBIASED and SAME:
             valid = valid & (diag == 0)
-        v = tl.where(valid, _kernel_value(_squared_distance(g, na, nb, diag), coef_ptr, num_coefs, KERNEL), 0.0)
+        v = tl.where(valid, _kernel_sum(_squared_distance(g, na, nb, diag), coef_ptr, num_coefs, KERNEL, False), 0.0)
         if SAME:
             v = v * tl.where(col0 == col_start, 1.0, 2.0)
         total += v
@@ -212,7 +205,7 @@ def _accumulate_block(a_ptr, b_ptr, ga_ptr, rows, row_mask, rowsum, b_lo, b_hi, 
         valid = row_mask[:, None] & col_mask[None, :]
         diag = (rows[:, None] == cols[None, :]) & SAME
         g, na, nb = _gram(a_ptr, b_ptr, rows, row_mask, cols, col_mask, D, BLOCK_D, ACC, PRECISION)
-        slope = _kernel_slope(_squared_distance(g, na, nb, diag), coef_ptr, num_coefs, KERNEL)
+        slope = _kernel_sum(_squared_distance(g, na, nb, diag), coef_ptr, num_coefs, KERNEL, True)
         # The same-sample diagonal multiplies a_i - a_i = 0: coefficient 0 under both estimators.
         c = tl.where(valid & (diag == 0), scale * slope, 0.0)
         rowsum += tl.sum(c, axis=1)

@@ -1,10 +1,11 @@
-"""MTT's parameter-matching loss over flat parameter vectors (docs/semantics.md#param_match_loss)."""
+"""MTT's parameter-matching loss over flat parameter vectors (docs/semantics.md#param_match_loss). One of
+the flat-vector family: its shared code is ddfast/ops/_flat.py."""
 
 from __future__ import annotations
 
 import torch
 
-from .._validate import flat_vector
+from .._flat import flat_vectors
 from ._op import DISPATCH, OP
 
 __all__ = ["param_match_loss", "DISPATCH"]
@@ -31,7 +32,5 @@ def param_match_loss(theta_n: torch.Tensor, theta_start: torch.Tensor, theta_tar
     as validated on a GPU (``ddfast info``); the reference otherwise. CUDA is preferred for its lower host
     overhead per launch at these launch-bound sizes; the order is a default to confirm by benchmark.
     """
-    flat_vector(theta_n, "theta_n")
-    flat_vector(theta_start, "theta_start", theta_n, "theta_n")
-    flat_vector(theta_target, "theta_target", theta_n, "theta_n")
+    flat_vectors({"theta_n": theta_n, "theta_start": theta_start, "theta_target": theta_target})
     return OP(theta_n.contiguous(), theta_start.contiguous(), theta_target.contiguous())

@@ -9,6 +9,7 @@ import torch
 
 from .._dtypes import accumulate_dtype
 from .._higher_order import input_gradients
+from .._flat import DECLARATION as FLAT_DECLARATION
 from .._registry import FusedOp
 
 
@@ -36,8 +37,7 @@ def _backward(s, grad_out, _grad_sums):
 OP = FusedOp(
     name="param_match_loss",
     package=__package__,
-    backends=("reference", "cpp", "cuda", "triton"),
-    dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
+    **FLAT_DECLARATION,
     forward_schema="(Tensor theta_n, Tensor theta_start, Tensor theta_target) -> (Tensor, Tensor)",
     backward_schema="(Tensor grad_out, Tensor theta_n, Tensor theta_start, Tensor theta_target, Tensor sums,"
                     " bool need_n, bool need_start, bool need_target) -> (Tensor, Tensor, Tensor)",

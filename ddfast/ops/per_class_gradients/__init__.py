@@ -1,8 +1,9 @@
 """Per-class parameter gradients in the batched layout grad_distance takes (docs/semantics.md#per_class_gradients).
 
-A composite (it takes a module), not a custom op. Two strategies compute the same thing:
-``loop`` (one forward/backward per class, as DC does) and ``vmap`` (one batched torch.func
-computation over all classes). ``auto`` picks per device from measurement: the loop on CPU (on the
+A composite, not a custom op: it takes a module and runs torch autograd or torch.func over it, with no
+declaration, dispatch table or backend of its own (docs/DESIGN.md, "Layout as built"). Two strategies
+compute the same thing: ``loop`` (one forward/backward per class, as DC does) and ``vmap`` (one batched
+torch.func computation over all classes). ``auto`` picks per device from measurement: the loop on CPU (on the
 2-core CI machine the vmap form took 7.0 s against the loop's 3.4 s for ConvNet-3 x 10 classes);
 vmap on CUDA, where launch counts dominate. Models with ``nn.InstanceNorm*`` use the loop, since
 torch.func gives wrong second-order gradients through them.

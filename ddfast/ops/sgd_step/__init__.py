@@ -1,10 +1,11 @@
-"""One fused inner step of the unrolled SGD / momentum loop over flat parameters (docs/semantics.md#sgd_step)."""
+"""One fused inner step of the unrolled SGD / momentum loop over flat parameters (docs/semantics.md#sgd_step).
+One of the flat-vector family: its shared code is ddfast/ops/_flat.py."""
 
 from __future__ import annotations
 
 import torch
 
-from .._validate import flat_step_arguments
+from .._flat import flat_step_arguments
 from ._op import DISPATCH, OP
 
 __all__ = ["sgd_step", "DISPATCH"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._higher_order import input_gradients
+from .._flat import DECLARATION as FLAT_DECLARATION
 from .._registry import FusedOp
 from ..adjoint_step import reference as adjoint_reference
 from ..adjoint_step._op import OP as ADJOINT_STEP
@@ -42,8 +43,7 @@ def _backward(s, grad_theta, grad_velocity):
 OP = FusedOp(
     name="sgd_step",
     package=__package__,
-    backends=("reference", "cpp", "cuda", "triton"),
-    dtypes={"triton": frozenset({torch.float16, torch.bfloat16, torch.float32})},
+    **FLAT_DECLARATION,
     forward_schema="(Tensor theta, Tensor grad, Tensor lr, Tensor? velocity, float momentum, bool with_velocity)"
                    " -> (Tensor, Tensor)",
     fake_forward=_fake_forward,

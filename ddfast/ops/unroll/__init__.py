@@ -1,4 +1,7 @@
-"""Trajectory matching engine (docs/semantics.md#unroll): flat functional models and the unrolled inner loop."""
+"""Trajectory matching engine (docs/semantics.md#unroll): flat functional models and the unrolled inner loop.
+
+A composite, not a custom op: Python over the fused sgd_step and adjoint_step ops and torch autograd, with no
+declaration, dispatch table or backend of its own (docs/DESIGN.md, "Layout as built")."""
 
 from __future__ import annotations
 
